@@ -1,0 +1,1 @@
+//! node.yaml. Filled in by the control work.

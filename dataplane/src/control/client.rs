@@ -1,0 +1,1 @@
+//! Blocking client used by xsknetctl and the CNI plugin. Filled in by the control work.

@@ -1,0 +1,1 @@
+//! mio server. Filled in by the control work.

@@ -1,0 +1,1 @@
+//! ARP responder stage (proxy ARP for every address). Filled in by the pipeline work.

@@ -1,0 +1,1 @@
+//! IPv4 forward stage. Filled in by the pipeline work.

@@ -1,0 +1,1 @@
+//! Atomic persistence under the state dir. Filled in by the control work.

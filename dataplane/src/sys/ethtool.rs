@@ -1,0 +1,1 @@
+//! ethtool ioctls. Filled in by the sys work.

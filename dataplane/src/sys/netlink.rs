@@ -1,0 +1,1 @@
+//! Synchronous rtnetlink. Filled in by the sys work.
