@@ -155,3 +155,76 @@ pub trait Handler {
     /// Called at least every 100 ms from the control thread (housekeeping).
     fn tick(&mut self) {}
 }
+
+/// Ring-level counters the kernel keeps for one AF_XDP socket (XDP_STATISTICS).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct XdpRingStats {
+    pub rx_dropped: u64,
+    pub rx_invalid_descs: u64,
+    pub tx_invalid_descs: u64,
+    pub rx_ring_full: u64,
+    pub rx_fill_ring_empty_descs: u64,
+    pub tx_ring_empty_descs: u64,
+}
+
+/// Counters of one port (`stats` result, `ports[]`).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PortStats {
+    pub port: u16,
+    pub ifname: String,
+    /// "pod" or "host".
+    pub kind: String,
+    pub worker: u16,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<Ipv4Addr>,
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+    /// Drops by reason (snake_case names of `pipeline::DropReason`), zeros omitted.
+    pub drops: BTreeMap<String, u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub xdp: Option<XdpRingStats>,
+}
+
+/// Counters of one worker (`stats` result, `workers[]`): sums over its ports plus
+/// the worker's own loop counters.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct WorkerStats {
+    pub worker: u16,
+    pub core: usize,
+    pub ports: usize,
+    pub rx_packets: u64,
+    pub tx_packets: u64,
+    pub drops: BTreeMap<String, u64>,
+    /// Packets handed to / taken from other workers.
+    pub handoff_out: u64,
+    pub handoff_in: u64,
+    /// Times the worker fell back to sleeping in poll(2).
+    pub sleeps: u64,
+    /// Table generation the worker runs on.
+    pub generation: u64,
+}
+
+/// The `stats` result.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Stats {
+    pub workers: Vec<WorkerStats>,
+    pub ports: Vec<PortStats>,
+}
+
+/// The `status` result.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Status {
+    pub version: String,
+    pub ready: bool,
+    pub generation: u64,
+    pub workers: usize,
+    pub endpoints: usize,
+    pub pod_cidr: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_port: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_ip: Option<Ipv4Addr>,
+    pub uptime_secs: u64,
+}
