@@ -208,14 +208,14 @@ impl Daemon {
         let dp = self.nl.link_by_name(&peer).map_err(|e| e.to_string())?.ok_or("host veth peer vanished")?;
         // Noise reduction: IPv6 link-local chatter on the host port would only be
         // counted as unsupported_ethertype drops.
-        let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{name}/disable_ipv6"), "1");
-        let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{peer}/disable_ipv6"), "1");
+        let _ = crate::sys::write_sysctl(&format!("net/ipv6/conf/{name}/disable_ipv6"), "1");
+        let _ = crate::sys::write_sysctl(&format!("net/ipv6/conf/{peer}/disable_ipv6"), "1");
         self.nl.set_link_up(dp.index, true).map_err(|e| e.to_string())?;
         self.nl.set_link_up(node.index, true).map_err(|e| e.to_string())?;
         let host_ip = self.host_ip_of();
         self.nl.add_address(node.index, host_ip, 32).map_err(|e| e.to_string())?;
         self.nl
-            .add_route(RouteSpec {
+            .add_route(&RouteSpec {
                 dst: self.cfg.pod_cidr.addr,
                 prefix_len: self.cfg.pod_cidr.prefix,
                 gateway: None,
@@ -414,7 +414,7 @@ impl Daemon {
         if !link.up {
             self.nl.set_link_up(link.index, true).map_err(|e| err(ErrorKind::System, e.to_string()))?;
         }
-        let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{}/disable_ipv6", spec.ifname), "1");
+        let _ = crate::sys::write_sysctl(&format!("net/ipv6/conf/{}/disable_ipv6", spec.ifname), "1");
         let info = PortInfo { kind: PortKind::Pod, worker: 0, mac, peer_mac, ip: spec.ip };
         let att = self.attach_port(&spec.ifname, link.index, info)?;
         let ep = Endpoint {

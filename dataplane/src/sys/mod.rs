@@ -11,6 +11,7 @@
 pub mod ethtool;
 pub mod netlink;
 pub mod netns;
+pub mod signal;
 
 use std::io;
 use std::path::{Component, Path, PathBuf};
