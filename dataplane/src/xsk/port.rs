@@ -474,15 +474,27 @@ impl Port {
     }
 
     /// Put staged frames on the TX ring and kick the kernel if it asked. Frames that
-    /// do not fit are dropped (counted `tx_ring_full`) and go back to the pool.
+    /// do not fit even after the kernel drained the ring are dropped (counted
+    /// `tx_ring_full`) and go back to the pool.
     pub fn flush_tx(&mut self) {
         if self.staged_len == 0 {
             return;
         }
         let n = self.staged_len;
-        let sent = self.tx.push(&self.staged[..n]);
+        let mut off = 0;
+        // Copy-mode AF_XDP transmits from inside sendto(), at most 32 frames per call
+        // (the kernel's TX budget), so a full ring is drained by kicking, then refilled.
+        for _ in 0..3 {
+            off += self.tx.push(&self.staged[off..n]);
+            if self.tx.needs_wakeup() {
+                self.kick_tx();
+            }
+            if off == n {
+                break;
+            }
+        }
         let mut sent_bytes = self.staged_bytes;
-        for i in sent..n {
+        for i in off..n {
             let d = self.staged[i];
             sent_bytes -= d.len as u64;
             self.recycle(d.addr);
@@ -491,26 +503,36 @@ impl Port {
         self.staged_len = 0;
         self.staged_bytes = 0;
         let c = self.counters();
-        bump(&c.tx_packets, sent as u64);
+        bump(&c.tx_packets, off as u64);
         bump(&c.tx_bytes, sent_bytes);
-        if sent > 0 && self.tx.needs_wakeup() {
-            self.kick_tx();
-        }
     }
 
+    /// Ask the kernel to transmit what is on the TX ring: repeated while it answers
+    /// EAGAIN (budget used up, more left), bounded so one port cannot starve others.
     fn kick_tx(&self) {
         if let Backing::Real(r) = &self.backing {
-            // SAFETY: sendto with no buffer on our own socket fd is the documented
-            // AF_XDP TX wakeup; errors (EAGAIN, EBUSY, ENOBUFS) mean "try later".
-            unsafe {
-                libc::sendto(
-                    r.fd,
-                    std::ptr::null(),
-                    0,
-                    libc::MSG_DONTWAIT,
-                    std::ptr::null(),
-                    0,
-                );
+            let max_kicks = self.ring_size / 32 + 1;
+            for _ in 0..max_kicks {
+                // SAFETY: sendto with no buffer on our own socket fd is the documented
+                // AF_XDP TX wakeup.
+                let rc = unsafe {
+                    libc::sendto(
+                        r.fd,
+                        std::ptr::null(),
+                        0,
+                        libc::MSG_DONTWAIT,
+                        std::ptr::null(),
+                        0,
+                    )
+                };
+                if rc >= 0 {
+                    break;
+                }
+                // EAGAIN: budget exhausted with frames left → go again. EBUSY/ENOBUFS/
+                // ENETDOWN: the device cannot take more now → next round.
+                if std::io::Error::last_os_error().raw_os_error() != Some(libc::EAGAIN) {
+                    break;
+                }
             }
         }
     }
