@@ -769,6 +769,35 @@ logLevel: debug,xsknet_dataplane=trace
     }
 
     #[test]
+    fn example_node_yaml_documents_the_defaults() {
+        let example = include_str!("../../config/node.yaml");
+        assert_eq!(Config::from_yaml_str(example).unwrap(), Config::default());
+        // Every field of the schema appears in the example (workers as a comment).
+        for key in [
+            "socket:",
+            "stateDir:",
+            "podCidr:",
+            "workers:",
+            "core:",
+            "umem:",
+            "frameSize:",
+            "framesPerPort:",
+            "ringSize:",
+            "maxPortsPerWorker:",
+            "hostPort:",
+            "enabled:",
+            "name:",
+            "peerName:",
+            "idle:",
+            "busyPollUs:",
+            "pollTimeoutMs:",
+            "logLevel:",
+        ] {
+            assert!(example.contains(key), "config/node.yaml lacks {key}");
+        }
+    }
+
+    #[test]
     fn cidr_parse_and_display() {
         let c: Ipv4Cidr = "10.244.0.0/24".parse().unwrap();
         assert_eq!(c.addr, Ipv4Addr::new(10, 244, 0, 0));

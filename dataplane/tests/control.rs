@@ -329,7 +329,7 @@ fn oversized_request_is_refused() {
 #[test]
 fn stalled_clients_do_not_block_others_and_are_dropped() {
     let srv = TestServer::start_with(ServeOptions {
-        idle_timeout: Duration::from_millis(300),
+        idle_timeout: Duration::from_millis(1500),
         ..ServeOptions::default()
     });
     let mut silent = UnixStream::connect(&srv.path).unwrap();
@@ -340,8 +340,9 @@ fn stalled_clients_do_not_block_others_and_are_dropped() {
     for _ in 0..5 {
         call(&srv.path, &Request::Status, T).unwrap();
     }
+    // Were they waited on, these calls would take the full idle timeout.
     assert!(
-        started.elapsed() < Duration::from_millis(250),
+        started.elapsed() < Duration::from_millis(1000),
         "{:?}",
         started.elapsed()
     );
@@ -352,7 +353,7 @@ fn stalled_clients_do_not_block_others_and_are_dropped() {
         let mut buf = Vec::new();
         let t0 = Instant::now();
         assert_eq!(s.read_to_end(&mut buf).unwrap(), 0);
-        assert!(t0.elapsed() < Duration::from_secs(2));
+        assert!(t0.elapsed() < Duration::from_secs(4));
     }
     call(&srv.path, &Request::Status, T).unwrap();
 }
@@ -518,4 +519,22 @@ fn xsknetctl_against_the_server() {
         stderr.contains("cannot reach xsknetd at") && stderr.contains("is the daemon running?"),
         "{stderr}"
     );
+}
+
+#[test]
+fn many_concurrent_clients_are_all_answered() {
+    let srv = TestServer::start();
+    let threads: Vec<_> = (0..8)
+        .map(|_| {
+            let path = srv.path.clone();
+            std::thread::spawn(move || {
+                for _ in 0..50 {
+                    call(&path, &Request::Stats, T).unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
 }
