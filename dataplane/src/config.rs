@@ -201,7 +201,7 @@ pub struct UmemConfig {
     pub frames_per_port: u32,
     /// Entries in each of a port's four rings; a power of two.
     pub ring_size: u32,
-    /// Ports one worker can own; with `framesPerPort` this sizes the UMEM.
+    /// Ports one worker can own (port slots and counters are sized from it).
     pub max_ports_per_worker: u32,
 }
 
@@ -506,7 +506,7 @@ impl Config {
         Ok(())
     }
 
-    /// Frames in one worker's UMEM: `framesPerPort × maxPortsPerWorker`.
+    /// Frames one worker holds with every port slot in use: `framesPerPort × maxPortsPerWorker`.
     pub fn total_frames_per_worker(&self) -> u64 {
         u64::from(self.umem.frames_per_port) * u64::from(self.umem.max_ports_per_worker)
     }
@@ -609,7 +609,7 @@ mod tests {
         assert_eq!(c.workers.len(), 1);
         assert_eq!(Some(&c.workers[0].core), online_cpus().last());
         assert_eq!(c.umem.frame_size, 2048);
-        assert_eq!(c.umem.frames_per_port, 512);
+        assert_eq!(c.umem.frames_per_port, 1000);
         assert_eq!(c.umem.ring_size, 512);
         assert_eq!(c.umem.max_ports_per_worker, 64);
         assert!(c.host_port.enabled);
@@ -618,7 +618,7 @@ mod tests {
         assert_eq!(c.idle.busy_poll_us, 200);
         assert_eq!(c.idle.poll_timeout_ms, 100);
         assert_eq!(c.log_level, "info");
-        assert_eq!(c.total_frames_per_worker(), 512 * 64);
+        assert_eq!(c.total_frames_per_worker(), 1000 * 64);
         c.validate().unwrap();
     }
 
@@ -632,7 +632,7 @@ workers:
   - core: 0
 umem:
   frameSize: 4096
-  framesPerPort: 1024
+  framesPerPort: 2048
   ringSize: 1024
   maxPortsPerWorker: 8
 hostPort:
@@ -648,7 +648,7 @@ logLevel: debug,xsknet_dataplane=trace
         assert_eq!(c.pod_cidr, "10.1.2.0/23".parse().unwrap());
         assert_eq!(c.umem.frame_size, 4096);
         assert!(!c.host_port.enabled);
-        assert_eq!(c.total_frames_per_worker(), 8192);
+        assert_eq!(c.total_frames_per_worker(), 16384);
         let again = serde_yaml_ng::to_string(&c).unwrap();
         assert_eq!(Config::from_yaml_str(&again).unwrap(), c);
     }
