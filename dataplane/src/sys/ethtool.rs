@@ -6,39 +6,31 @@
 //! So to touch a pod's `eth0`, call these functions from inside the pod's namespace
 //! (`sys::netns::run_in_netns`).
 //!
-//! Choice of interface: the legacy per-feature commands (`ETHTOOL_GTXCSUM` /
-//! `ETHTOOL_STXCSUM`, `GSG`/`SSG`, `GTSO`/`STSO`, `GGSO`/`SGSO`, `GGRO`/`SGRO`). Each
-//! maps in the kernel to a fixed feature mask (`STXCSUM` covers every checksum
-//! feature, `STSO` every TSO flavour) and goes through the same `wanted_features` +
-//! `netdev_update_features` path as `ETHTOOL_SFEATURES`, so the result is identical
-//! for the five switches we need, without fetching and searching the feature-name
-//! string set first. A set is only issued when the current value differs, because the
-//! kernel answers `EOPNOTSUPP` for a feature the driver does not let change, even when
-//! it already has the requested value.
+//! Choice of interface: the feature-word commands (`ETHTOOL_GSSET_INFO` +
+//! `ETHTOOL_GSTRINGS` for the kernel's feature names, `ETHTOOL_GFEATURES`,
+//! `ETHTOOL_SFEATURES`), addressing features by the names `ethtool -k` prints. The
+//! legacy per-switch commands (`ETHTOOL_STSO`, ...) were tried first and are not
+//! enough: on Linux 6.18 `STSO` clears the kernel's `NETIF_F_ALL_TSO` mask, which does
+//! not contain the newer `tx-tcp-accecn-segmentation`, so `ethtool -k` still reported
+//! `tcp-segmentation-offload: on` afterwards. Matching names (as ethtool itself does)
+//! also covers features future kernels add under the same naming scheme.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 const SIOCETHTOOL: libc::c_ulong = 0x8946;
 const IFNAMSIZ: usize = 16;
+const ETH_GSTRING_LEN: usize = 32;
+const ETH_SS_FEATURES: u32 = 4;
 
-const ETHTOOL_GTXCSUM: u32 = 0x16;
-const ETHTOOL_STXCSUM: u32 = 0x17;
-const ETHTOOL_GSG: u32 = 0x18;
-const ETHTOOL_SSG: u32 = 0x19;
-const ETHTOOL_GTSO: u32 = 0x1e;
-const ETHTOOL_STSO: u32 = 0x1f;
-const ETHTOOL_GGSO: u32 = 0x23;
-const ETHTOOL_SGSO: u32 = 0x24;
-const ETHTOOL_GGRO: u32 = 0x2b;
-const ETHTOOL_SGRO: u32 = 0x2c;
+const ETHTOOL_GSTRINGS: u32 = 0x1b;
+const ETHTOOL_GSSET_INFO: u32 = 0x37;
+const ETHTOOL_GFEATURES: u32 = 0x3a;
+const ETHTOOL_SFEATURES: u32 = 0x3b;
 
-/// `struct ethtool_value` from `<linux/ethtool.h>`.
-#[repr(C)]
-struct EthtoolValue {
-    cmd: u32,
-    data: u32,
-}
+/// Upper bound on the feature count, so a confused kernel answer cannot make us
+/// allocate without limit (Linux has ~70 features).
+const MAX_FEATURES: usize = 4096;
 
 /// `struct ifreq` with the union used as `ifr_data`. The kernel copies
 /// `sizeof(struct ifreq)` (40 bytes on 64-bit) from userspace, so the union is padded
@@ -50,18 +42,18 @@ struct IfreqData {
     _union_pad: [u8; 24 - std::mem::size_of::<*mut libc::c_void>()],
 }
 
-/// One legacy ethtool switch: its `ethtool -k` name and its get/set commands.
+/// One switch of `ethtool -k`'s top level, as xsknet groups them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Feature {
-    /// `tx-checksumming` (all `NETIF_F_CSUM_MASK` bits).
+    /// `tx-checksumming`: every `tx-checksum-*` feature.
     TxChecksum,
-    /// `scatter-gather`.
+    /// `scatter-gather`: `tx-scatter-gather*`.
     ScatterGather,
-    /// `tcp-segmentation-offload` (all TSO flavours).
+    /// `tcp-segmentation-offload`: every `tx-tcp*-segmentation` feature.
     Tso,
-    /// `generic-segmentation-offload`.
+    /// `generic-segmentation-offload`: `tx-generic-segmentation`.
     Gso,
-    /// `generic-receive-offload`.
+    /// `generic-receive-offload`: `rx-gro`.
     Gro,
 }
 
@@ -77,28 +69,30 @@ impl Feature {
         }
     }
 
-    fn get_cmd(self) -> u32 {
+    /// Whether the kernel feature called `kernel_name` belongs to this switch (the
+    /// same grouping ethtool uses for `-k`/`-K`).
+    fn covers(self, kernel_name: &str) -> bool {
         match self {
-            Feature::TxChecksum => ETHTOOL_GTXCSUM,
-            Feature::ScatterGather => ETHTOOL_GSG,
-            Feature::Tso => ETHTOOL_GTSO,
-            Feature::Gso => ETHTOOL_GGSO,
-            Feature::Gro => ETHTOOL_GGRO,
-        }
-    }
-
-    fn set_cmd(self) -> u32 {
-        match self {
-            Feature::TxChecksum => ETHTOOL_STXCSUM,
-            Feature::ScatterGather => ETHTOOL_SSG,
-            Feature::Tso => ETHTOOL_STSO,
-            Feature::Gso => ETHTOOL_SGSO,
-            Feature::Gro => ETHTOOL_SGRO,
+            Feature::TxChecksum => kernel_name.starts_with("tx-checksum-"),
+            Feature::ScatterGather => kernel_name.starts_with("tx-scatter-gather"),
+            Feature::Tso => {
+                kernel_name.starts_with("tx-tcp") && kernel_name.ends_with("segmentation")
+            }
+            Feature::Gso => kernel_name == "tx-generic-segmentation",
+            Feature::Gro => kernel_name == "rx-gro",
         }
     }
 }
 
-/// Errors of offload handling; each names the feature and interface involved.
+const ALL_FEATURES: [Feature; 5] = [
+    Feature::TxChecksum,
+    Feature::ScatterGather,
+    Feature::Tso,
+    Feature::Gso,
+    Feature::Gro,
+];
+
+/// Errors of offload handling; each names what was done to which interface.
 #[derive(Debug, thiserror::Error)]
 pub enum EthtoolError {
     /// The interface name cannot be passed to the kernel.
@@ -115,40 +109,43 @@ pub enum EthtoolError {
         /// The `socket(2)` failure.
         source: io::Error,
     },
-    /// Reading a feature failed (`ENODEV`: no such interface in this netns).
-    #[error("read {} of {ifname}: {source}", .feature.name())]
-    Get {
-        /// The feature being read.
-        feature: Feature,
+    /// An ioctl failed (`ENODEV`: no such interface in this netns).
+    #[error("{op} of {ifname}: {source}")]
+    Ioctl {
+        /// What was being done (`read feature names`, `set features`, ...).
+        op: &'static str,
         /// The interface.
         ifname: String,
         /// The ioctl failure.
         source: io::Error,
     },
-    /// Changing a feature failed (`EOPNOTSUPP`: the driver keeps it fixed).
-    #[error("turn {} {} on {ifname}: {source}", .feature.name(), if *.on { "on" } else { "off" })]
-    Set {
-        /// The feature being changed.
-        feature: Feature,
+    /// The kernel's answer did not make sense (size mismatch, too many features).
+    #[error("{op} of {ifname}: unexpected kernel answer: {reason}")]
+    BadReply {
+        /// What was being done.
+        op: &'static str,
+        /// The interface.
+        ifname: String,
+        /// What was wrong.
+        reason: String,
+    },
+    /// A feature could not be changed as requested: it is fixed by the driver, or the
+    /// kernel dropped it because of a dependency.
+    #[error("{op} on {ifname}: {features} could not be turned {}", if *.on { "on" } else { "off" })]
+    NotApplied {
+        /// What was being done.
+        op: &'static str,
+        /// The interface.
+        ifname: String,
+        /// The kernel feature names that kept the other state, comma separated.
+        features: String,
         /// The requested state.
         on: bool,
-        /// The interface.
-        ifname: String,
-        /// The ioctl failure.
-        source: io::Error,
-    },
-    /// The kernel accepted the request but the feature is still on (a dependency or
-    /// the driver forced it).
-    #[error("prepare pod interface {ifname}: {features} still on after turning it off")]
-    NotApplied {
-        /// The interface.
-        ifname: String,
-        /// The features that stayed on, comma separated.
-        features: String,
     },
 }
 
-/// The five offload switches xsknet cares about, as `ethtool -k` reports them.
+/// The five offload switches xsknet cares about, as `ethtool -k` reports them (a
+/// switch is on when any kernel feature in its group is active).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Offloads {
     /// `tx-checksumming`: the stack hands the driver packets with partial checksums.
@@ -185,24 +182,40 @@ impl Offloads {
     }
 }
 
-/// Order matters only for enabling (TSO needs SG, SG needs checksumming); the kernel
-/// recomputes the active set from the wanted set after every change, so the final
-/// state is the same either way.
-const ALL_FEATURES: [Feature; 5] = [
-    Feature::TxChecksum,
-    Feature::ScatterGather,
-    Feature::Tso,
-    Feature::Gso,
-    Feature::Gro,
-];
-
-/// An `AF_INET` datagram socket used only as an ioctl handle.
-struct IoctlSocket {
-    fd: OwnedFd,
+/// One kernel feature bit as `ETHTOOL_GFEATURES` reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FeatureState {
+    /// Kernel name, e.g. `tx-tcp-segmentation`.
+    pub name: String,
+    /// Userspace may change it (`hw_features`); otherwise `ethtool -k` says `[fixed]`.
+    pub changeable: bool,
+    /// Wanted by userspace (`wanted_features`).
+    pub requested: bool,
+    /// In effect now (`features`).
+    pub active: bool,
 }
 
-impl IoctlSocket {
-    fn open() -> Result<IoctlSocket, EthtoolError> {
+/// An `AF_INET` datagram socket used only as an ioctl handle, plus the name.
+struct Ethtool<'a> {
+    fd: OwnedFd,
+    ifname: &'a str,
+    name: [u8; IFNAMSIZ],
+}
+
+fn rd_u32(buf: &[u8], off: usize) -> Option<u32> {
+    let b = buf.get(off..off + 4)?;
+    Some(u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+}
+
+fn wr_u32(buf: &mut [u8], off: usize, v: u32) {
+    if let Some(b) = buf.get_mut(off..off + 4) {
+        b.copy_from_slice(&v.to_ne_bytes());
+    }
+}
+
+impl<'a> Ethtool<'a> {
+    fn open(ifname: &'a str) -> Result<Ethtool<'a>, EthtoolError> {
+        let name = ifname_bytes(ifname)?;
         // SAFETY: plain socket(2) call with constant arguments; no pointers involved.
         let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
         if fd < 0 {
@@ -212,26 +225,132 @@ impl IoctlSocket {
         }
         // SAFETY: `fd` was just returned by socket(2), is valid and owned by nobody else.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        Ok(IoctlSocket { fd })
+        Ok(Ethtool { fd, ifname, name })
     }
 
-    /// Runs one `ethtool_value` command; returns the `data` the kernel wrote back.
-    fn value_cmd(&self, ifname: &[u8; IFNAMSIZ], cmd: u32, data: u32) -> io::Result<u32> {
-        let mut value = EthtoolValue { cmd, data };
+    /// Issues SIOCETHTOOL with `buf` as the command structure (its first u32 is the
+    /// command); the kernel reads and writes at most `buf.len()` bytes of it, because
+    /// every structure used here carries its own element count that matches `buf`.
+    fn ioctl(&self, op: &'static str, buf: &mut [u8]) -> Result<(), EthtoolError> {
         let mut req = IfreqData {
-            ifr_name: *ifname,
-            ifr_data: (&mut value as *mut EthtoolValue).cast(),
+            ifr_name: self.name,
+            ifr_data: buf.as_mut_ptr().cast(),
             _union_pad: [0; 24 - std::mem::size_of::<*mut libc::c_void>()],
         };
-        // SAFETY: `req` is a fully initialised ifreq of at least the kernel's size, with
-        // a NUL-terminated name and `ifr_data` pointing at `value`, a live
-        // `struct ethtool_value` that outlives the call; SIOCETHTOOL reads/writes only
-        // those two objects.
+        // SAFETY: `req` is a fully initialised ifreq of at least the kernel's size with a
+        // NUL-terminated name; `ifr_data` points at `buf`, which lives across the call
+        // and is sized by the callers for the element counts written into it, so the
+        // kernel's copy_to/from_user stays inside it.
         let rc = unsafe { libc::ioctl(self.fd.as_raw_fd(), SIOCETHTOOL as _, &mut req) };
         if rc < 0 {
-            return Err(io::Error::last_os_error());
+            return Err(EthtoolError::Ioctl {
+                op,
+                ifname: self.ifname.to_owned(),
+                source: io::Error::last_os_error(),
+            });
         }
-        Ok(value.data)
+        Ok(())
+    }
+
+    fn bad(&self, op: &'static str, reason: String) -> EthtoolError {
+        EthtoolError::BadReply {
+            op,
+            ifname: self.ifname.to_owned(),
+            reason,
+        }
+    }
+
+    /// The kernel's feature names, in bit order.
+    fn feature_names(&self) -> Result<Vec<String>, EthtoolError> {
+        const OP: &str = "count features";
+        // struct ethtool_sset_info { u32 cmd; u32 reserved; u64 sset_mask; u32 data[1]; }
+        let mut info = [0u8; 20];
+        wr_u32(&mut info, 0, ETHTOOL_GSSET_INFO);
+        info[8..16].copy_from_slice(&(1u64 << ETH_SS_FEATURES).to_ne_bytes());
+        self.ioctl(OP, &mut info)?;
+        let mask = u64::from_ne_bytes(info[8..16].try_into().unwrap_or([0; 8]));
+        if mask & (1 << ETH_SS_FEATURES) == 0 {
+            return Err(self.bad(OP, "no feature string set".to_owned()));
+        }
+        let count = rd_u32(&info, 16).unwrap_or(0) as usize;
+        if count == 0 || count > MAX_FEATURES {
+            return Err(self.bad(OP, format!("{count} features")));
+        }
+
+        const OP2: &str = "read feature names";
+        // struct ethtool_gstrings { u32 cmd; u32 string_set; u32 len; u8 data[]; }
+        let mut strings = vec![0u8; 12 + count * ETH_GSTRING_LEN];
+        wr_u32(&mut strings, 0, ETHTOOL_GSTRINGS);
+        wr_u32(&mut strings, 4, ETH_SS_FEATURES);
+        wr_u32(&mut strings, 8, count as u32);
+        self.ioctl(OP2, &mut strings)?;
+        let got = rd_u32(&strings, 8).unwrap_or(0) as usize;
+        if got != count {
+            return Err(self.bad(OP2, format!("{got} names for {count} features")));
+        }
+        Ok(strings[12..]
+            .chunks_exact(ETH_GSTRING_LEN)
+            .map(|raw| {
+                let raw = raw.split(|&b| b == 0).next().unwrap_or(&[]);
+                String::from_utf8_lossy(raw).into_owned()
+            })
+            .collect())
+    }
+
+    fn features(&self) -> Result<Vec<FeatureState>, EthtoolError> {
+        const OP: &str = "read features";
+        let names = self.feature_names()?;
+        let blocks = names.len().div_ceil(32);
+        // struct ethtool_gfeatures { u32 cmd; u32 size; struct { u32 available,
+        // requested, active, never_changed; } features[size]; }
+        let mut buf = vec![0u8; 8 + blocks * 16];
+        wr_u32(&mut buf, 0, ETHTOOL_GFEATURES);
+        wr_u32(&mut buf, 4, blocks as u32);
+        self.ioctl(OP, &mut buf)?;
+        let bit = |field: usize, i: usize| {
+            rd_u32(&buf, 8 + (i / 32) * 16 + field * 4).is_some_and(|w| w & (1 << (i % 32)) != 0)
+        };
+        Ok(names
+            .into_iter()
+            .enumerate()
+            .map(|(i, name)| FeatureState {
+                name,
+                changeable: bit(0, i),
+                requested: bit(1, i),
+                active: bit(2, i),
+            })
+            .collect())
+    }
+
+    /// Requests every feature named in `changes` to the given state in one
+    /// `ETHTOOL_SFEATURES`, then reads back and names those that did not follow.
+    fn apply(
+        &self,
+        op: &'static str,
+        current: &[FeatureState],
+        changes: &[(usize, bool)],
+    ) -> Result<Vec<FeatureState>, EthtoolError> {
+        if changes.is_empty() {
+            return Ok(current.to_vec());
+        }
+        let blocks = current.len().div_ceil(32);
+        // struct ethtool_sfeatures { u32 cmd; u32 size; struct { u32 valid; u32
+        // requested; } features[size]; }
+        let mut buf = vec![0u8; 8 + blocks * 8];
+        wr_u32(&mut buf, 0, ETHTOOL_SFEATURES);
+        wr_u32(&mut buf, 4, blocks as u32);
+        for &(i, on) in changes {
+            let off = 8 + (i / 32) * 8;
+            let mask = 1u32 << (i % 32);
+            let valid = rd_u32(&buf, off).unwrap_or(0) | mask;
+            wr_u32(&mut buf, off, valid);
+            let req = rd_u32(&buf, off + 4).unwrap_or(0);
+            wr_u32(&mut buf, off + 4, if on { req | mask } else { req & !mask });
+        }
+        // A positive return only says some request was not fully honoured; the
+        // read-back below is the judge.
+        self.ioctl(op, &mut buf)?;
+        self.features()
     }
 }
 
@@ -254,70 +373,78 @@ fn ifname_bytes(ifname: &str) -> Result<[u8; IFNAMSIZ], EthtoolError> {
     Ok(out)
 }
 
-fn get_with(
-    sock: &IoctlSocket,
-    ifname: &str,
-    name: &[u8; IFNAMSIZ],
-) -> Result<Offloads, EthtoolError> {
+fn summarize(features: &[FeatureState]) -> Offloads {
     let mut out = Offloads::default();
     for f in ALL_FEATURES {
-        let v = sock
-            .value_cmd(name, f.get_cmd(), 0)
-            .map_err(|source| EthtoolError::Get {
-                feature: f,
-                ifname: ifname.to_owned(),
-                source,
-            })?;
-        out.set(f, v != 0);
+        out.set(f, features.iter().any(|s| s.active && f.covers(&s.name)));
     }
-    Ok(out)
+    out
+}
+
+/// Every kernel feature of `ifname` (in the calling thread's netns) by name, like
+/// `ethtool -k` with all sub-features.
+pub fn list_features(ifname: &str) -> Result<Vec<FeatureState>, EthtoolError> {
+    Ethtool::open(ifname)?.features()
 }
 
 /// Reads the five offload switches of `ifname` (in the calling thread's netns).
 pub fn get_offloads(ifname: &str) -> Result<Offloads, EthtoolError> {
-    let name = ifname_bytes(ifname)?;
-    let sock = IoctlSocket::open()?;
-    get_with(&sock, ifname, &name)
+    Ok(summarize(&Ethtool::open(ifname)?.features()?))
 }
 
 /// Sets the five offload switches of `ifname` to `want` (in the calling thread's
-/// netns), touching only those that differ. Note the kernel's dependencies: with
-/// `tx_checksum` off, scatter-gather and TSO cannot be on either.
+/// netns): every changeable kernel feature of a switch's group is requested on or
+/// off. Fails with [`EthtoolError::NotApplied`] when a switch then does not read back
+/// as wanted (a fixed feature, or a dependency such as TSO needing checksumming).
 pub fn set_offloads(ifname: &str, want: &Offloads) -> Result<(), EthtoolError> {
-    let name = ifname_bytes(ifname)?;
-    let sock = IoctlSocket::open()?;
-    let have = get_with(&sock, ifname, &name)?;
-    set_with(&sock, ifname, &name, &have, want)
-}
-
-fn set_with(
-    sock: &IoctlSocket,
-    ifname: &str,
-    name: &[u8; IFNAMSIZ],
-    have: &Offloads,
-    want: &Offloads,
-) -> Result<(), EthtoolError> {
-    for f in ALL_FEATURES {
-        let on = want.get(f);
-        if have.get(f) == on {
-            continue;
+    const OP: &str = "set offloads";
+    let eth = Ethtool::open(ifname)?;
+    let current = eth.features()?;
+    let mut changes = Vec::new();
+    for (i, s) in current.iter().enumerate() {
+        if let Some(f) = ALL_FEATURES.iter().find(|f| f.covers(&s.name)) {
+            let on = want.get(*f);
+            if s.changeable && (s.requested != on || s.active != on) {
+                changes.push((i, on));
+            }
         }
-        sock.value_cmd(name, f.set_cmd(), u32::from(on))
-            .map_err(|source| EthtoolError::Set {
-                feature: f,
-                on,
+    }
+    let after = eth.apply(OP, &current, &changes)?;
+    let have = summarize(&after);
+    for on in [true, false] {
+        let wrong: Vec<&str> = ALL_FEATURES
+            .into_iter()
+            .filter(|f| want.get(*f) == on && have.get(*f) != on)
+            .map(Feature::name)
+            .collect();
+        if !wrong.is_empty() {
+            return Err(EthtoolError::NotApplied {
+                op: OP,
                 ifname: ifname.to_owned(),
-                source,
-            })?;
+                features: wrong.join(", "),
+                on,
+            });
+        }
     }
     Ok(())
+}
+
+/// Whether `prepare_pod_interface` turns the kernel feature `name` off: every
+/// transmit checksum, scatter-gather and segmentation offload (TCP, UDP, tunnels,
+/// SCTP, fraglist), i.e. everything that lets a frame leave the pod incomplete or
+/// larger than the MTU.
+fn is_pod_tx_offload(name: &str) -> bool {
+    name.starts_with("tx-checksum-")
+        || name.starts_with("tx-scatter-gather")
+        || (name.starts_with("tx-") && name.ends_with("segmentation"))
+        || name == "tx-gso-list"
 }
 
 /// Makes a pod's interface hand the AF_XDP dataplane only complete frames: call it
 /// from inside the pod's network namespace on the pod end of its veth (`eth0`).
 ///
 /// Why: by default a veth advertises checksum offload, scatter-gather and TSO/GSO,
-/// so the pod's stack never finishes its work — TCP and UDP packets leave with
+/// so the pod's stack never finishes its work: TCP and UDP packets leave with
 /// `CHECKSUM_PARTIAL` (only the pseudo-header sum in the checksum field, the rest left
 /// to "hardware") and TCP sends GSO super-frames of up to 64 KiB. Between two veths in
 /// the kernel that is fine, because the skb carries the metadata that says "checksum
@@ -327,41 +454,38 @@ fn set_with(
 /// bigger than the MTU (which cannot be put on the wire or into a VXLAN tunnel), and
 /// TCP between pods stalls.
 ///
-/// What: turns off `tx-checksumming`, `scatter-gather`,
-/// `tcp-segmentation-offload` and `generic-segmentation-offload`. With checksum
-/// offload off the kernel masks every GSO feature for each packet at transmit, so TCP
+/// What: turns off every changeable transmit checksum, scatter-gather and
+/// segmentation offload of the interface (`tx-checksumming`, `scatter-gather`,
+/// `tcp-segmentation-offload` including `tx-tcp-accecn-segmentation`,
+/// `generic-segmentation-offload`, UDP/tunnel/SCTP segmentation). With checksum
+/// offload off the kernel also masks every GSO feature per packet at transmit, so TCP
 /// (which builds GSO packets internally whatever the device says) has them segmented
-/// and fully checksummed in software before they reach the veth: every frame is
-/// complete and at most MTU-sized. Receive offload (GRO) is left alone; it does not
-/// affect what the pod sends. Reads the switches back and fails with
-/// [`EthtoolError::NotApplied`] if any of them is still on.
+/// and fully checksummed in software before they reach the veth. Receive offload
+/// (GRO) is left alone: it does not affect what the pod sends. Idempotent. Reads the
+/// features back and fails with [`EthtoolError::NotApplied`] naming any checksum or
+/// segmentation feature that is still active.
 pub fn prepare_pod_interface(ifname: &str) -> Result<(), EthtoolError> {
-    let name = ifname_bytes(ifname)?;
-    let sock = IoctlSocket::open()?;
-    let have = get_with(&sock, ifname, &name)?;
-    let want = Offloads {
-        tx_checksum: false,
-        scatter_gather: false,
-        tso: false,
-        gso: false,
-        gro: have.gro,
-    };
-    set_with(&sock, ifname, &name, &have, &want)?;
-    let now = get_with(&sock, ifname, &name)?;
-    let still_on: Vec<&str> = [
-        Feature::TxChecksum,
-        Feature::ScatterGather,
-        Feature::Tso,
-        Feature::Gso,
-    ]
-    .into_iter()
-    .filter(|f| now.get(*f))
-    .map(Feature::name)
-    .collect();
+    const OP: &str = "prepare pod interface";
+    let eth = Ethtool::open(ifname)?;
+    let current = eth.features()?;
+    let changes: Vec<(usize, bool)> = current
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.changeable && is_pod_tx_offload(&s.name) && (s.requested || s.active))
+        .map(|(i, _)| (i, false))
+        .collect();
+    let after = eth.apply(OP, &current, &changes)?;
+    let still_on: Vec<&str> = after
+        .iter()
+        .filter(|s| s.active && is_pod_tx_offload(&s.name))
+        .map(|s| s.name.as_str())
+        .collect();
     if !still_on.is_empty() {
         return Err(EthtoolError::NotApplied {
+            op: OP,
             ifname: ifname.to_owned(),
             features: still_on.join(", "),
+            on: false,
         });
     }
     Ok(())
@@ -377,7 +501,21 @@ mod tests {
         assert!(std::mem::size_of::<IfreqData>() >= 16 + 16);
         #[cfg(target_pointer_width = "64")]
         assert_eq!(std::mem::size_of::<IfreqData>(), 40);
-        assert_eq!(std::mem::size_of::<EthtoolValue>(), 8);
+    }
+
+    #[test]
+    fn feature_groups_match_ethtool_names() {
+        assert!(Feature::Tso.covers("tx-tcp-segmentation"));
+        assert!(Feature::Tso.covers("tx-tcp6-segmentation"));
+        assert!(Feature::Tso.covers("tx-tcp-accecn-segmentation"));
+        assert!(!Feature::Tso.covers("tx-udp-segmentation"));
+        assert!(Feature::TxChecksum.covers("tx-checksum-ip-generic"));
+        assert!(!Feature::TxChecksum.covers("rx-checksum"));
+        assert!(Feature::Gso.covers("tx-generic-segmentation"));
+        assert!(is_pod_tx_offload("tx-udp-segmentation"));
+        assert!(is_pod_tx_offload("tx-gso-list"));
+        assert!(!is_pod_tx_offload("rx-gro"));
+        assert!(!is_pod_tx_offload("tx-vlan-hw-insert"));
     }
 
     #[test]
@@ -400,13 +538,15 @@ mod tests {
     fn missing_interface_names_feature_and_device() {
         let err = get_offloads("xs-no-such-if").unwrap_err();
         let text = err.to_string();
-        assert!(text.contains("tx-checksumming"), "{text}");
+        assert!(text.contains("count features"), "{text}");
         assert!(text.contains("xs-no-such-if"), "{text}");
     }
 
     #[test]
     fn loopback_offloads_are_readable() {
-        // lo exists in every namespace and supports the legacy get commands.
+        // lo exists in every namespace and reports its feature names.
+        let features = list_features("lo").expect("read lo features");
+        assert!(features.iter().any(|f| f.name == "tx-generic-segmentation"));
         get_offloads("lo").expect("read lo offloads");
     }
 

@@ -318,7 +318,9 @@ impl Netlink {
         index: u32,
         netnsid: Option<i32>,
     ) -> Result<Option<LinkInfo>, NetlinkError> {
-        if index == 0 {
+        // The kernel's ifindex is a positive C int: 0 means "look up by name" and larger
+        // values are refused with EINVAL, so neither can name a link.
+        if index == 0 || index > i32::MAX as u32 {
             return Ok(None);
         }
         let mut msg = LinkMessage::default();
