@@ -350,3 +350,67 @@ fn endpoint_errors_are_clear_and_del_detaches() {
     );
     assert!(a.ping(b.ip, 1), "others unaffected");
 }
+
+#[test]
+fn malformed_control_requests_get_errors_and_the_daemon_keeps_serving() {
+    if !privileged() {
+        return;
+    }
+    use std::io::{Read, Write};
+    let (_node, daemon, pods) = node_with_pods("xf", 2);
+    for garbage in [
+        &b"this is not json\n"[..],
+        b"{\"v\":1,\"op\":\"endpoint_add\",\"ifname\":5}\n",
+        b"{\"v\":9,\"op\":\"status\"}\n",
+        b"\xff\xfe\n",
+    ] {
+        let mut s = std::os::unix::net::UnixStream::connect(&daemon.socket).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(garbage).unwrap();
+        let mut resp = String::new();
+        s.read_to_string(&mut resp).unwrap();
+        let v: serde_json::Value =
+            serde_json::from_str(resp.trim()).unwrap_or_else(|e| panic!("{resp:?}: {e}"));
+        assert_eq!(v["ok"], false, "{resp}");
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()),
+            "{resp}"
+        );
+    }
+    let st: serde_json::Value =
+        serde_json::from_str(&daemon.ctl_ok(&["status", "--json"])).unwrap();
+    assert_eq!(st["ready"], true);
+    assert_eq!(st["endpoints"], 2);
+    assert!(pods[0].ping(pods[1].ip, 1), "dataplane unaffected");
+}
+
+#[test]
+fn invalid_config_is_refused_naming_the_field() {
+    let dir = std::env::temp_dir().join(format!("xsknet-badcfg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for (yaml, field) in [
+        ("umem:\n  frameSize: 1000\n", "umem.frameSize"),
+        ("workers:\n  - core: 999\n", "workers[0].core"),
+        ("podCidr: 10.244.0.1/24\n", "podCidr"),
+        ("hostPort:\n  nmae: x\n", "nmae"),
+        ("idle:\n  pollTimeoutMs: \"soon\"\n", "idle.pollTimeoutMs"),
+    ] {
+        let f = dir.join("node.yaml");
+        std::fs::write(&f, yaml).unwrap();
+        let out = std::process::Command::new(bin("xsknetd"))
+            .arg("--config")
+            .arg(&f)
+            .arg("check-config")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{yaml:?} accepted");
+        assert!(
+            err.contains(field),
+            "{yaml:?}: error does not name {field}: {err}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
