@@ -52,6 +52,8 @@ GW=169.254.1.1
 TMP=$(mktemp -d "/tmp/$P.XXXXXX")
 PIDS=()
 LAST_PID=""
+DPDK_RUNDIR=""
+DPDK_PARENT_EXISTED=0; [ -d /var/run/dpdk ] && DPDK_PARENT_EXISTED=1
 
 log() { printf '[%s %s] %s\n' "$(date +%T)" "${PEER:-run}" "$*" >&2; }
 
@@ -96,6 +98,10 @@ teardown() {
   local pid
   for pid in "${PIDS[@]}"; do stop_pid "$pid"; done
   PIDS=()
+  if [ -n "${DPDK_RUNDIR:-}" ]; then
+    rm -rf "$DPDK_RUNDIR"; DPDK_RUNDIR=""
+    [ "$DPDK_PARENT_EXISTED" = 1 ] || rmdir /var/run/dpdk 2>/dev/null
+  fi
   local ns
   for ns in "$NS_A" "$NS_B" "$NS_NODE"; do
     if ip netns list | grep -qx "$ns\( (id: [0-9]*)\)\?"; then ip netns del "$ns" 2>/dev/null; fi
@@ -193,16 +199,21 @@ dp_ovs() {
   static_gw_neigh
 }
 
+testpmd_started() { # fails fast when testpmd exited
+  alive "$1" || return 0
+  grep -q "Press enter to exit\|Start automatic packet forwarding\|io packet forwarding" "$TMP/testpmd.log"
+}
 dp_testpmd() {
   # bpffs is mounted inside the private mount namespace `ip netns exec` creates, so libxdp
   # can pin its dispatcher without touching the machine's /sys/fs/bpf.
   start_bg "$TMP/testpmd.log" ip netns exec "$NS_NODE" sh -c \
     'mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf; exec "$@"' sh \
-    dpdk-testpmd --no-huge -m 1024 --no-pci --in-memory -l 0,1 \
+    dpdk-testpmd --no-huge -m 1024 --no-pci --no-shconf --file-prefix "$P" -l 0,1 \
       --vdev net_af_xdp0,iface=hA --vdev net_af_xdp1,iface=hB -- \
       --forward-mode=io --auto-start --stats-period 60
   local pid=$LAST_PID
-  wait_for 30 grep -q "Press enter to exit\|Port statistics\|Start automatic packet forwarding\|io packet forwarding" "$TMP/testpmd.log" ||
+  DPDK_RUNDIR=/var/run/dpdk/$P   # removed by teardown
+  wait_for 30 testpmd_started "$pid" ||
     { DP_ERR="testpmd did not start: $(tail -n 3 "$TMP/testpmd.log" | tr '\n' ' ')"; return 1; }
   sleep 1
   alive "$pid" || { DP_ERR="testpmd exited: $(tail -n 3 "$TMP/testpmd.log" | tr '\n' ' ')"; return 1; }
