@@ -1,1 +1,810 @@
-//! node.yaml. Filled in by the control work.
+//! The node configuration, `node.yaml` (default `/etc/xsknet/node.yaml`).
+//!
+//! Every key is camelCase and every field has a default, so an empty file (or no file)
+//! is a valid configuration; unknown keys are refused so a typo never silently falls
+//! back to a default. Loading is two steps: decoding (type errors name the field path,
+//! e.g. `umem.frameSize`, through `serde_path_to_error`) and [`Config::validate`]
+//! (semantic checks, also naming the field). A `Config` that left [`Config::load`] or
+//! [`Config::from_yaml_str`] is valid for this machine: the workers' cores are online
+//! and the UMEM geometry is one AF_XDP accepts. See `config/node.yaml` for an annotated
+//! example.
+
+use std::fmt;
+use std::fs;
+use std::io;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// Default control socket.
+pub const DEFAULT_SOCKET: &str = "/run/xsknet/xsknetd.sock";
+/// Default state directory.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/xsknet";
+/// Default configuration file.
+pub const DEFAULT_CONFIG: &str = "/etc/xsknet/node.yaml";
+/// Longest Linux interface name (IFNAMSIZ minus the NUL).
+pub const MAX_IFNAME_LEN: usize = 15;
+/// Longest path a Unix socket address can hold (`sun_path` minus the NUL).
+pub const MAX_SOCKET_PATH_LEN: usize = 107;
+
+/// A configuration that could not be read, decoded or validated.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("read config {path}: {source}")]
+    Read { path: PathBuf, source: io::Error },
+    /// YAML syntax errors, or a type error at `field` (the serde message says what was
+    /// expected and what was found).
+    #[error("invalid config {file}: {}{message}", field_prefix(.field))]
+    Decode {
+        file: String,
+        field: String,
+        message: String,
+    },
+    /// A value of the right type that is not acceptable.
+    #[error("invalid config {file}: {field}: {message} (got {value})")]
+    Invalid {
+        file: String,
+        field: String,
+        message: String,
+        value: String,
+    },
+}
+
+fn field_prefix(field: &str) -> String {
+    if field.is_empty() || field == "." {
+        String::new()
+    } else {
+        format!("{field}: ")
+    }
+}
+
+impl ConfigError {
+    /// The field path the error is about (`umem.frameSize`), if any.
+    pub fn field(&self) -> Option<&str> {
+        match self {
+            ConfigError::Read { .. } => None,
+            ConfigError::Decode { field, .. } | ConfigError::Invalid { field, .. } => {
+                (!field.is_empty() && field != ".").then_some(field.as_str())
+            }
+        }
+    }
+}
+
+/// An IPv4 prefix, written `10.244.0.0/24`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Ipv4Cidr {
+    pub addr: Ipv4Addr,
+    pub prefix: u8,
+}
+
+/// Why a string is not an IPv4 prefix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CidrError {
+    #[error("expected an IPv4 prefix like 10.244.0.0/24, got {0:?}")]
+    MissingSlash(String),
+    #[error("{0:?} is not an IPv4 address")]
+    BadAddress(String),
+    #[error("prefix length {0:?} is not a number in 0..=32")]
+    BadPrefix(String),
+}
+
+impl Ipv4Cidr {
+    /// A prefix; `prefix` must be at most 32.
+    pub fn new(addr: Ipv4Addr, prefix: u8) -> Result<Self, CidrError> {
+        if prefix > 32 {
+            return Err(CidrError::BadPrefix(prefix.to_string()));
+        }
+        Ok(Ipv4Cidr { addr, prefix })
+    }
+
+    /// The netmask as a host-order integer.
+    pub fn mask(&self) -> u32 {
+        match self.prefix {
+            0 => 0,
+            p => u32::MAX << (32 - u32::from(p.min(32))),
+        }
+    }
+
+    /// The network address (host bits cleared).
+    pub fn network(&self) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.addr) & self.mask())
+    }
+
+    /// True when `addr` has bits set below the prefix.
+    pub fn has_host_bits(&self) -> bool {
+        u32::from(self.addr) & !self.mask() != 0
+    }
+
+    /// True when `ip` lies inside the prefix.
+    pub fn contains(&self, ip: Ipv4Addr) -> bool {
+        u32::from(ip) & self.mask() == u32::from(self.addr) & self.mask()
+    }
+}
+
+impl fmt::Display for Ipv4Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+impl FromStr for Ipv4Cidr {
+    type Err = CidrError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (addr, prefix) = s
+            .split_once('/')
+            .ok_or_else(|| CidrError::MissingSlash(s.to_string()))?;
+        let addr: Ipv4Addr = addr
+            .parse()
+            .map_err(|_| CidrError::BadAddress(addr.to_string()))?;
+        // u8::from_str accepts a leading '+'; a prefix is digits only.
+        if prefix.is_empty() || !prefix.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(CidrError::BadPrefix(prefix.to_string()));
+        }
+        let prefix: u8 = prefix
+            .parse()
+            .map_err(|_| CidrError::BadPrefix(prefix.to_string()))?;
+        Ipv4Cidr::new(addr, prefix)
+    }
+}
+
+impl Serialize for Ipv4Cidr {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Ipv4Cidr {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(deserializer)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// The whole `node.yaml`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct Config {
+    /// Control socket path.
+    pub socket: PathBuf,
+    /// Where endpoints and allocations survive restarts.
+    pub state_dir: PathBuf,
+    /// This node's pod prefix.
+    pub pod_cidr: Ipv4Cidr,
+    /// Dataplane workers, one per pinned core.
+    pub workers: Vec<WorkerConfig>,
+    pub umem: UmemConfig,
+    pub host_port: HostPortConfig,
+    pub idle: IdleConfig,
+    /// A `tracing` filter: a level (`info`) or directives (`info,xsknet_dataplane=debug`).
+    pub log_level: String,
+}
+
+/// One worker thread.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WorkerConfig {
+    /// CPU the worker is pinned to.
+    pub core: usize,
+}
+
+/// UMEM and ring geometry, per worker.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct UmemConfig {
+    /// Bytes per frame: 2048 or 4096.
+    pub frame_size: u32,
+    /// Frames reserved for each port (fill + RX + TX in flight).
+    pub frames_per_port: u32,
+    /// Entries in each of a port's four rings; a power of two.
+    pub ring_size: u32,
+    /// Ports one worker can own; with `framesPerPort` this sizes the UMEM.
+    pub max_ports_per_worker: u32,
+}
+
+impl Default for UmemConfig {
+    fn default() -> Self {
+        UmemConfig {
+            frame_size: 2048,
+            frames_per_port: 512,
+            ring_size: 512,
+            max_ports_per_worker: 64,
+        }
+    }
+}
+
+/// The veth pair joining the node's own stack to the dataplane.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct HostPortConfig {
+    pub enabled: bool,
+    /// The kernel-side end; the node routes the pod CIDR through it.
+    pub name: String,
+    /// The dataplane-side end, where the AF_XDP socket sits.
+    pub peer_name: String,
+}
+
+impl Default for HostPortConfig {
+    fn default() -> Self {
+        HostPortConfig {
+            enabled: true,
+            name: "xsknet0".to_string(),
+            peer_name: "xsknet0-dp".to_string(),
+        }
+    }
+}
+
+/// When workers stop busy-polling and sleep.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct IdleConfig {
+    /// Microseconds without traffic before a worker falls back to poll(2).
+    pub busy_poll_us: u64,
+    /// poll(2) timeout while sleeping, in milliseconds.
+    pub poll_timeout_ms: i32,
+}
+
+impl Default for IdleConfig {
+    fn default() -> Self {
+        IdleConfig {
+            busy_poll_us: 200,
+            poll_timeout_ms: 100,
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let last_cpu = online_cpus().last().copied().unwrap_or(0);
+        Config {
+            socket: PathBuf::from(DEFAULT_SOCKET),
+            state_dir: PathBuf::from(DEFAULT_STATE_DIR),
+            pod_cidr: Ipv4Cidr {
+                addr: Ipv4Addr::new(10, 244, 0, 0),
+                prefix: 24,
+            },
+            workers: vec![WorkerConfig { core: last_cpu }],
+            umem: UmemConfig::default(),
+            host_port: HostPortConfig::default(),
+            idle: IdleConfig::default(),
+            log_level: "info".to_string(),
+        }
+    }
+}
+
+/// The online CPUs, from `/sys/devices/system/cpu/online` (`0-3,6`); falls back to
+/// `0..available_parallelism` where sysfs is not mounted.
+pub fn online_cpus() -> Vec<usize> {
+    fs::read_to_string("/sys/devices/system/cpu/online")
+        .ok()
+        .and_then(|s| parse_cpu_list(&s))
+        .filter(|cpus| !cpus.is_empty())
+        .unwrap_or_else(|| {
+            let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+            (0..n).collect()
+        })
+}
+
+/// Parses a kernel CPU list (`0-3,6,8-9`) into sorted CPU numbers.
+pub fn parse_cpu_list(s: &str) -> Option<Vec<usize>> {
+    let mut cpus = Vec::new();
+    for part in s.trim().split(',').filter(|p| !p.is_empty()) {
+        match part.split_once('-') {
+            Some((lo, hi)) => {
+                let (lo, hi): (usize, usize) = (lo.parse().ok()?, hi.parse().ok()?);
+                if hi < lo || hi - lo > 1 << 16 {
+                    return None;
+                }
+                cpus.extend(lo..=hi);
+            }
+            None => cpus.push(part.parse().ok()?),
+        }
+    }
+    cpus.sort_unstable();
+    cpus.dedup();
+    Some(cpus)
+}
+
+/// Formats CPU numbers back into the kernel's list form, for messages.
+fn format_cpu_list(cpus: &[usize]) -> String {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < cpus.len() {
+        let start = cpus[i];
+        let mut end = start;
+        while i + 1 < cpus.len() && cpus[i + 1] == end + 1 {
+            i += 1;
+            end = cpus[i];
+        }
+        out.push(if start == end {
+            start.to_string()
+        } else {
+            format!("{start}-{end}")
+        });
+        i += 1;
+    }
+    out.join(",")
+}
+
+impl Config {
+    /// Decodes and validates a YAML document; `file` only labels error messages.
+    pub fn from_yaml_str(yaml: &str) -> Result<Config, ConfigError> {
+        Self::from_yaml_str_named(yaml, "<string>")
+    }
+
+    /// Reads, decodes and validates `path`. A missing file is an error here: the
+    /// daemon decides whether an absent default path means "all defaults".
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_yaml_str_named(&text, &path.display().to_string())
+    }
+
+    fn from_yaml_str_named(yaml: &str, file: &str) -> Result<Config, ConfigError> {
+        let config = if is_blank_yaml(yaml) {
+            Config::default()
+        } else {
+            let de = serde_yaml_ng::Deserializer::from_str(yaml);
+            // `Option` so that a document of just `~` / `null` also means "all defaults".
+            let config: Option<Config> = serde_path_to_error::deserialize(de).map_err(|e| {
+                let field = e.path().to_string();
+                let message = e.into_inner().to_string();
+                // serde_yaml_ng prefixes its own (shorter) path; keep ours only.
+                let message = match message.split_once(": ") {
+                    Some((prefix, rest)) if field.starts_with(prefix) => rest.to_string(),
+                    _ => message,
+                };
+                ConfigError::Decode {
+                    file: file.to_string(),
+                    field,
+                    message,
+                }
+            })?;
+            config.unwrap_or_default()
+        };
+        config.validate_named(file, &online_cpus())?;
+        Ok(config)
+    }
+
+    /// Semantic checks against this machine's online CPUs.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_named("<config>", &online_cpus())
+    }
+
+    /// Semantic checks; `online` is the set of CPUs workers may be pinned to.
+    pub fn validate_with_cpus(&self, online: &[usize]) -> Result<(), ConfigError> {
+        self.validate_named("<config>", online)
+    }
+
+    fn validate_named(&self, file: &str, online: &[usize]) -> Result<(), ConfigError> {
+        let bad = |field: &str, message: &str, value: &dyn fmt::Display| ConfigError::Invalid {
+            file: file.to_string(),
+            field: field.to_string(),
+            message: message.to_string(),
+            value: value.to_string(),
+        };
+
+        check_path(&self.socket, "socket", &bad)?;
+        if self.socket.as_os_str().len() > MAX_SOCKET_PATH_LEN {
+            return Err(bad(
+                "socket",
+                &format!(
+                    "a Unix socket path can be at most {MAX_SOCKET_PATH_LEN} bytes, this one is {}",
+                    self.socket.as_os_str().len()
+                ),
+                &self.socket.display(),
+            ));
+        }
+        check_path(&self.state_dir, "stateDir", &bad)?;
+
+        let cidr = &self.pod_cidr;
+        if !(8..=30).contains(&cidr.prefix) {
+            return Err(bad("podCidr", "prefix length must be in 8..=30", cidr));
+        }
+        if cidr.has_host_bits() {
+            return Err(bad(
+                "podCidr",
+                &format!(
+                    "host bits are set; the network address is {}/{}",
+                    cidr.network(),
+                    cidr.prefix
+                ),
+                cidr,
+            ));
+        }
+
+        if self.workers.is_empty() {
+            return Err(bad("workers", "at least one worker is required", &"[]"));
+        }
+        for (i, w) in self.workers.iter().enumerate() {
+            let field = format!("workers[{i}].core");
+            if !online.contains(&w.core) {
+                return Err(bad(
+                    &field,
+                    &format!("not an online CPU (online: {})", format_cpu_list(online)),
+                    &w.core,
+                ));
+            }
+            if let Some(j) = self.workers[..i].iter().position(|o| o.core == w.core) {
+                return Err(bad(
+                    &field,
+                    &format!("core already used by workers[{j}]"),
+                    &w.core,
+                ));
+            }
+        }
+
+        let u = &self.umem;
+        if u.frame_size != 2048 && u.frame_size != 4096 {
+            return Err(bad("umem.frameSize", "must be 2048 or 4096", &u.frame_size));
+        }
+        if !u.ring_size.is_power_of_two() || !(64..=16384).contains(&u.ring_size) {
+            return Err(bad(
+                "umem.ringSize",
+                "must be a power of two in 64..=16384",
+                &u.ring_size,
+            ));
+        }
+        if u.frames_per_port < 128 {
+            return Err(bad(
+                "umem.framesPerPort",
+                "must be at least 128",
+                &u.frames_per_port,
+            ));
+        }
+        if u.frames_per_port < u.ring_size {
+            return Err(bad(
+                "umem.framesPerPort",
+                &format!(
+                    "must be at least umem.ringSize ({}) so the fill ring can be filled",
+                    u.ring_size
+                ),
+                &u.frames_per_port,
+            ));
+        }
+        if !(1..=1024).contains(&u.max_ports_per_worker) {
+            return Err(bad(
+                "umem.maxPortsPerWorker",
+                "must be in 1..=1024",
+                &u.max_ports_per_worker,
+            ));
+        }
+
+        let h = &self.host_port;
+        check_ifname(&h.name, "hostPort.name", &bad)?;
+        check_ifname(&h.peer_name, "hostPort.peerName", &bad)?;
+        if h.name == h.peer_name {
+            return Err(bad(
+                "hostPort.peerName",
+                "must differ from hostPort.name",
+                &h.peer_name,
+            ));
+        }
+
+        let idle = &self.idle;
+        if idle.busy_poll_us > 1_000_000 {
+            return Err(bad(
+                "idle.busyPollUs",
+                "must be at most 1000000 (one second)",
+                &idle.busy_poll_us,
+            ));
+        }
+        if !(1..=10_000).contains(&idle.poll_timeout_ms) {
+            return Err(bad(
+                "idle.pollTimeoutMs",
+                "must be in 1..=10000",
+                &idle.poll_timeout_ms,
+            ));
+        }
+
+        check_log_level(&self.log_level).map_err(|m| bad("logLevel", &m, &self.log_level))?;
+        Ok(())
+    }
+
+    /// Frames in one worker's UMEM: `framesPerPort × maxPortsPerWorker`.
+    pub fn total_frames_per_worker(&self) -> u64 {
+        u64::from(self.umem.frames_per_port) * u64::from(self.umem.max_ports_per_worker)
+    }
+}
+
+/// Only whitespace, comments and document markers: serde_yaml_ng reports such input
+/// as "EOF while parsing", but an empty node.yaml means "all defaults".
+fn is_blank_yaml(yaml: &str) -> bool {
+    yaml.lines().all(|line| {
+        let t = line.trim();
+        t.is_empty() || t.starts_with('#') || t == "---" || t == "..."
+    })
+}
+
+type BadFn<'a> = dyn Fn(&str, &str, &dyn fmt::Display) -> ConfigError + 'a;
+
+fn check_path(path: &Path, field: &str, bad: &BadFn<'_>) -> Result<(), ConfigError> {
+    if !path.is_absolute() {
+        return Err(bad(field, "must be an absolute path", &path.display()));
+    }
+    Ok(())
+}
+
+/// The kernel's `dev_valid_name` rules.
+fn check_ifname(name: &str, field: &str, bad: &BadFn<'_>) -> Result<(), ConfigError> {
+    let shown = format!("{name:?}");
+    if name.is_empty() || name.len() > MAX_IFNAME_LEN {
+        return Err(bad(
+            field,
+            &format!("an interface name is 1 to {MAX_IFNAME_LEN} bytes"),
+            &shown,
+        ));
+    }
+    if name == "." || name == ".." {
+        return Err(bad(field, "not a valid interface name", &shown));
+    }
+    if name
+        .chars()
+        .any(|c| c == '/' || c == ':' || c.is_whitespace())
+    {
+        return Err(bad(
+            field,
+            "an interface name cannot contain '/', ':' or whitespace",
+            &shown,
+        ));
+    }
+    Ok(())
+}
+
+fn check_log_level(filter: &str) -> Result<(), String> {
+    const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
+    if filter.trim().is_empty() {
+        return Err("must name a level (trace, debug, info, warn, error, off)".to_string());
+    }
+    for directive in filter.split(',').map(str::trim) {
+        let level = directive.rsplit_once('=').map_or(directive, |(_, l)| l);
+        // A bare target (`xsknet_dataplane`) is a valid directive: it enables trace.
+        if directive.contains('=') && !LEVELS.contains(&level.to_ascii_lowercase().as_str()) {
+            return Err(format!(
+                "unknown level {level:?} in directive {directive:?} (trace, debug, info, warn, error, off)"
+            ));
+        }
+        if directive.is_empty() {
+            return Err("empty directive".to_string());
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(yaml: &str) -> ConfigError {
+        Config::from_yaml_str(yaml).expect_err(yaml)
+    }
+
+    fn assert_names(yaml: &str, field: &str) {
+        let e = err(yaml);
+        assert_eq!(e.field(), Some(field), "{yaml} -> {e}");
+        let msg = e.to_string();
+        assert!(msg.starts_with("invalid config <string>: "), "{msg}");
+        assert!(msg.contains(field), "{msg}");
+    }
+
+    #[test]
+    fn empty_and_comment_only_files_are_defaults() {
+        for yaml in ["", "\n", "# nothing\n", "---\n", "~\n", "{}\n"] {
+            let c = Config::from_yaml_str(yaml).unwrap_or_else(|e| panic!("{yaml:?}: {e}"));
+            assert_eq!(c, Config::default());
+        }
+    }
+
+    #[test]
+    fn defaults() {
+        let c = Config::default();
+        assert_eq!(c.socket, PathBuf::from("/run/xsknet/xsknetd.sock"));
+        assert_eq!(c.state_dir, PathBuf::from("/var/lib/xsknet"));
+        assert_eq!(c.pod_cidr.to_string(), "10.244.0.0/24");
+        assert_eq!(c.workers.len(), 1);
+        assert_eq!(Some(&c.workers[0].core), online_cpus().last());
+        assert_eq!(c.umem.frame_size, 2048);
+        assert_eq!(c.umem.frames_per_port, 512);
+        assert_eq!(c.umem.ring_size, 512);
+        assert_eq!(c.umem.max_ports_per_worker, 64);
+        assert!(c.host_port.enabled);
+        assert_eq!(c.host_port.name, "xsknet0");
+        assert_eq!(c.host_port.peer_name, "xsknet0-dp");
+        assert_eq!(c.idle.busy_poll_us, 200);
+        assert_eq!(c.idle.poll_timeout_ms, 100);
+        assert_eq!(c.log_level, "info");
+        assert_eq!(c.total_frames_per_worker(), 512 * 64);
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn full_document_round_trips() {
+        let yaml = "\
+socket: /tmp/x/ctl.sock
+stateDir: /tmp/x/state
+podCidr: 10.1.2.0/23
+workers:
+  - core: 0
+umem:
+  frameSize: 4096
+  framesPerPort: 1024
+  ringSize: 1024
+  maxPortsPerWorker: 8
+hostPort:
+  enabled: false
+  name: hp0
+  peerName: hp0-dp
+idle:
+  busyPollUs: 0
+  pollTimeoutMs: 5
+logLevel: debug,xsknet_dataplane=trace
+";
+        let c = Config::from_yaml_str(yaml).unwrap();
+        assert_eq!(c.pod_cidr, "10.1.2.0/23".parse().unwrap());
+        assert_eq!(c.umem.frame_size, 4096);
+        assert!(!c.host_port.enabled);
+        assert_eq!(c.total_frames_per_worker(), 8192);
+        let again = serde_yaml_ng::to_string(&c).unwrap();
+        assert_eq!(Config::from_yaml_str(&again).unwrap(), c);
+    }
+
+    #[test]
+    fn partial_sections_keep_other_defaults() {
+        let c = Config::from_yaml_str("umem:\n  ringSize: 256\n").unwrap();
+        assert_eq!(c.umem.ring_size, 256);
+        assert_eq!(c.umem.frame_size, 2048);
+    }
+
+    #[test]
+    fn type_errors_name_the_field_path() {
+        assert_names("umem:\n  frameSize: big\n", "umem.frameSize");
+        assert_names(
+            "idle:\n  pollTimeoutMs: -5000000000\n",
+            "idle.pollTimeoutMs",
+        );
+        assert_names("workers:\n  - core: x\n", "workers[0].core");
+        assert_names("podCidr: 10.0.0.0\n", "podCidr");
+        assert_names("podCidr: 10.0.0.0/33\n", "podCidr");
+        assert_names("hostPort:\n  enabled: maybe\n", "hostPort.enabled");
+    }
+
+    #[test]
+    fn unknown_fields_are_refused_by_name() {
+        let e = err("umem:\n  frameSze: 2048\n");
+        let msg = e.to_string();
+        assert!(msg.contains("umem"), "{msg}");
+        assert!(msg.contains("frameSze"), "{msg}");
+        let msg = err("sokcet: /x\n").to_string();
+        assert!(msg.contains("sokcet"), "{msg}");
+        let msg = err("workers:\n  - core: 0\n    cpu: 1\n").to_string();
+        assert!(msg.contains("cpu"), "{msg}");
+    }
+
+    #[test]
+    fn bad_yaml_is_an_error() {
+        let msg = err("umem: [\n").to_string();
+        assert!(msg.starts_with("invalid config <string>: "), "{msg}");
+        let msg = err("- a\n- b\n").to_string();
+        assert!(msg.contains("invalid type"), "{msg}");
+    }
+
+    #[test]
+    fn every_validation_error_names_its_field() {
+        let cases: &[(&str, &str)] = &[
+            ("socket: relative.sock", "socket"),
+            (&format!("socket: /{}", "s".repeat(120)), "socket"),
+            ("stateDir: var/lib", "stateDir"),
+            ("podCidr: 10.244.0.1/24", "podCidr"),
+            ("podCidr: 10.0.0.0/7", "podCidr"),
+            ("podCidr: 10.0.0.0/31", "podCidr"),
+            ("workers: []", "workers"),
+            ("workers: [{core: 100000}]", "workers[0].core"),
+            ("workers: [{core: 0}, {core: 0}]", "workers[1].core"),
+            ("umem: {frameSize: 3000}", "umem.frameSize"),
+            ("umem: {ringSize: 500}", "umem.ringSize"),
+            ("umem: {ringSize: 32}", "umem.ringSize"),
+            (
+                "umem: {ringSize: 32768, framesPerPort: 65536}",
+                "umem.ringSize",
+            ),
+            (
+                "umem: {framesPerPort: 64, ringSize: 64}",
+                "umem.framesPerPort",
+            ),
+            (
+                "umem: {framesPerPort: 256, ringSize: 512}",
+                "umem.framesPerPort",
+            ),
+            ("umem: {maxPortsPerWorker: 0}", "umem.maxPortsPerWorker"),
+            ("umem: {maxPortsPerWorker: 1025}", "umem.maxPortsPerWorker"),
+            ("hostPort: {name: ''}", "hostPort.name"),
+            ("hostPort: {name: abcdefghijklmnop}", "hostPort.name"),
+            ("hostPort: {name: 'a/b'}", "hostPort.name"),
+            ("hostPort: {name: 'a b'}", "hostPort.name"),
+            ("hostPort: {peerName: '..'}", "hostPort.peerName"),
+            ("hostPort: {peerName: xsknet0}", "hostPort.peerName"),
+            ("idle: {busyPollUs: 1000001}", "idle.busyPollUs"),
+            ("idle: {pollTimeoutMs: 0}", "idle.pollTimeoutMs"),
+            ("idle: {pollTimeoutMs: 10001}", "idle.pollTimeoutMs"),
+            ("logLevel: ''", "logLevel"),
+            ("logLevel: 'info,foo=loud'", "logLevel"),
+        ];
+        for (yaml, field) in cases {
+            assert_names(yaml, field);
+            let msg = err(yaml).to_string();
+            assert!(msg.contains("(got "), "{msg}");
+        }
+    }
+
+    #[test]
+    fn validation_message_format() {
+        let msg = err("umem: {frameSize: 3000}").to_string();
+        assert_eq!(
+            msg,
+            "invalid config <string>: umem.frameSize: must be 2048 or 4096 (got 3000)"
+        );
+    }
+
+    #[test]
+    fn load_names_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.yaml");
+        fs::write(&path, "umem: {frameSize: 1}\n").unwrap();
+        let msg = Config::load(&path).unwrap_err().to_string();
+        assert!(
+            msg.starts_with(&format!(
+                "invalid config {}: umem.frameSize",
+                path.display()
+            )),
+            "{msg}"
+        );
+        let missing = dir.path().join("nope.yaml");
+        let msg = Config::load(&missing).unwrap_err().to_string();
+        assert!(msg.contains("nope.yaml"), "{msg}");
+    }
+
+    #[test]
+    fn cidr_parse_and_display() {
+        let c: Ipv4Cidr = "10.244.0.0/24".parse().unwrap();
+        assert_eq!(c.addr, Ipv4Addr::new(10, 244, 0, 0));
+        assert_eq!(c.prefix, 24);
+        assert_eq!(c.to_string(), "10.244.0.0/24");
+        assert!(c.contains(Ipv4Addr::new(10, 244, 0, 200)));
+        assert!(!c.contains(Ipv4Addr::new(10, 244, 1, 0)));
+        let h: Ipv4Cidr = "10.244.0.9/24".parse().unwrap();
+        assert!(h.has_host_bits());
+        assert_eq!(h.network(), Ipv4Addr::new(10, 244, 0, 0));
+        let z: Ipv4Cidr = "0.0.0.0/0".parse().unwrap();
+        assert_eq!(z.mask(), 0);
+        for bad in [
+            "10.0.0.0",
+            "10.0.0/8",
+            "10.0.0.0/33",
+            "10.0.0.0/",
+            "10.0.0.0/+8",
+            "x/8",
+        ] {
+            assert!(bad.parse::<Ipv4Cidr>().is_err(), "{bad}");
+        }
+        assert_eq!(serde_json::to_string(&c).unwrap(), "\"10.244.0.0/24\"");
+    }
+
+    #[test]
+    fn cpu_lists() {
+        assert_eq!(parse_cpu_list("0-3,6\n"), Some(vec![0, 1, 2, 3, 6]));
+        assert_eq!(parse_cpu_list("0"), Some(vec![0]));
+        assert_eq!(parse_cpu_list("3-1"), None);
+        assert_eq!(format_cpu_list(&[0, 1, 2, 3, 6, 8, 9]), "0-3,6,8-9");
+        let c = Config {
+            workers: vec![WorkerConfig { core: 5 }],
+            ..Config::default()
+        };
+        assert!(c.validate_with_cpus(&[4, 5]).is_ok());
+        let msg = c.validate_with_cpus(&[0, 1]).unwrap_err().to_string();
+        assert!(msg.contains("online: 0-1"), "{msg}");
+    }
+}

@@ -7,6 +7,7 @@
 
 pub mod config;
 pub mod control;
+pub mod daemon;
 pub mod loader;
 pub mod packet;
 pub mod pipeline;

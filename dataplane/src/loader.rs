@@ -1,1 +1,162 @@
-//! XDP program loader. 
+//! Loads xsknet's XDP program (ebpf/xsknet.bpf.c, compiled by build.rs and embedded)
+//! once per daemon, attaches it to port interfaces with bpf_links, and registers AF_XDP
+//! sockets in its maps.
+//!
+//! The program looks up (ifindex, rx queue) in the `ports` hash map and redirects to
+//! the `xsks` XSKMAP slot found there. Attachments are bpf_links owned by
+//! [`XdpAttachment`]: dropping one detaches the program from that interface, and a
+//! daemon that exits (or crashes) leaves nothing attached, because the kernel destroys
+//! links whose last fd is closed. Nothing is pinned in bpffs.
+
+use std::os::fd::{AsFd, AsRawFd, RawFd};
+
+use libbpf_rs::{Link, MapCore, MapFlags, MapHandle, Object, ObjectBuilder};
+
+/// The compiled XDP object.
+static BPF_OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/xsknet.bpf.o"));
+
+/// Capacity of the XSKMAP and ports map (`XSKNET_MAX_PORTS` in ebpf/xsknet.h).
+pub const MAX_PORTS: u32 = 4096;
+
+/// Key of the `ports` map; mirrors `struct xsknet_port_key`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct PortKey {
+    pub ifindex: u32,
+    pub queue: u32,
+}
+
+/// Value of the `ports` map; mirrors `struct xsknet_port_cfg`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct PortCfg {
+    pub slot: u32,
+    pub mode: u32,
+}
+
+/// `XSKNET_MODE_ALL`: every frame goes to the dataplane.
+pub const MODE_ALL: u32 = 0;
+
+/// Loader failures.
+#[derive(Debug, thiserror::Error)]
+pub enum LoaderError {
+    #[error("load the xsknet XDP object: {0} (is the kernel built with BPF and XDP sockets? is /sys/fs/bpf needed?)")]
+    Load(libbpf_rs::Error),
+    #[error("the XDP object has no {0}")]
+    Missing(&'static str),
+    #[error("attach XDP program to {ifname} (ifindex {ifindex}): {source}")]
+    Attach { ifname: String, ifindex: u32, source: libbpf_rs::Error },
+    #[error("register AF_XDP socket of {ifname} in slot {slot}: {source}")]
+    Register { ifname: String, slot: u32, source: libbpf_rs::Error },
+    #[error("slot {0} is beyond the XSKMAP capacity {MAX_PORTS}")]
+    Slot(u32),
+}
+
+/// The loaded program and its maps.
+pub struct XdpLoader {
+    obj: Object,
+    xsks: MapHandle,
+    ports: MapHandle,
+}
+
+impl std::fmt::Debug for XdpLoader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("XdpLoader").finish_non_exhaustive()
+    }
+}
+
+/// One interface with the program attached. Dropping it detaches.
+pub struct XdpAttachment {
+    _link: Link,
+    pub ifindex: u32,
+}
+
+impl std::fmt::Debug for XdpAttachment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("XdpAttachment").field("ifindex", &self.ifindex).finish()
+    }
+}
+
+fn as_bytes<T: Copy>(v: &T) -> &[u8] {
+    // SAFETY: T is a #[repr(C)] plain-integer struct without padding (layout test
+    // below), so all of its bytes are initialised.
+    unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), std::mem::size_of::<T>()) }
+}
+
+impl XdpLoader {
+    /// Load the embedded object into the kernel.
+    pub fn load() -> Result<Self, LoaderError> {
+        let open = ObjectBuilder::default().open_memory(BPF_OBJECT).map_err(LoaderError::Load)?;
+        let obj = open.load().map_err(LoaderError::Load)?;
+        let find = |name: &'static str| -> Result<MapHandle, LoaderError> {
+            let m = obj.maps().find(|m| m.name() == name).ok_or(LoaderError::Missing(name))?;
+            MapHandle::try_from(&m).map_err(LoaderError::Load)
+        };
+        let xsks = find("xsks")?;
+        let ports = find("ports")?;
+        Ok(XdpLoader { obj, xsks, ports })
+    }
+
+    /// Attach the program to an interface (native/driver mode where the driver has it,
+    /// as veth does).
+    pub fn attach(&self, ifname: &str, ifindex: u32) -> Result<XdpAttachment, LoaderError> {
+        let prog = self
+            .obj
+            .progs_mut()
+            .find(|p| p.name() == "xsknet_redirect")
+            .ok_or(LoaderError::Missing("xsknet_redirect program"))?;
+        let link = prog
+            .attach_xdp(ifindex as i32)
+            .map_err(|source| LoaderError::Attach { ifname: ifname.to_string(), ifindex, source })?;
+        Ok(XdpAttachment { _link: link, ifindex })
+    }
+
+    /// Register an AF_XDP socket: `slot` in the XSKMAP gets `fd`, and frames from
+    /// (ifindex, queue) are redirected to it.
+    pub fn register(&self, ifname: &str, ifindex: u32, queue: u32, slot: u32, fd: RawFd) -> Result<(), LoaderError> {
+        if slot >= MAX_PORTS {
+            return Err(LoaderError::Slot(slot));
+        }
+        let err = |source| LoaderError::Register { ifname: ifname.to_string(), slot, source };
+        let fd = fd as u32;
+        self.xsks.update(&slot.to_ne_bytes(), &fd.to_ne_bytes(), MapFlags::ANY).map_err(err)?;
+        let key = PortKey { ifindex, queue };
+        let cfg = PortCfg { slot, mode: MODE_ALL };
+        self.ports.update(as_bytes(&key), as_bytes(&cfg), MapFlags::ANY).map_err(err)
+    }
+
+    /// Forget a socket; frames from (ifindex, queue) then go to the kernel (or are
+    /// dropped, while the port entry exists but the XSKMAP slot is empty).
+    pub fn unregister(&self, ifindex: u32, queue: u32, slot: u32) {
+        let key = PortKey { ifindex, queue };
+        // Missing entries are fine: unregister is idempotent.
+        let _ = self.ports.delete(as_bytes(&key));
+        let _ = self.xsks.delete(&slot.to_ne_bytes());
+    }
+
+    /// fd of the XSKMAP (diagnostics).
+    pub fn xskmap_fd(&self) -> RawFd {
+        self.xsks.as_fd().as_raw_fd()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shared_struct_layouts_match_the_c_header() {
+        assert_eq!(std::mem::size_of::<PortKey>(), 8);
+        assert_eq!(std::mem::align_of::<PortKey>(), 4);
+        assert_eq!(std::mem::size_of::<PortCfg>(), 8);
+        let k = PortKey { ifindex: 1, queue: 2 };
+        assert_eq!(as_bytes(&k), &[1, 0, 0, 0, 2, 0, 0, 0]);
+    }
+
+    #[test]
+    fn embedded_object_is_bpf_elf() {
+        assert_eq!(&BPF_OBJECT[..4], b"\x7fELF");
+        // e_machine at offset 18 is EM_BPF (247) for the little-endian object.
+        assert_eq!(u16::from_le_bytes([BPF_OBJECT[18], BPF_OBJECT[19]]), 247);
+    }
+}

@@ -1,1 +1,344 @@
-//! Workers.
+//! Workers: one thread per configured core, each owning a set of ports and running
+//! rx burst → pipeline → TX staging → handoff drain → TX flush → completion reap →
+//! fill refill, one burst to completion at a time.
+//!
+//! A packet whose egress port belongs to another worker is copied into that worker's
+//! SPSC [`handoff`](crate::xsk::handoff) ring. Tables arrive through the lock-free
+//! [`Subscriber`] between rounds; port additions and removals arrive on a command
+//! channel between rounds. Nothing on the packet path locks, allocates, logs or makes
+//! a syscall other than the TX kick that need_wakeup asks for. After `busy_poll` of no
+//! work the worker sleeps in poll(2) on its sockets and its eventfd (adaptive, like
+//! VPP's interrupt mode), so an idle node burns no CPU.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+
+use crate::pipeline::{self, bump, DropReason, PortCounters, Verdict, BURST};
+use crate::tables::publish::Subscriber;
+use crate::tables::{PortId, WorkerId};
+use crate::xsk::handoff::{HandoffRx, HandoffTx};
+use crate::xsk::wake::{poll_readable, pollin, Waker};
+use crate::xsk::{Port, XdpDesc};
+
+/// `local` entry for a port this worker does not own.
+const NOT_LOCAL: u16 = u16::MAX;
+
+/// What the control thread asks of a worker (between rounds).
+#[derive(Debug)]
+pub enum WorkerCmd {
+    /// Take ownership of a port.
+    AddPort(Box<Port>),
+    /// Drop a port (closing its socket) and acknowledge.
+    RemovePort { id: PortId, done: Sender<()> },
+    /// Leave the loop.
+    Stop,
+}
+
+/// Loop counters of one worker, read by the control thread.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+pub struct WorkerCounters {
+    pub handoff_out: AtomicU64,
+    pub handoff_in: AtomicU64,
+    pub sleeps: AtomicU64,
+    pub generation: AtomicU64,
+    pub ports: AtomicU64,
+}
+
+/// The part of a worker other threads see.
+#[derive(Debug)]
+pub struct WorkerShared {
+    pub id: WorkerId,
+    pub core: usize,
+    pub sleeping: AtomicBool,
+    pub waker: Waker,
+    pub counters: WorkerCounters,
+}
+
+impl WorkerShared {
+    pub fn new(id: WorkerId, core: usize) -> std::io::Result<Self> {
+        Ok(WorkerShared {
+            id,
+            core,
+            sleeping: AtomicBool::new(false),
+            waker: Waker::new()?,
+            counters: WorkerCounters::default(),
+        })
+    }
+
+    /// Wake the worker if it sleeps (a syscall only then).
+    #[inline]
+    pub fn wake_if_sleeping(&self) {
+        if self.sleeping.load(Ordering::SeqCst) {
+            self.waker.wake();
+        }
+    }
+}
+
+/// Idle behaviour.
+#[derive(Clone, Copy, Debug)]
+pub struct IdlePolicy {
+    /// Keep polling rings this long after the last packet before sleeping.
+    pub busy_poll: Duration,
+    /// Longest single sleep (housekeeping cadence).
+    pub poll_timeout_ms: i32,
+}
+
+impl Default for IdlePolicy {
+    fn default() -> Self {
+        IdlePolicy { busy_poll: Duration::from_micros(200), poll_timeout_ms: 100 }
+    }
+}
+
+/// One worker's state. Built by the daemon (or a bench), then [`Worker::run`] on its
+/// own thread, or driven round by round with [`Worker::poll_once`].
+pub struct Worker {
+    shared: Arc<WorkerShared>,
+    peers: Vec<Arc<WorkerShared>>,
+    ports: Vec<Port>,
+    local: Vec<u16>,
+    tables: Subscriber,
+    cmds: Receiver<WorkerCmd>,
+    handoff_tx: Vec<Option<HandoffTx>>,
+    handoff_rx: Vec<HandoffRx>,
+    pushed_to: Vec<bool>,
+    counters: Arc<[PortCounters]>,
+    idle: IdlePolicy,
+    pollfds: Vec<libc::pollfd>,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker").field("id", &self.shared.id).field("ports", &self.ports.len()).finish()
+    }
+}
+
+/// Two distinct elements of a slice, mutably.
+#[inline]
+fn pair_mut<T>(v: &mut [T], a: usize, b: usize) -> (&mut T, &mut T) {
+    debug_assert_ne!(a, b);
+    if a < b {
+        let (l, r) = v.split_at_mut(b);
+        (&mut l[a], &mut r[0])
+    } else {
+        let (l, r) = v.split_at_mut(a);
+        (&mut r[0], &mut l[b])
+    }
+}
+
+impl Worker {
+    /// `handoff_tx[w]` sends to worker `w` (None for self); `handoff_rx` are the rings
+    /// other workers send to this one; `peers[w]` wakes worker `w`.
+    #[allow(clippy::too_many_arguments, reason = "assembled once by the daemon")]
+    pub fn new(
+        shared: Arc<WorkerShared>,
+        peers: Vec<Arc<WorkerShared>>,
+        tables: Subscriber,
+        cmds: Receiver<WorkerCmd>,
+        handoff_tx: Vec<Option<HandoffTx>>,
+        handoff_rx: Vec<HandoffRx>,
+        counters: Arc<[PortCounters]>,
+        idle: IdlePolicy,
+    ) -> Self {
+        let n = peers.len();
+        let mut w = Worker {
+            pushed_to: vec![false; n],
+            local: vec![NOT_LOCAL; counters.len()],
+            shared,
+            peers,
+            ports: Vec::new(),
+            tables,
+            cmds,
+            handoff_tx,
+            handoff_rx,
+            counters,
+            idle,
+            pollfds: Vec::new(),
+        };
+        w.rebuild_pollfds();
+        w
+    }
+
+    /// Add a port directly (benches, tests; the daemon uses [`WorkerCmd::AddPort`]).
+    pub fn add_port(&mut self, port: Port) {
+        let id = port.id() as usize;
+        if id < self.local.len() {
+            self.local[id] = self.ports.len() as u16;
+            self.ports.push(port);
+            self.shared.counters.ports.store(self.ports.len() as u64, Ordering::Relaxed);
+            self.rebuild_pollfds();
+        }
+    }
+
+    fn remove_port(&mut self, id: PortId) {
+        let Some(&idx) = self.local.get(id as usize) else { return };
+        if idx == NOT_LOCAL {
+            return;
+        }
+        let port = self.ports.swap_remove(idx as usize);
+        self.local[id as usize] = NOT_LOCAL;
+        if let Some(moved) = self.ports.get(idx as usize) {
+            self.local[moved.id() as usize] = idx;
+        }
+        drop(port);
+        self.shared.counters.ports.store(self.ports.len() as u64, Ordering::Relaxed);
+        self.rebuild_pollfds();
+    }
+
+    fn rebuild_pollfds(&mut self) {
+        self.pollfds.clear();
+        self.pollfds.push(pollin(self.shared.waker.raw_fd()));
+        for p in &self.ports {
+            if let Some(fd) = p.fd() {
+                self.pollfds.push(pollin(fd));
+            }
+        }
+    }
+
+    /// Apply pending commands and pick up a new table snapshot. False on Stop.
+    fn housekeeping(&mut self) -> bool {
+        while let Ok(cmd) = self.cmds.try_recv() {
+            match cmd {
+                WorkerCmd::AddPort(p) => self.add_port(*p),
+                WorkerCmd::RemovePort { id, done } => {
+                    self.remove_port(id);
+                    let _ = done.send(());
+                }
+                WorkerCmd::Stop => return false,
+            }
+        }
+        if self.tables.refresh() {
+            self.shared.counters.generation.store(self.tables.tables().generation, Ordering::Relaxed);
+        }
+        true
+    }
+
+    /// One round over every port and handoff ring. Returns packets received.
+    #[inline]
+    pub fn poll_once(&mut self) -> usize {
+        let mut descs = [XdpDesc::default(); BURST];
+        let mut verdicts = [Verdict::Drop(DropReason::Truncated); BURST];
+        let mut total = 0;
+        let me = self.shared.id;
+        let Worker { ports, local, tables, counters, handoff_tx, handoff_rx, pushed_to, shared, .. } = self;
+        let tables = tables.tables();
+
+        for pi in 0..ports.len() {
+            let ingress = ports[pi].id();
+            ports[pi].reap();
+            let n = ports[pi].rx_burst(&mut descs);
+            total += n;
+            for i in 0..n {
+                let d = descs[i];
+                let buf = ports[pi].frame_mut(d.addr);
+                verdicts[i] = pipeline::process(buf, d.len as usize, ingress, tables);
+            }
+            let c_in = &counters[ingress as usize];
+            for i in 0..n {
+                let d = descs[i];
+                match verdicts[i] {
+                    Verdict::Drop(r) => {
+                        c_in.count_drop(r);
+                        ports[pi].recycle(d.addr);
+                    }
+                    Verdict::Reply { len } => {
+                        ports[pi].stage_tx(XdpDesc { addr: d.addr, len: len as u32, options: 0 });
+                    }
+                    Verdict::Forward(e) if e == ingress => ports[pi].stage_tx(d),
+                    Verdict::Forward(e) => {
+                        let li = local.get(e as usize).copied().unwrap_or(NOT_LOCAL);
+                        if li != NOT_LOCAL {
+                            let (src, dst) = pair_mut(ports, pi, li as usize);
+                            dst.send_copy(src.packet(&d));
+                        } else {
+                            let w = tables.port(e).map(|p| p.worker).unwrap_or(me);
+                            let sent = match handoff_tx.get_mut(w as usize) {
+                                Some(Some(tx)) => tx.push(e, ports[pi].packet(&d)),
+                                _ => false,
+                            };
+                            if sent {
+                                bump(&shared.counters.handoff_out, 1);
+                                pushed_to[w as usize] = true;
+                            } else {
+                                c_in.count_drop(if w == me { DropReason::NoRoute } else { DropReason::HandoffFull });
+                            }
+                        }
+                        ports[pi].recycle(d.addr);
+                    }
+                }
+            }
+        }
+
+        for rx in handoff_rx.iter_mut() {
+            let mut got = 0u64;
+            total += rx.pop(|e, pkt| {
+                got += 1;
+                let li = local.get(e as usize).copied().unwrap_or(NOT_LOCAL);
+                if li != NOT_LOCAL {
+                    ports[li as usize].send_copy(pkt);
+                }
+            });
+            bump(&shared.counters.handoff_in, got);
+        }
+
+        for p in ports.iter_mut() {
+            p.flush_tx();
+            p.refill();
+        }
+        for (w, pushed) in pushed_to.iter_mut().enumerate() {
+            if *pushed {
+                *pushed = false;
+                if let Some(peer) = self.peers.get(w) {
+                    peer.wake_if_sleeping();
+                }
+            }
+        }
+        total
+    }
+
+    fn anything_pending(&self) -> bool {
+        !self.cmds.is_empty() || self.handoff_rx.iter().any(|r| !r.is_empty())
+    }
+
+    /// Run until [`WorkerCmd::Stop`] (or the command channel closes). Pins the thread
+    /// to the worker's core first.
+    pub fn run(mut self) {
+        let core = self.shared.core;
+        if !core_affinity::set_for_current(core_affinity::CoreId { id: core }) {
+            tracing::warn!(worker = self.shared.id, core, "could not pin worker to its core");
+        }
+        tracing::info!(worker = self.shared.id, core, "worker running");
+        let mut idle_since: Option<Instant> = None;
+        loop {
+            if !self.housekeeping() {
+                break;
+            }
+            if self.poll_once() > 0 {
+                idle_since = None;
+                continue;
+            }
+            let now = Instant::now();
+            let since = *idle_since.get_or_insert(now);
+            if now.duration_since(since) < self.idle.busy_poll {
+                std::hint::spin_loop();
+                continue;
+            }
+            // Announce sleep, then re-check everything a waker could have published
+            // before seeing the flag (no lost wakeups).
+            self.shared.sleeping.store(true, Ordering::SeqCst);
+            if !self.anything_pending() {
+                bump(&self.shared.counters.sleeps, 1);
+                if let Err(e) = poll_readable(&mut self.pollfds, self.idle.poll_timeout_ms) {
+                    tracing::warn!(worker = self.shared.id, error = %e, "poll failed");
+                }
+                self.shared.waker.drain();
+            }
+            self.shared.sleeping.store(false, Ordering::SeqCst);
+            idle_since = None;
+        }
+        tracing::info!(worker = self.shared.id, ports = self.ports.len(), "worker stopped");
+    }
+}

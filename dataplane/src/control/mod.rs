@@ -1,6 +1,7 @@
-//! The control socket: a `mio` event loop on the control thread serving [`proto`]
-//! requests to a [`proto::Handler`] (the daemon). Filled in by the control work.
+//! The control socket: a `mio` event loop on the control thread ([`server`]) serving
+//! [`proto`] requests to a [`proto::Handler`] (the daemon), and the blocking [`client`]
+//! that `xsknetctl` and the CNI plugin use. Nothing here runs on a worker.
 
+pub mod client;
 pub mod proto;
 pub mod server;
-pub mod client;

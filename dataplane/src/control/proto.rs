@@ -34,19 +34,21 @@ pub struct Envelope {
 #[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Request {
     /// Attach a pod's host-side veth and forward for its address.
+    /// Result: the attached [`Endpoint`].
     EndpointAdd(EndpointSpec),
     /// Detach a pod, by host ifname or by address (one of them).
+    /// Result: the removed [`Endpoint`].
     EndpointDel {
         #[serde(default)]
         ifname: Option<String>,
         #[serde(default)]
         ip: Option<Ipv4Addr>,
     },
-    /// Every endpoint.
+    /// Every endpoint. Result: a JSON array of [`Endpoint`].
     EndpointList,
-    /// Per-port and per-worker counters.
+    /// Per-port and per-worker counters. Result: [`Stats`].
     Stats,
-    /// Daemon readiness and summary.
+    /// Daemon readiness and summary. Result: [`Status`].
     Status,
 }
 
@@ -107,6 +109,26 @@ pub enum ErrorKind {
     System,
 }
 
+impl ErrorKind {
+    /// The wire name (`invalid_request`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::InvalidRequest => "invalid_request",
+            ErrorKind::UnsupportedVersion => "unsupported_version",
+            ErrorKind::NotFound => "not_found",
+            ErrorKind::Conflict => "conflict",
+            ErrorKind::Capacity => "capacity",
+            ErrorKind::System => "system",
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// The error half of a response.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ErrorBody {
@@ -126,11 +148,22 @@ pub struct Response {
 
 impl Response {
     pub fn ok(result: serde_json::Value) -> Self {
-        Response { ok: true, result: Some(result), error: None }
+        Response {
+            ok: true,
+            result: Some(result),
+            error: None,
+        }
     }
 
     pub fn err(kind: ErrorKind, message: impl Into<String>) -> Self {
-        Response { ok: false, result: None, error: Some(ErrorBody { kind, message: message.into() }) }
+        Response {
+            ok: false,
+            result: None,
+            error: Some(ErrorBody {
+                kind,
+                message: message.into(),
+            }),
+        }
     }
 }
 
@@ -142,9 +175,28 @@ pub struct ControlError {
     pub message: String,
 }
 
+impl From<ControlError> for Response {
+    fn from(e: ControlError) -> Self {
+        Response::err(e.kind, e.message)
+    }
+}
+
+impl Envelope {
+    /// `request` at this build's [`PROTOCOL_VERSION`].
+    pub fn new(request: Request) -> Self {
+        Envelope {
+            v: PROTOCOL_VERSION,
+            request,
+        }
+    }
+}
+
 impl ControlError {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        ControlError { kind, message: message.into() }
+        ControlError {
+            kind,
+            message: message.into(),
+        }
     }
 }
 
@@ -227,4 +279,185 @@ pub struct Status {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_ip: Option<Ipv4Addr>,
     pub uptime_secs: u64,
+}
+
+/// Decodes one request line (without its newline): the version is checked before the
+/// operation, so a future client gets `unsupported_version` rather than a confusing
+/// "unknown op". Never panics, whatever the bytes.
+pub fn decode_request(line: &[u8]) -> Result<Request, ControlError> {
+    let invalid = |m: String| ControlError::new(ErrorKind::InvalidRequest, m);
+    let value: serde_json::Value =
+        serde_json::from_slice(line).map_err(|e| invalid(e.to_string()))?;
+    let obj = value
+        .as_object()
+        .ok_or_else(|| invalid("a request must be a JSON object".to_string()))?;
+    let v = obj
+        .get("v")
+        .ok_or_else(|| invalid("missing field `v`".to_string()))?;
+    match v.as_u64() {
+        Some(v) if v == u64::from(PROTOCOL_VERSION) => {}
+        Some(v) => {
+            return Err(ControlError::new(
+                ErrorKind::UnsupportedVersion,
+                format!(
+                    "protocol version {v} is not supported; this xsknetd speaks {PROTOCOL_VERSION}"
+                ),
+            ))
+        }
+        None => {
+            return Err(invalid(format!(
+                "field `v` must be an unsigned integer, got {v}"
+            )))
+        }
+    }
+    let envelope: Envelope = serde_json::from_value(value).map_err(|e| invalid(e.to_string()))?;
+    Ok(envelope.request)
+}
+
+/// Encodes a response as one line, newline included.
+pub fn encode_response(response: &Response) -> Vec<u8> {
+    let mut out = serde_json::to_vec(response).unwrap_or_else(|e| {
+        // A Value always serialises; keep the wire honest if that ever changes.
+        let fallback = Response::err(ErrorKind::System, format!("encode response: {e}"));
+        serde_json::to_vec(&fallback).unwrap_or_default()
+    });
+    out.push(b'\n');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn spec() -> EndpointSpec {
+        EndpointSpec {
+            ifname: "xsk1234".into(),
+            ip: Ipv4Addr::new(10, 244, 0, 5),
+            mac: Some("02:00:00:00:00:05".into()),
+            namespace: Some("default".into()),
+            name: Some("a".into()),
+            labels: [("app".to_string(), "web".to_string())].into(),
+        }
+    }
+
+    #[test]
+    fn requests_round_trip() {
+        let requests = [
+            Request::EndpointAdd(spec()),
+            Request::EndpointDel {
+                ifname: Some("xsk1".into()),
+                ip: None,
+            },
+            Request::EndpointDel {
+                ifname: None,
+                ip: Some(Ipv4Addr::new(10, 244, 0, 9)),
+            },
+            Request::EndpointList,
+            Request::Stats,
+            Request::Status,
+        ];
+        for r in requests {
+            let bytes = serde_json::to_vec(&Envelope::new(r.clone())).unwrap();
+            assert_eq!(decode_request(&bytes).unwrap(), r);
+        }
+    }
+
+    #[test]
+    fn wire_shape_is_flat() {
+        let v = serde_json::to_value(Envelope::new(Request::Status)).unwrap();
+        assert_eq!(v, json!({"v": 1, "op": "status"}));
+        let v = serde_json::to_value(Envelope::new(Request::EndpointAdd(spec()))).unwrap();
+        assert_eq!(v["op"], "endpoint_add");
+        assert_eq!(v["ip"], "10.244.0.5");
+        assert_eq!(v["labels"]["app"], "web");
+        let minimal = br#"{"v":1,"op":"endpoint_add","ifname":"x","ip":"10.0.0.1"}"#;
+        match decode_request(minimal).unwrap() {
+            Request::EndpointAdd(s) => {
+                assert_eq!(s.mac, None);
+                assert!(s.labels.is_empty());
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn decode_errors() {
+        let kind = |b: &[u8]| decode_request(b).unwrap_err().kind;
+        assert_eq!(kind(b"{"), ErrorKind::InvalidRequest);
+        assert_eq!(kind(b"[]"), ErrorKind::InvalidRequest);
+        assert_eq!(kind(br#"{"op":"status"}"#), ErrorKind::InvalidRequest);
+        assert_eq!(
+            kind(br#"{"v":"1","op":"status"}"#),
+            ErrorKind::InvalidRequest
+        );
+        assert_eq!(
+            kind(br#"{"v":2,"op":"status"}"#),
+            ErrorKind::UnsupportedVersion
+        );
+        assert_eq!(
+            kind(br#"{"v":2,"op":"warp"}"#),
+            ErrorKind::UnsupportedVersion
+        );
+        let e = decode_request(br#"{"v":1,"op":"warp"}"#).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::InvalidRequest);
+        assert!(e.message.contains("warp"), "{}", e.message);
+        let e = decode_request(br#"{"v":1,"op":"endpoint_add","ip":"10.0.0.1"}"#).unwrap_err();
+        assert!(e.message.contains("ifname"), "{}", e.message);
+        let e = decode_request(br#"{"v":1,"op":"endpoint_add","ifname":"x","ip":"10.0.0.300"}"#)
+            .unwrap_err();
+        assert_eq!(e.kind, ErrorKind::InvalidRequest);
+        assert_eq!(kind(&[0xff, 0xfe, b'{']), ErrorKind::InvalidRequest);
+    }
+
+    #[test]
+    fn responses_round_trip() {
+        let ok = Response::ok(json!({"ready": true}));
+        let line = encode_response(&ok);
+        assert_eq!(line.last(), Some(&b'\n'));
+        assert_eq!(serde_json::from_slice::<Response>(&line).unwrap(), ok);
+        let err: Response = ControlError::new(ErrorKind::NotFound, "no endpoint xsk9").into();
+        let v: serde_json::Value = serde_json::from_slice(&encode_response(&err)).unwrap();
+        assert_eq!(
+            v,
+            json!({"ok": false, "error": {"kind": "not_found", "message": "no endpoint xsk9"}})
+        );
+        assert_eq!(
+            ErrorKind::UnsupportedVersion.to_string(),
+            "unsupported_version"
+        );
+    }
+
+    #[test]
+    fn results_round_trip() {
+        let stats = Stats {
+            workers: vec![WorkerStats {
+                worker: 0,
+                core: 1,
+                ports: 2,
+                rx_packets: 10,
+                drops: [("no_route".to_string(), 3)].into(),
+                ..Default::default()
+            }],
+            ports: vec![PortStats {
+                port: 1,
+                ifname: "xsk1".into(),
+                kind: "pod".into(),
+                ip: Some(Ipv4Addr::new(10, 244, 0, 5)),
+                xdp: Some(XdpRingStats::default()),
+                ..Default::default()
+            }],
+        };
+        let v = serde_json::to_value(&stats).unwrap();
+        assert_eq!(serde_json::from_value::<Stats>(v).unwrap(), stats);
+        let status = Status {
+            version: "0.1.0".into(),
+            ready: true,
+            pod_cidr: "10.244.0.0/24".into(),
+            ..Default::default()
+        };
+        let v = serde_json::to_value(&status).unwrap();
+        assert!(v.get("host_ip").is_none());
+        assert_eq!(serde_json::from_value::<Status>(v).unwrap(), status);
+    }
 }

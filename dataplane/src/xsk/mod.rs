@@ -1,1 +1,14 @@
-//! AF_XDP ports.
+//! AF_XDP ports: rings ([`ring`]), a port's UMEM ([`umem`]), the port itself with its
+//! frame pool ([`port`]), in-memory ports for tests and benches ([`fake`]), and the
+//! lock-free single-producer single-consumer ring that hands packets between workers
+//! ([`handoff`]). All unsafe code that touches shared ring memory lives here.
+
+pub mod fake;
+pub mod handoff;
+pub mod port;
+pub mod ring;
+pub mod umem;
+pub mod wake;
+
+pub use port::{Port, PortConfig, PortError};
+pub use ring::XdpDesc;

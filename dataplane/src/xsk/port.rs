@@ -1,0 +1,517 @@
+//! A port: one AF_XDP socket on one (interface, queue) with its own UMEM, or the same
+//! rings in memory for tests and benches ([`super::fake`]).
+//!
+//! Frame accounting: every frame of the UMEM is, at any time, in exactly one place —
+//! the port's free pool, the fill ring, the RX ring (kernel side), the worker's hands,
+//! the TX ring, or the completion ring. RX frames go back to the pool once the worker
+//! is done with them; TX frames come from the pool and return through the completion
+//! ring. The pool is a `Vec` with capacity for every frame, so pushes never allocate.
+//! Counters of the port are bumped here (single writer: the owning worker).
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::RawFd;
+use std::ptr::NonNull;
+use std::sync::Arc;
+
+use super::ring::{RingCons, RingProd, RingRaw, XdpDesc};
+use super::umem::FrameArea;
+use crate::control::proto::XdpRingStats;
+use crate::pipeline::{bump, DropReason, PortCounters, BURST};
+use crate::tables::PortId;
+
+/// Offset of packet data inside a frame the dataplane builds for TX.
+pub const TX_OFFSET: u64 = 0;
+
+/// Descriptors staged for TX before a flush is forced.
+const TX_STAGE: usize = BURST * 2;
+
+/// Sizes of one port's UMEM and rings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PortConfig {
+    pub frames: u32,
+    pub frame_size: u32,
+    pub ring_size: u32,
+}
+
+impl Default for PortConfig {
+    /// 1024 × 2 KiB frames = 2 MiB of UMEM per port, 512-entry rings.
+    fn default() -> Self {
+        PortConfig { frames: 1024, frame_size: 2048, ring_size: 512 }
+    }
+}
+
+impl PortConfig {
+    /// Memory a port holds: its UMEM (rings add ~ 4 × ring_size × 16 B).
+    pub fn umem_bytes(&self) -> usize {
+        self.frames as usize * self.frame_size as usize
+    }
+}
+
+/// Failure to open a port.
+#[derive(Debug, thiserror::Error)]
+pub enum PortError {
+    #[error("port config for {ifname}: {what}")]
+    Config { ifname: String, what: &'static str },
+    #[error("map UMEM for {ifname}: {source}")]
+    Umem { ifname: String, source: io::Error },
+    #[error("register UMEM for {ifname}: {source}")]
+    UmemRegister { ifname: String, source: io::Error },
+    #[error("create AF_XDP socket on {ifname} queue {queue}: {source}")]
+    Socket { ifname: String, queue: u32, source: io::Error },
+}
+
+/// The kernel objects behind a real port.
+#[derive(Debug)]
+struct RealXsk {
+    xsk: NonNull<libxdp_sys::xsk_socket>,
+    umem: NonNull<libxdp_sys::xsk_umem>,
+    // libxdp keeps pointers to these and reads them again in xsk_socket__delete, so
+    // they live in boxes that outlive the socket (dropped after Drop::drop runs).
+    _fill: Box<libxdp_sys::xsk_ring_prod>,
+    _comp: Box<libxdp_sys::xsk_ring_cons>,
+    _rx: Box<libxdp_sys::xsk_ring_cons>,
+    _tx: Box<libxdp_sys::xsk_ring_prod>,
+    fd: RawFd,
+}
+
+impl Drop for RealXsk {
+    fn drop(&mut self) {
+        // SAFETY: both pointers came from successful libxdp create calls and are
+        // deleted exactly once, socket first (it holds a UMEM reference).
+        unsafe {
+            libxdp_sys::xsk_socket__delete(self.xsk.as_ptr());
+            libxdp_sys::xsk_umem__delete(self.umem.as_ptr());
+        }
+    }
+}
+
+#[derive(Debug)]
+enum Backing {
+    Real(RealXsk),
+    Fake(#[allow(dead_code, reason = "keeps the in-memory rings alive")] Arc<super::fake::FakeRings>),
+}
+
+/// One port. Field order matters for drop: ring views, then the socket/UMEM
+/// registration, then the mapping.
+#[derive(Debug)]
+pub struct Port {
+    id: PortId,
+    fill: RingProd<u64>,
+    comp: RingCons<u64>,
+    rx: RingCons<XdpDesc>,
+    tx: RingProd<XdpDesc>,
+    pool: Vec<u64>,
+    staged: [XdpDesc; TX_STAGE],
+    staged_len: usize,
+    staged_bytes: u64,
+    ring_size: u32,
+    counters: Arc<[PortCounters]>,
+    backing: Backing,
+    area: Arc<FrameArea>,
+}
+
+fn ring_raw_prod<T>(r: &libxdp_sys::xsk_ring_prod) -> Option<RingRaw<T>> {
+    Some(RingRaw {
+        producer: NonNull::new(r.producer.cast())?,
+        consumer: NonNull::new(r.consumer.cast())?,
+        flags: NonNull::new(r.flags.cast())?,
+        ring: NonNull::new(r.ring.cast())?,
+        size: r.size,
+    })
+}
+
+fn ring_raw_cons<T>(r: &libxdp_sys::xsk_ring_cons) -> Option<RingRaw<T>> {
+    Some(RingRaw {
+        producer: NonNull::new(r.producer.cast())?,
+        consumer: NonNull::new(r.consumer.cast())?,
+        flags: NonNull::new(r.flags.cast())?,
+        ring: NonNull::new(r.ring.cast())?,
+        size: r.size,
+    })
+}
+
+impl Port {
+    fn validate(ifname: &str, cfg: &PortConfig) -> Result<(), PortError> {
+        let bad = |what| Err(PortError::Config { ifname: ifname.to_string(), what });
+        if !cfg.ring_size.is_power_of_two() || cfg.ring_size < 64 {
+            return bad("ring size must be a power of two ≥ 64");
+        }
+        if cfg.frames < cfg.ring_size * 2 {
+            return bad("frames must be at least twice the ring size (fill ring + TX)");
+        }
+        if !cfg.frame_size.is_power_of_two() || !(2048..=4096).contains(&cfg.frame_size) {
+            return bad("frame size must be 2048 or 4096");
+        }
+        Ok(())
+    }
+
+    /// Open a real AF_XDP socket (copy mode, need_wakeup) on `ifname` queue `queue`.
+    /// No XDP program is loaded here: the loader attaches ours and registers the fd.
+    pub fn open(
+        id: PortId,
+        ifname: &str,
+        queue: u32,
+        cfg: &PortConfig,
+        counters: Arc<[PortCounters]>,
+    ) -> Result<Port, PortError> {
+        Self::validate(ifname, cfg)?;
+        let name = CString::new(ifname)
+            .map_err(|_| PortError::Config { ifname: ifname.to_string(), what: "interface name contains NUL" })?;
+        let area = FrameArea::new(cfg.frames, cfg.frame_size)
+            .map_err(|source| PortError::Umem { ifname: ifname.to_string(), source })?;
+        // SAFETY: plain C structs of integers and pointers; all-zero is their
+        // documented "not yet created" state.
+        let (mut fill, mut comp, mut rx, mut tx) = unsafe {
+            (
+                Box::new(std::mem::zeroed::<libxdp_sys::xsk_ring_prod>()),
+                Box::new(std::mem::zeroed::<libxdp_sys::xsk_ring_cons>()),
+                Box::new(std::mem::zeroed::<libxdp_sys::xsk_ring_cons>()),
+                Box::new(std::mem::zeroed::<libxdp_sys::xsk_ring_prod>()),
+            )
+        };
+        let ucfg = libxdp_sys::xsk_umem_config {
+            fill_size: cfg.ring_size,
+            comp_size: cfg.ring_size,
+            frame_size: cfg.frame_size,
+            frame_headroom: 0,
+            flags: 0,
+        };
+        let mut umem: *mut libxdp_sys::xsk_umem = std::ptr::null_mut();
+        // SAFETY: the area is a live mapping of area.len() bytes that outlives the UMEM
+        // (field order in Port); fill/comp are boxed and outlive it too (RealXsk).
+        let rc = unsafe {
+            libxdp_sys::xsk_umem__create(
+                &mut umem,
+                area.as_ptr().cast(),
+                area.len() as u64,
+                &mut *fill,
+                &mut *comp,
+                &ucfg,
+            )
+        };
+        let umem = match NonNull::new(umem) {
+            Some(u) if rc == 0 => u,
+            _ => {
+                return Err(PortError::UmemRegister {
+                    ifname: ifname.to_string(),
+                    source: io::Error::from_raw_os_error(-rc.min(-1)),
+                })
+            }
+        };
+        let scfg = libxdp_sys::xsk_socket_config {
+            rx_size: cfg.ring_size,
+            tx_size: cfg.ring_size,
+            __bindgen_anon_1: libxdp_sys::xsk_socket_config__bindgen_ty_1 {
+                libxdp_flags: libxdp_sys::XSK_LIBXDP_FLAGS__INHIBIT_PROG_LOAD,
+            },
+            xdp_flags: 0,
+            bind_flags: (libxdp_sys::XDP_USE_NEED_WAKEUP | libxdp_sys::XDP_COPY) as u16,
+        };
+        let mut xsk: *mut libxdp_sys::xsk_socket = std::ptr::null_mut();
+        // SAFETY: umem is live; rx/tx are boxed and outlive the socket.
+        let rc = unsafe {
+            libxdp_sys::xsk_socket__create(&mut xsk, name.as_ptr(), queue, umem.as_ptr(), &mut *rx, &mut *tx, &scfg)
+        };
+        let Some(xsk) = NonNull::new(xsk).filter(|_| rc == 0) else {
+            // SAFETY: created above, no socket uses it.
+            unsafe { libxdp_sys::xsk_umem__delete(umem.as_ptr()) };
+            return Err(PortError::Socket {
+                ifname: ifname.to_string(),
+                queue,
+                source: io::Error::from_raw_os_error(-rc.min(-1)),
+            });
+        };
+        // SAFETY: xsk is live.
+        let fd = unsafe { libxdp_sys::xsk_socket__fd(xsk.as_ptr()) };
+        let rings = (ring_raw_prod(&fill), ring_raw_cons(&comp), ring_raw_cons(&rx), ring_raw_prod(&tx));
+        let backing = RealXsk { xsk, umem, _fill: fill, _comp: comp, _rx: rx, _tx: tx, fd };
+        let (Some(f), Some(c), Some(r), Some(t)) = rings else {
+            drop(backing);
+            return Err(PortError::Socket {
+                ifname: ifname.to_string(),
+                queue,
+                source: io::Error::other("libxdp returned an unmapped ring"),
+            });
+        };
+        // SAFETY: the rings are mapped until `backing` drops, which happens after the
+        // ring views (field order); this port is their only user.
+        let (fill, comp, rx, tx) = unsafe { (RingProd::new(f), RingCons::new(c), RingCons::new(r), RingProd::new(t)) };
+        Ok(Self::assemble(id, fill, comp, rx, tx, cfg, counters, Backing::Real(backing), Arc::new(area)))
+    }
+
+    /// A port over in-memory rings (see [`super::fake`]).
+    pub(crate) fn with_fake_rings(
+        id: PortId,
+        cfg: &PortConfig,
+        counters: Arc<[PortCounters]>,
+        rings: Arc<super::fake::FakeRings>,
+        area: Arc<FrameArea>,
+    ) -> Result<Port, PortError> {
+        Self::validate("fake", cfg)?;
+        // SAFETY: `rings` is kept alive by the Backing for as long as the views; the
+        // fake kernel holds the other ends.
+        let (fill, comp, rx, tx) = unsafe {
+            (
+                RingProd::new(rings.fill.raw()),
+                RingCons::new(rings.comp.raw()),
+                RingCons::new(rings.rx.raw()),
+                RingProd::new(rings.tx.raw()),
+            )
+        };
+        Ok(Self::assemble(id, fill, comp, rx, tx, cfg, counters, Backing::Fake(rings), area))
+    }
+
+    #[allow(clippy::too_many_arguments, reason = "private constructor tail")]
+    fn assemble(
+        id: PortId,
+        fill: RingProd<u64>,
+        comp: RingCons<u64>,
+        rx: RingCons<XdpDesc>,
+        tx: RingProd<XdpDesc>,
+        cfg: &PortConfig,
+        counters: Arc<[PortCounters]>,
+        backing: Backing,
+        area: Arc<FrameArea>,
+    ) -> Port {
+        let mut pool = Vec::with_capacity(cfg.frames as usize);
+        for i in (0..cfg.frames as u64).rev() {
+            pool.push(i * cfg.frame_size as u64);
+        }
+        let mut port = Port {
+            id,
+            fill,
+            comp,
+            rx,
+            tx,
+            pool,
+            staged: [XdpDesc::default(); TX_STAGE],
+            staged_len: 0,
+            staged_bytes: 0,
+            ring_size: cfg.ring_size,
+            counters,
+            backing,
+            area,
+        };
+        port.refill();
+        port
+    }
+
+    pub fn id(&self) -> PortId {
+        self.id
+    }
+
+    /// The socket fd (real ports), for the XSKMAP and for poll(2).
+    pub fn fd(&self) -> Option<RawFd> {
+        match &self.backing {
+            Backing::Real(r) => Some(r.fd),
+            Backing::Fake(_) => None,
+        }
+    }
+
+    #[inline]
+    fn counters(&self) -> &PortCounters {
+        // The registry has a slot for every PortId the daemon hands out.
+        &self.counters[self.id as usize]
+    }
+
+    /// Take up to `out.len()` received frames. Descriptors the kernel could not have
+    /// produced (outside the UMEM) are dropped and counted, never handed out.
+    #[inline]
+    pub fn rx_burst(&mut self, out: &mut [XdpDesc]) -> usize {
+        let n = self.rx.pop(out);
+        let mut kept = 0;
+        let mut bytes = 0u64;
+        for i in 0..n {
+            let d = out[i];
+            match self.area.room(d.addr) {
+                Some(room) if d.len as usize <= room => {
+                    bytes += d.len as u64;
+                    out[kept] = d;
+                    kept += 1;
+                }
+                _ => self.counters().count_drop(DropReason::Truncated),
+            }
+        }
+        let c = self.counters();
+        bump(&c.rx_packets, kept as u64);
+        bump(&c.rx_bytes, bytes);
+        kept
+    }
+
+    /// The whole writable area of a received or allocated frame, from `d.addr`.
+    #[inline]
+    pub fn frame_mut(&mut self, addr: u64) -> &mut [u8] {
+        // SAFETY: frames reach the worker only through rx_burst/alloc, which transfer
+        // ownership from the kernel/pool; `&mut self` makes this the only slice.
+        unsafe { self.area.frame_mut(addr) }
+    }
+
+    /// The packet bytes of a frame the worker holds.
+    #[inline]
+    pub fn packet(&self, d: &XdpDesc) -> &[u8] {
+        // SAFETY: as frame_mut; the shared borrow of self keeps frame_mut away.
+        let f = unsafe { self.area.frame_mut(d.addr) };
+        let len = (d.len as usize).min(f.len());
+        &f[..len]
+    }
+
+    /// Give a frame the worker holds back to the pool.
+    #[inline]
+    pub fn recycle(&mut self, addr: u64) {
+        let base = self.area.frame_of(addr);
+        if self.pool.len() < self.pool.capacity() {
+            self.pool.push(base);
+        }
+    }
+
+    /// A free frame for TX, if any.
+    #[inline]
+    pub fn alloc(&mut self) -> Option<u64> {
+        self.pool.pop().map(|b| b + TX_OFFSET)
+    }
+
+    /// Copy `pkt` into a fresh frame of this port and stage it for TX.
+    /// Returns false (frame-less drop, counted) when no frame is free.
+    #[inline]
+    pub fn send_copy(&mut self, pkt: &[u8]) -> bool {
+        let Some(addr) = self.alloc() else {
+            self.counters().count_drop(DropReason::NoFrame);
+            return false;
+        };
+        let f = self.frame_mut(addr);
+        let len = pkt.len().min(f.len());
+        f[..len].copy_from_slice(&pkt[..len]);
+        self.stage_tx(XdpDesc { addr, len: len as u32, options: 0 });
+        true
+    }
+
+    /// Stage a frame the worker holds for TX on this port (flushed by `flush_tx`).
+    #[inline]
+    pub fn stage_tx(&mut self, d: XdpDesc) {
+        if self.staged_len == TX_STAGE {
+            self.flush_tx();
+        }
+        self.staged[self.staged_len] = d;
+        self.staged_len += 1;
+        self.staged_bytes += d.len as u64;
+    }
+
+    /// Put staged frames on the TX ring and kick the kernel if it asked. Frames that
+    /// do not fit are dropped (counted `tx_ring_full`) and go back to the pool.
+    pub fn flush_tx(&mut self) {
+        if self.staged_len == 0 {
+            return;
+        }
+        let n = self.staged_len;
+        let sent = self.tx.push(&self.staged[..n]);
+        let mut sent_bytes = self.staged_bytes;
+        for i in sent..n {
+            let d = self.staged[i];
+            sent_bytes -= d.len as u64;
+            self.recycle(d.addr);
+            self.counters().count_drop(DropReason::TxRingFull);
+        }
+        self.staged_len = 0;
+        self.staged_bytes = 0;
+        let c = self.counters();
+        bump(&c.tx_packets, sent as u64);
+        bump(&c.tx_bytes, sent_bytes);
+        if sent > 0 && self.tx.needs_wakeup() {
+            self.kick_tx();
+        }
+    }
+
+    fn kick_tx(&self) {
+        if let Backing::Real(r) = &self.backing {
+            // SAFETY: sendto with no buffer on our own socket fd is the documented
+            // AF_XDP TX wakeup; errors (EAGAIN, EBUSY, ENOBUFS) mean "try later".
+            unsafe {
+                libc::sendto(r.fd, std::ptr::null(), 0, libc::MSG_DONTWAIT, std::ptr::null(), 0);
+            }
+        }
+    }
+
+    /// Move completed TX frames back to the pool. Returns how many.
+    #[inline]
+    pub fn reap(&mut self) -> usize {
+        let mut done = [0u64; BURST];
+        let mut total = 0;
+        loop {
+            let n = self.comp.pop(&mut done);
+            for &a in &done[..n] {
+                self.recycle(a);
+            }
+            total += n;
+            if n < BURST {
+                return total;
+            }
+        }
+    }
+
+    /// Top up the fill ring from the pool, keeping frames back for TX.
+    #[inline]
+    pub fn refill(&mut self) {
+        let reserve = (self.pool.capacity() as u32).saturating_sub(self.ring_size) as usize / 2;
+        let spare = self.pool.len().saturating_sub(reserve);
+        if spare == 0 {
+            return;
+        }
+        let want = spare.min(self.fill.free(spare as u32) as usize);
+        if want == 0 {
+            return;
+        }
+        let start = self.pool.len() - want;
+        let pushed = self.fill.push(&self.pool[start..]);
+        self.pool.truncate(self.pool.len() - pushed);
+        if self.fill.needs_wakeup() {
+            if let Backing::Real(r) = &self.backing {
+                // SAFETY: recvfrom with no buffer is the AF_XDP RX/fill wakeup.
+                unsafe {
+                    libc::recvfrom(r.fd, std::ptr::null_mut(), 0, libc::MSG_DONTWAIT, std::ptr::null_mut(), std::ptr::null_mut());
+                }
+            }
+        }
+    }
+
+    /// Frames currently in the free pool (tests, stats).
+    pub fn pool_len(&self) -> usize {
+        self.pool.len()
+    }
+
+    /// TX descriptors not yet completed by the kernel.
+    pub fn tx_outstanding(&self) -> u32 {
+        self.tx.outstanding()
+    }
+}
+
+/// Kernel ring statistics of an AF_XDP socket fd (XDP_STATISTICS).
+pub fn xdp_statistics(fd: RawFd) -> io::Result<XdpRingStats> {
+    #[repr(C)]
+    #[derive(Default)]
+    struct Raw {
+        rx_dropped: u64,
+        rx_invalid_descs: u64,
+        tx_invalid_descs: u64,
+        rx_ring_full: u64,
+        rx_fill_ring_empty_descs: u64,
+        tx_ring_empty_descs: u64,
+    }
+    let mut raw = Raw::default();
+    let mut len = std::mem::size_of::<Raw>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `raw`, which is that large.
+    let rc = unsafe {
+        libc::getsockopt(fd, libc::SOL_XDP, libxdp_sys::XDP_STATISTICS as i32, (&mut raw as *mut Raw).cast(), &mut len)
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(XdpRingStats {
+        rx_dropped: raw.rx_dropped,
+        rx_invalid_descs: raw.rx_invalid_descs,
+        tx_invalid_descs: raw.tx_invalid_descs,
+        rx_ring_full: raw.rx_ring_full,
+        rx_fill_ring_empty_descs: raw.rx_fill_ring_empty_descs,
+        tx_ring_empty_descs: raw.tx_ring_empty_descs,
+    })
+}

@@ -1,0 +1,364 @@
+//! Shared fixtures of the privileged integration tests: throwaway network namespaces,
+//! pods wired like the CNI plugin wires them, and an `xsknetd` child process. Every
+//! fixture removes what it created in `Drop`, also when a test panics; names carry a
+//! per-test prefix so tests run side by side; processes are killed by pid.
+
+#![allow(dead_code, reason = "each test binary uses a different subset")]
+
+use std::net::{Ipv4Addr, TcpListener, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use xsknet_dataplane::sys::netns::run_in_netns;
+
+/// Whether the privileged tier can run; when it cannot, the README's test command
+/// (which sets XSKNET_REQUIRE_PRIVILEGED) fails instead of skipping.
+pub fn privileged() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !root {
+        if std::env::var_os("XSKNET_REQUIRE_PRIVILEGED").is_some() {
+            panic!("privileged integration tests must run as root");
+        }
+        eprintln!("SKIP: privileged integration test needs root");
+    }
+    root
+}
+
+/// A short unique prefix for this test's names (netns, links ≤ 15 chars).
+pub fn prefix(tag: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    format!("{tag}{}{n}", std::process::id() % 10000)
+}
+
+/// Run a command, panic with its output unless it succeeds.
+pub fn sh(args: &[&str]) -> Output {
+    let out = Command::new(args[0]).args(&args[1..]).output().unwrap_or_else(|e| panic!("run {args:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Run a command and return its output whatever the status.
+pub fn try_sh(args: &[&str]) -> Output {
+    Command::new(args[0]).args(&args[1..]).output().unwrap_or_else(|e| panic!("run {args:?}: {e}"))
+}
+
+/// A network namespace, deleted on drop.
+#[derive(Debug)]
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    pub fn new(name: &str) -> Netns {
+        let _ = try_sh(&["ip", "netns", "del", name]);
+        sh(&["ip", "netns", "add", name]);
+        sh(&["ip", "-n", name, "link", "set", "lo", "up"]);
+        Netns { name: name.to_string() }
+    }
+
+    pub fn path(&self) -> PathBuf {
+        PathBuf::from(format!("/run/netns/{}", self.name))
+    }
+
+    /// `ip netns exec NAME args…`
+    pub fn exec(&self, args: &[&str]) -> Output {
+        let mut v = vec!["ip", "netns", "exec", &self.name];
+        v.extend_from_slice(args);
+        try_sh(&v)
+    }
+
+    /// Run `f` inside the namespace (sockets it creates stay there).
+    pub fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        run_in_netns(&self.path(), f).expect("enter netns")
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = try_sh(&["ip", "netns", "del", &self.name]);
+    }
+}
+
+/// A pod: its own namespace with `eth0`, whose host end lives in the node namespace.
+#[derive(Debug)]
+pub struct Pod {
+    pub ns: Netns,
+    pub host_if: String,
+    pub ip: Ipv4Addr,
+    pub mac: String,
+}
+
+impl Pod {
+    /// Wire a pod as the CNI plugin does: veth, /32, link-local default route, and the
+    /// offload settings of `prepare_pod_interface`.
+    pub fn new(node: &Netns, name: &str, host_if: &str, ip: Ipv4Addr) -> Pod {
+        let ns = Netns::new(name);
+        sh(&["ip", "-n", &node.name, "link", "add", host_if, "type", "veth", "peer", "name", "eth0", "netns", &ns.name]);
+        let ipn = format!("{ip}/32");
+        sh(&["ip", "-n", &ns.name, "addr", "add", &ipn, "dev", "eth0"]);
+        sh(&["ip", "-n", &ns.name, "link", "set", "eth0", "up"]);
+        sh(&["ip", "-n", &ns.name, "route", "add", "169.254.1.1", "dev", "eth0", "scope", "link"]);
+        sh(&["ip", "-n", &ns.name, "route", "add", "default", "via", "169.254.1.1", "dev", "eth0", "onlink"]);
+        let _ = ns.exec(&["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"]);
+        ns.run(|| xsknet_dataplane::sys::ethtool::prepare_pod_interface("eth0")).expect("pod offloads");
+        let out = sh(&["ip", "-n", &ns.name, "-br", "link", "show", "eth0"]);
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let mac = text.split_whitespace().nth(2).expect("mac in ip -br output").to_string();
+        Pod { ns, host_if: host_if.to_string(), ip, mac }
+    }
+
+    /// ping from this pod; true when every echo got a reply.
+    pub fn ping(&self, dst: Ipv4Addr, count: u32) -> bool {
+        let c = count.to_string();
+        let d = dst.to_string();
+        self.ns.exec(&["ping", "-c", &c, "-i", "0.2", "-W", "2", "-q", &d]).status.success()
+    }
+}
+
+/// An xsknetd child process in a namespace, with its own temp dir; killed by pid.
+pub struct Daemon {
+    pub child: Option<Child>,
+    pub dir: PathBuf,
+    pub socket: PathBuf,
+    pub config: PathBuf,
+    pub ns: String,
+    log: PathBuf,
+}
+
+pub fn bin(name: &str) -> PathBuf {
+    match name {
+        "xsknetd" => PathBuf::from(env!("CARGO_BIN_EXE_xsknetd")),
+        "xsknetctl" => PathBuf::from(env!("CARGO_BIN_EXE_xsknetctl")),
+        other => panic!("unknown binary {other}"),
+    }
+}
+
+impl Daemon {
+    /// Write a config into a fresh temp dir and start the daemon in `ns`.
+    pub fn start(ns: &Netns, tag: &str, extra_yaml: &str) -> Daemon {
+        let dir = std::env::temp_dir().join(format!("xsknet-test-{tag}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let socket = dir.join("xsknetd.sock");
+        let config = dir.join("node.yaml");
+        let yaml = format!(
+            "socket: {}\nstateDir: {}\npodCidr: 10.244.0.0/24\n{extra_yaml}",
+            socket.display(),
+            dir.join("state").display()
+        );
+        std::fs::write(&config, yaml).unwrap();
+        let mut d = Daemon { child: None, dir: dir.clone(), socket, config, ns: ns.name.clone(), log: dir.join("xsknetd.log") };
+        d.spawn();
+        d
+    }
+
+    /// (Re)start the process with the same config and state.
+    pub fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.ns])
+            .arg(bin("xsknetd"))
+            .arg("--config")
+            .arg(&self.config)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn xsknetd");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let out = self.ctl(&["status", "--json"]);
+            if out.status.success() {
+                let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status json");
+                if v["ready"] == true {
+                    return;
+                }
+            }
+            if let Some(c) = self.child.as_mut() {
+                if let Ok(Some(st)) = c.try_wait() {
+                    panic!("xsknetd exited early ({st}): {}", self.log_text());
+                }
+            }
+            assert!(Instant::now() < deadline, "xsknetd not ready: {}", self.log_text());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Run xsknetctl against this daemon.
+    pub fn ctl(&self, args: &[&str]) -> Output {
+        Command::new(bin("xsknetctl")).arg("--socket").arg(&self.socket).args(args).output().expect("run xsknetctl")
+    }
+
+    /// xsknetctl that must succeed; returns stdout.
+    pub fn ctl_ok(&self, args: &[&str]) -> String {
+        let out = self.ctl(args);
+        assert!(
+            out.status.success(),
+            "xsknetctl {args:?}: {}{}\n--- daemon log\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            self.log_text()
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    }
+
+    pub fn attach(&self, pod: &Pod) {
+        let ip = pod.ip.to_string();
+        self.ctl_ok(&["endpoint", "add", "--ifname", &pod.host_if, "--ip", &ip, "--mac", &pod.mac]);
+    }
+
+    pub fn stats(&self) -> serde_json::Value {
+        serde_json::from_str(&self.ctl_ok(&["stats", "--json"])).expect("stats json")
+    }
+
+    /// Counters of the port whose ifname is `ifname`.
+    pub fn port_stats(&self, ifname: &str) -> serde_json::Value {
+        let s = self.stats();
+        s["ports"].as_array().unwrap().iter().find(|p| p["ifname"] == ifname).cloned().unwrap_or_else(|| {
+            panic!("no port {ifname} in stats: {s}")
+        })
+    }
+
+    /// SIGTERM by pid and wait (SIGKILL after 10 s). Returns whether it exited 0.
+    pub fn stop(&mut self) -> bool {
+        let Some(mut child) = self.child.take() else { return true };
+        // `ip netns exec` execs the daemon, so the child pid is the daemon's pid.
+        // SAFETY: kill on a pid we spawned and have not reaped.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(Some(st)) = child.try_wait() {
+                return st.success();
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Send `bytes` of a deterministic pattern over TCP from pod `a` to a listener in pod
+/// `b`; returns (sent, received, received content matches).
+pub fn tcp_transfer(a: &Pod, b: &Pod, port: u16, bytes: usize) -> (usize, usize, bool) {
+    use std::io::{Read, Write};
+    let listener: TcpListener = b.ns.run(|| TcpListener::bind((b.ip, port)).expect("bind in pod b"));
+    let server = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().expect("accept");
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut got = Vec::new();
+        let _ = s.read_to_end(&mut got);
+        got
+    });
+    let dst = b.ip;
+    let mut stream: TcpStream =
+        a.ns.run(|| TcpStream::connect_timeout(&(dst, port).into(), Duration::from_secs(5)).expect("connect from pod a"));
+    let data: Vec<u8> = (0..bytes).map(|i| (i * 7 + i / 251) as u8).collect();
+    stream.set_write_timeout(Some(Duration::from_secs(20))).unwrap();
+    stream.write_all(&data).expect("send");
+    drop(stream);
+    let got = server.join().unwrap();
+    let same = got == data;
+    (data.len(), got.len(), same)
+}
+
+/// Send `n` UDP datagrams from `a` to an echo socket in `b`; returns how many replies
+/// came back byte-identical.
+pub fn udp_echo(a: &Pod, b: &Pod, port: u16, n: usize) -> usize {
+    let server: UdpSocket = b.ns.run(|| UdpSocket::bind((b.ip, port)).expect("udp bind b"));
+    server.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+    let echo = std::thread::spawn(move || {
+        let mut buf = [0u8; 2048];
+        let mut idle = 0;
+        while idle < 10 {
+            match server.recv_from(&mut buf) {
+                Ok((len, from)) => {
+                    idle = 0;
+                    let _ = server.send_to(&buf[..len], from);
+                }
+                Err(_) => idle += 1,
+            }
+        }
+    });
+    let client: UdpSocket = a.ns.run(|| UdpSocket::bind((a.ip, 0)).expect("udp bind a"));
+    client.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+    let mut ok = 0;
+    let mut buf = [0u8; 2048];
+    for i in 0..n {
+        let msg: Vec<u8> = (0..(32 + i % 1000)).map(|j| (i + j) as u8).collect();
+        client.send_to(&msg, (b.ip, port)).unwrap();
+        if let Ok(len) = client.recv(&mut buf) {
+            if buf[..len] == msg[..] {
+                ok += 1;
+            }
+        }
+    }
+    echo.join().unwrap();
+    ok
+}
+
+/// Send raw Ethernet frames out of `ifname` from inside `ns` (AF_PACKET).
+pub fn inject_frames(ns: &Netns, ifname: &str, frames: &[Vec<u8>]) {
+    let ifname = ifname.to_string();
+    ns.run(move || {
+        let idx = std::ffi::CString::new(ifname.clone()).unwrap();
+        // SAFETY: plain syscalls on a socket we own, with correctly sized arguments.
+        unsafe {
+            let ifindex = libc::if_nametoindex(idx.as_ptr());
+            assert!(ifindex > 0, "no {ifname}");
+            let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0);
+            assert!(fd >= 0, "AF_PACKET socket");
+            let mut sll: libc::sockaddr_ll = std::mem::zeroed();
+            sll.sll_family = libc::AF_PACKET as u16;
+            sll.sll_ifindex = ifindex as i32;
+            sll.sll_halen = 6;
+            for f in frames {
+                let rc = libc::sendto(
+                    fd,
+                    f.as_ptr().cast(),
+                    f.len(),
+                    0,
+                    (&sll as *const libc::sockaddr_ll).cast(),
+                    std::mem::size_of::<libc::sockaddr_ll>() as u32,
+                );
+                assert!(rc >= 0, "sendto: {}", std::io::Error::last_os_error());
+            }
+            libc::close(fd);
+        }
+    });
+}
+
+pub fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+pub fn path_str(p: &Path) -> String {
+    p.display().to_string()
+}
