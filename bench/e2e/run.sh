@@ -297,15 +297,20 @@ warm() { # ARP (where the datapath answers it) and reachability both ways
   nsx "$NS_B" ping -c 2 -i 0.2 -W 1 "$IP_A" >>"$TMP/ping.log" 2>&1
 }
 
-# gen_window CPUS MODE: trafgen in pod A (MODE ring = PACKET_TX_RING, sendto = -t 0) for
-# 1 s warm-up + DUR s window; sets G_OFF G_DEL (kpps) and G_NOTE. Offered = A eth0
-# tx_packets, delivered = B eth0 rx_packets, over the same window.
+# gen_window CPUS MODE: a generator in pod A for 1 s warm-up + DUR s window; sets G_OFF,
+# G_DEL, G_DROP (kpps) and G_NOTE. MODE: ring = trafgen PACKET_TX_RING (its default),
+# sendto = trafgen -t 0, udpgen = bench/e2e/udpgen.c (sendmmsg, one process per CPU).
+# Offered = A eth0 tx_packets, delivered = B eth0 rx_packets, over the same window;
+# G_DROP = A eth0 tx_dropped (frames the veth refused, e.g. its peer's XDP ring was full).
 gen_window() {
   local cpus=$1 mode=$2 gwmac cfg=$TMP/udp64.cfg
   gwmac=$(ip -n "$NS_A" neigh show "$GW" dev eth0 | awk '{for(i=1;i<NF;i++) if($i=="lladdr") print $(i+1)}')
   [ -n "$gwmac" ] || { G_NOTE="gateway not resolved in pod A"; return 1; }
-  # 60-byte frame (64 with FCS): 14 Ethernet + 20 IPv4 + 8 UDP + 18 payload
-  cat >"$cfg" <<EOF
+  local cmd
+  case "$mode" in
+    ring|sendto)
+      # 60-byte frame (64 with FCS): 14 Ethernet + 20 IPv4 + 8 UDP + 18 payload
+      cat >"$cfg" <<EOF
 {
   eth(da=$gwmac, sa=$MAC_A, type=0x0800),
   ipv4(saddr=$IP_A, daddr=$IP_B, ttl=64),
@@ -313,53 +318,61 @@ gen_window() {
   fill(0x00, 18)
 }
 EOF
-  local args=(--dev eth0 --conf "$cfg" --cpus "$cpus" --no-sock-mem --notouch-irq)
-  case "$mode" in
-    sendto) args+=(-t 0) ;;
-    ring-qdisc) # through a real qdisc, so a full veth ring stops the queue (backpressure)
-      # instead of failing the TX_RING flush with EAGAIN
-      ip -n "$NS_A" link set eth0 txqueuelen 10000
-      nsx "$NS_A" tc qdisc replace dev eth0 root pfifo limit 10000 || { G_NOTE="tc qdisc failed"; return 1; }
-      args+=(--qdisc-path) ;;
+      # --no-sock-mem: never touch the machine's socket-memory sysctls
+      cmd=(trafgen --dev eth0 --conf "$cfg" --cpus "$cpus" --no-sock-mem --notouch-irq)
+      [ "$mode" = sendto ] && cmd+=(-t 0) ;;
+    udpgen)
+      [ -x "$TMP/udpgen" ] || { G_NOTE="udpgen not built"; return 1; }
+      cmd=("$TMP/udpgen" eth0 "$gwmac" "$MAC_A" "$IP_A" "$IP_B" 9 --procs "$cpus" --seconds $((DUR + 10))) ;;
   esac
-  start_bg "$TMP/trafgen-$cpus-$mode.log" ip netns exec "$NS_A" trafgen "${args[@]}"
+  local glog=$TMP/gen-$cpus-$mode.log
+  local txS rxS txE rxE
+  txS=$(ctr "$NS_A" eth0 tx_packets); rxS=$(ctr "$NS_B" eth0 rx_packets)
+  start_bg "$glog" ip netns exec "$NS_A" "${cmd[@]}"
   local pid=$LAST_PID
   sleep 1
   if ! alive "$pid"; then
-    G_NOTE="trafgen ($mode) exited: $(grep -v '^$' "$TMP/trafgen-$cpus-$mode.log" | tail -n 1)"
-    stop_pid "$pid"
-    [ "$mode" = ring-qdisc ] && nsx "$NS_A" tc qdisc del dev eth0 root 2>/dev/null
-    return 1
+    G_NOTE="$mode generator exited: $(grep -v '^$' "$glog" | tail -n 1)"
+    stop_pid "$pid"; return 1
   fi
-  local tx0 rx0 t0 tx1 rx1 t1
-  t0=$EPOCHREALTIME; tx0=$(ctr "$NS_A" eth0 tx_packets); rx0=$(ctr "$NS_B" eth0 rx_packets)
+  local tx0 rx0 d0 t0 tx1 rx1 d1 t1
+  t0=$EPOCHREALTIME; tx0=$(ctr "$NS_A" eth0 tx_packets); d0=$(ctr "$NS_A" eth0 tx_dropped); rx0=$(ctr "$NS_B" eth0 rx_packets)
   sleep "$DUR"
-  t1=$EPOCHREALTIME; tx1=$(ctr "$NS_A" eth0 tx_packets); rx1=$(ctr "$NS_B" eth0 rx_packets)
+  t1=$EPOCHREALTIME; tx1=$(ctr "$NS_A" eth0 tx_packets); d1=$(ctr "$NS_A" eth0 tx_dropped); rx1=$(ctr "$NS_B" eth0 rx_packets)
   local died=0
   alive "$pid" || died=1
   stop_pid "$pid" INT
-  [ "$mode" = ring-qdisc ] && nsx "$NS_A" tc qdisc del dev eth0 root 2>/dev/null
   if [ $died = 1 ]; then
-    G_NOTE="trafgen ($mode) died during the window: $(grep -v '^$' "$TMP/trafgen-$cpus-$mode.log" | tail -n 1)"
+    G_NOTE="$mode generator died during the window: $(grep -v '^$' "$glog" | tail -n 1)"
     return 1
   fi
-  read -r G_OFF G_DEL < <(python3 -c "
+  sleep 0.3   # drain what is still in flight
+  txE=$(ctr "$NS_A" eth0 tx_packets); rxE=$(ctr "$NS_B" eth0 rx_packets)
+  # rates over the window; the ratio over the generator's whole run (counters read
+  # before it started and after it stopped and drained: no read-timing skew)
+  read -r G_OFF G_DEL G_DROP G_RATIO < <(python3 -c "
 dt=$t1-$t0
-print('%.0f %.0f' % (($tx1-$tx0)/dt/1e3, ($rx1-$rx0)/dt/1e3))")
+off=$txE-$txS
+print('%.0f %.0f %.0f %s' % (($tx1-$tx0)/dt/1e3, ($rx1-$rx0)/dt/1e3, ($d1-$d0)/dt/1e3,
+      '%.3f' % (($rxE-$rxS)/off) if off > 0 else '-'))")
   G_MODE=$mode
   G_NOTE=""
-  [ "${G_OFF%.*}" -ge 1 ] || { G_NOTE="trafgen ($mode) offered nothing"; return 1; }
+  [ "${G_OFF%.*}" -ge 1 ] || { G_NOTE="$mode generator offered nothing"; return 1; }
 }
-# pps CPUS: TX_RING first, the sendto path (-t 0) when the ring path fails (PEERS.md:
-# EAGAIN on TX_RING flush with an XDP program on the sender's peer).
+# pps CPUS: trafgen's TX_RING first, its sendto path (-t 0) when the ring path fails
+# (PEERS.md: the TX_RING flush fails with EAGAIN when the sender's veth peer has an XDP
+# program: the socket's send buffer fills while frames wait in the veth's XDP ring, and
+# trafgen exits; it cannot raise the buffer without the global wmem sysctls).
 pps() {
   local cpus=$1
   gen_window "$cpus" ring && return 0
   local first=$G_NOTE
-  log "trafgen TX_RING failed ($first); retrying through a pfifo qdisc (--qdisc-path)"
-  gen_window "$cpus" ring-qdisc && { G_NOTE="$cpus CPU(s): TX_RING with qdisc bypass failed ($first), used --qdisc-path over pfifo"; return 0; }
-  log "trafgen --qdisc-path failed ($G_NOTE); retrying with -t 0 (sendto)"
-  gen_window "$cpus" sendto && { G_NOTE="$cpus CPU(s): TX_RING failed ($first), used -t 0 (sendto)"; return 0; }
+  log "trafgen TX_RING failed ($first); retrying with -t 0 (sendto)"
+  gen_window "$cpus" sendto && { G_NOTE="trafgen on $cpus CPU(s): TX_RING failed ($first), used -t 0 (sendto)"; return 0; }
+}
+drop_note() { # frames the sender's veth refused during the window
+  [ "${G_DROP:-0}" -ge 1 ] && NOTES+=("$PEER: $1: pod A eth0 tx_dropped $G_DROP kpps during the window (refused before the datapath, not in 'offered')")
+  return 0
 }
 
 tcp() { # sets TCP_G (Gbit/s) or TCP_ERR
@@ -429,19 +442,30 @@ run_peer() {
   local off="—" del="—" rat="—" note
   log "UDP 64B, trafgen on 1 CPU, ${DUR}s"
   if pps 1; then
-    off=$G_OFF del=$G_DEL rat=$(ratio "$G_OFF" "$G_DEL")
+    off=$G_OFF del=$G_DEL rat=$G_RATIO
     [ "$G_MODE" = ring ] || off="$off ($G_MODE)"
     [ -n "$G_NOTE" ] && NOTES+=("$PEER: $G_NOTE")
+    drop_note "1 × trafgen"
   else
     NOTES+=("$PEER: UDP: $G_NOTE")
   fi
   if [ "$GEN_CPUS" -gt 1 ]; then
     log "UDP 64B, trafgen on $GEN_CPUS CPUs, ${DUR}s"
     if pps "$GEN_CPUS"; then
-      SAT_ROWS+=("| $PEER | $GEN_CPUS × trafgen ($G_MODE) | $G_OFF | $G_DEL | $(ratio "$G_OFF" "$G_DEL") |")
+      SAT_ROWS+=("| $PEER | $GEN_CPUS × trafgen ($G_MODE) | $G_OFF | $G_DEL | $G_RATIO |")
       [ -n "$G_NOTE" ] && NOTES+=("$PEER: $G_NOTE")
+      drop_note "$GEN_CPUS × trafgen"
     else
-      SAT_ROWS+=("| $PEER | $GEN_CPUS × trafgen | — | — | — |"); NOTES+=("$PEER: saturation: $G_NOTE")
+      SAT_ROWS+=("| $PEER | $GEN_CPUS × trafgen | — | — | — |"); NOTES+=("$PEER: trafgen on $GEN_CPUS CPUs: $G_NOTE")
+    fi
+  fi
+  if [ "$UDPGEN" = 1 ]; then
+    log "UDP 64B, udpgen (sendmmsg) on $GEN_CPUS CPU(s), ${DUR}s"
+    if gen_window "$GEN_CPUS" udpgen; then
+      SAT_ROWS+=("| $PEER | $GEN_CPUS × udpgen (sendmmsg) | $G_OFF | $G_DEL | $G_RATIO |")
+      drop_note "$GEN_CPUS × udpgen"
+    else
+      SAT_ROWS+=("| $PEER | $GEN_CPUS × udpgen | — | — | — |"); NOTES+=("$PEER: udpgen: $G_NOTE")
     fi
   fi
   warm >/dev/null 2>&1   # the generators may have flooded out a dynamic neighbour entry
@@ -456,6 +480,9 @@ run_peer() {
 }
 
 # ---------------------------------------------------------------- main
+UDPGEN=0
+if gcc -O2 -Wall -o "$TMP/udpgen" "$HERE/udpgen.c" 2>"$TMP/gcc.log"; then UDPGEN=1
+else log "udpgen does not build ($(head -n 1 "$TMP/gcc.log")); saturation rows use trafgen only"; fi
 LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
 STARTED=$(date -u +%FT%TZ)
 IFS=',' read -r -a PEER_LIST <<<"$PEERS"
@@ -472,7 +499,7 @@ mkdir -p "$(dirname "$OUT")"
   echo "- machine: nproc=$(nproc), kernel $(uname -r), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')"
   echo "- load average before/after: $LOAD0 / $LOAD1 (other work on the machine makes figures noisy)"
   echo "- topology: pods A ($IP_A/32) and B ($IP_B/32), default route via $GW onlink, offloads off (tx, tso, gso) on both eth0; host ends hA/hB in a private node netns"
-  echo "- UDP: 60-byte frames (64 B with FCS) from trafgen in pod A to B:9; offered = A eth0 tx_packets, delivered = B eth0 rx_packets over the same window; \"(sendto)\" = trafgen -t 0 because TX_RING failed"
+  echo "- UDP: 60-byte frames (64 B with FCS) from trafgen in pod A to B:9; offered = A eth0 tx_packets, delivered = B eth0 rx_packets, rates over the same ${DUR} s window after 1 s warm-up; delivered/offered = counts over the generator's whole run (read before start and after stop + drain); \"(sendto)\" = trafgen -t 0 because TX_RING failed"
   echo "- latency: sockperf ping-pong UDP, sockperf's figures (RTT/2), µs"
   echo
   echo "| datapath | offered kpps | delivered kpps | delivered/offered | TCP Gbit/s | lat p50/p99/p99.9 µs |"
@@ -480,7 +507,7 @@ mkdir -p "$(dirname "$OUT")"
   printf '%s\n' "${ROWS[@]}"
   if [ ${#SAT_ROWS[@]} -gt 0 ]; then
     echo
-    echo "Generator on several CPUs (looking for saturation; the datapath competes for the same $(nproc) CPUs):"
+    echo "Faster generators, looking for saturation (the generator competes with the datapath for the same $(nproc) CPUs; udpgen = bench/e2e/udpgen.c, sendmmsg on AF_PACKET with a forced 16 MiB send buffer):"
     echo
     echo "| datapath | generator | offered kpps | delivered kpps | delivered/offered |"
     echo "|---|---|---|---|---|"
