@@ -418,7 +418,6 @@ latency() { # sets LAT (p50/p99/p99.9 µs, sockperf's one-way = RTT/2) or LAT_ER
 ROWS=()     # main table rows
 SAT_ROWS=() # generator on several CPUs
 NOTES=()
-ratio() { python3 -c "print('%.2f' % ($2/$1) if $1 > 0 else '-')"; }
 
 run_peer() {
   PEER=$1
