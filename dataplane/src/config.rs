@@ -196,7 +196,8 @@ pub struct WorkerConfig {
 pub struct UmemConfig {
     /// Bytes per frame: 2048 or 4096.
     pub frame_size: u32,
-    /// Frames reserved for each port (fill + RX + TX in flight).
+    /// Frames of each port's own UMEM (fill ring + RX + TX in flight). The default,
+    /// 1000 × 2 KiB plus four 512-entry rings, keeps a pod under 2 MiB.
     pub frames_per_port: u32,
     /// Entries in each of a port's four rings; a power of two.
     pub ring_size: u32,
@@ -208,7 +209,7 @@ impl Default for UmemConfig {
     fn default() -> Self {
         UmemConfig {
             frame_size: 2048,
-            frames_per_port: 512,
+            frames_per_port: 1000,
             ring_size: 512,
             max_ports_per_worker: 64,
         }
@@ -456,11 +457,11 @@ impl Config {
                 &u.frames_per_port,
             ));
         }
-        if u.frames_per_port < u.ring_size {
+        if u.frames_per_port < 2 * u.ring_size - u.ring_size / 16 {
             return Err(bad(
                 "umem.framesPerPort",
                 &format!(
-                    "must be at least umem.ringSize ({}) so the fill ring can be filled",
+                    "must be at least about twice umem.ringSize ({}): a full fill ring plus frames for TX",
                     u.ring_size
                 ),
                 &u.frames_per_port,

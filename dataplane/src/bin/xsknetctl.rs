@@ -1,1 +1,526 @@
-fn main() {}
+//! `xsknetctl`: the operator CLI over xsknetd's control socket.
+//!
+//! Every command is one control call ([`xsknet_dataplane::control::client::call`]).
+//! Plain output is a human table; `--json` prints the daemon's result as it came (one
+//! line, for `jq`). Errors go to stderr; the exit code is 1 for a refused or failed
+//! request and 2 when the daemon cannot be reached at all, so scripts can tell "down"
+//! from "said no".
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use serde_json::Value;
+use xsknet_dataplane::config::DEFAULT_SOCKET;
+use xsknet_dataplane::control::client::{call, ClientError};
+use xsknet_dataplane::control::proto::{Endpoint, EndpointSpec, Request, Stats, Status};
+
+/// How long one call may take before xsknetctl gives up.
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Parser, Debug)]
+#[command(name = "xsknetctl", version, about = "Operate the xsknet node daemon")]
+struct Cli {
+    /// Control socket of xsknetd [default: $XSKNET_SOCKET, else /run/xsknet/xsknetd.sock]
+    #[arg(long, global = true)]
+    socket: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Pod endpoints attached to the dataplane.
+    #[command(subcommand)]
+    Endpoint(EndpointCommand),
+    /// Per-worker and per-port counters.
+    Stats(JsonFlag),
+    /// Daemon readiness and summary.
+    Status(JsonFlag),
+}
+
+#[derive(Args, Debug)]
+struct JsonFlag {
+    /// Print the daemon's JSON result instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+enum EndpointCommand {
+    /// Attach a pod's host-side veth.
+    Add(AddArgs),
+    /// Detach a pod, by host ifname or by address.
+    Del(DelArgs),
+    /// List endpoints.
+    List(JsonFlag),
+}
+
+#[derive(Args, Debug)]
+struct AddArgs {
+    /// Host-side veth name.
+    #[arg(long)]
+    ifname: String,
+    /// The pod's IPv4 address.
+    #[arg(long)]
+    ip: Ipv4Addr,
+    /// The pod interface's MAC (read from the veth peer when omitted).
+    #[arg(long, value_parser = parse_mac)]
+    mac: Option<String>,
+    /// Pod namespace (with --name).
+    #[arg(long, requires = "name")]
+    namespace: Option<String>,
+    /// Pod name (with --namespace).
+    #[arg(long, requires = "namespace")]
+    name: Option<String>,
+    /// A pod label, `key=value`; repeatable.
+    #[arg(long = "label", value_parser = parse_label)]
+    labels: Vec<(String, String)>,
+    /// Print the daemon's JSON result.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
+#[group(required = true, multiple = false, id = "target")]
+struct DelArgs {
+    /// Host-side veth name.
+    #[arg(long, group = "target")]
+    ifname: Option<String>,
+    /// The pod's IPv4 address.
+    #[arg(long, group = "target")]
+    ip: Option<Ipv4Addr>,
+}
+
+fn parse_mac(s: &str) -> Result<String, String> {
+    let parts: Vec<&str> = s.split(':').collect();
+    let ok = parts.len() == 6
+        && parts
+            .iter()
+            .all(|p| p.len() == 2 && p.bytes().all(|b| b.is_ascii_hexdigit()));
+    if ok {
+        Ok(s.to_ascii_lowercase())
+    } else {
+        Err(format!("expected a MAC like 02:42:ac:11:00:02, got {s:?}"))
+    }
+}
+
+fn parse_label(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("expected key=value, got {s:?}")),
+    }
+}
+
+fn main() -> ExitCode {
+    // Usage errors exit 1 like every other failure: 2 is reserved for "daemon down".
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 1 } else { 0 });
+        }
+    };
+    match run(&cli) {
+        Ok(out) => {
+            print!("{out}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            // Our errors already carry their cause in the message; no chain needed.
+            eprintln!("xsknetctl: {e}");
+            let unreachable = e
+                .downcast_ref::<ClientError>()
+                .is_some_and(ClientError::is_unreachable);
+            ExitCode::from(if unreachable { 2 } else { 1 })
+        }
+    }
+}
+
+/// Runs one command and returns what to print on stdout.
+fn run(cli: &Cli) -> anyhow::Result<String> {
+    let socket = socket_path(cli.socket.clone(), std::env::var_os("XSKNET_SOCKET"));
+    let rpc = |req: Request| call(&socket, &req, CALL_TIMEOUT);
+    let json_line = |v: &Value| format!("{v}\n");
+    Ok(match &cli.command {
+        Command::Status(f) => {
+            let v = rpc(Request::Status)?;
+            if f.json {
+                json_line(&v)
+            } else {
+                let status: Status = decode(v, "status")?;
+                format_status(&status)
+            }
+        }
+        Command::Stats(f) => {
+            let v = rpc(Request::Stats)?;
+            if f.json {
+                json_line(&v)
+            } else {
+                let stats: Stats = decode(v, "stats")?;
+                format_stats(&stats)
+            }
+        }
+        Command::Endpoint(EndpointCommand::List(f)) => {
+            let v = rpc(Request::EndpointList)?;
+            if f.json {
+                json_line(&v)
+            } else {
+                format_endpoints(&decode_endpoints(v)?)
+            }
+        }
+        Command::Endpoint(EndpointCommand::Add(a)) => {
+            let spec = EndpointSpec {
+                ifname: a.ifname.clone(),
+                ip: a.ip,
+                mac: a.mac.clone(),
+                namespace: a.namespace.clone(),
+                name: a.name.clone(),
+                labels: a.labels.iter().cloned().collect::<BTreeMap<_, _>>(),
+            };
+            let v = rpc(Request::EndpointAdd(spec))?;
+            if a.json {
+                json_line(&v)
+            } else {
+                match serde_json::from_value::<Endpoint>(v) {
+                    Ok(ep) => format!(
+                        "added {} {} mac {} (worker {}, port {})\n",
+                        ep.ifname, ep.ip, ep.mac, ep.worker, ep.port
+                    ),
+                    Err(_) => format!("added {} {}\n", a.ifname, a.ip),
+                }
+            }
+        }
+        Command::Endpoint(EndpointCommand::Del(d)) => {
+            rpc(Request::EndpointDel {
+                ifname: d.ifname.clone(),
+                ip: d.ip,
+            })?;
+            match (&d.ifname, d.ip) {
+                (Some(ifname), _) => format!("deleted endpoint {ifname}\n"),
+                (None, Some(ip)) => format!("deleted endpoint {ip}\n"),
+                (None, None) => "deleted\n".to_string(),
+            }
+        }
+    })
+}
+
+/// `--socket`, else `$XSKNET_SOCKET` (when non-empty), else the default path.
+fn socket_path(flag: Option<PathBuf>, env: Option<std::ffi::OsString>) -> PathBuf {
+    flag.or_else(|| env.filter(|v| !v.is_empty()).map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET))
+}
+
+fn decode<T: serde::de::DeserializeOwned>(v: Value, what: &str) -> anyhow::Result<T> {
+    serde_json::from_value(v)
+        .map_err(|e| anyhow::anyhow!("unexpected {what} result from xsknetd: {e} (try --json)"))
+}
+
+/// The `endpoint_list` result is an array; an object with `endpoints` is accepted too.
+fn decode_endpoints(v: Value) -> anyhow::Result<Vec<Endpoint>> {
+    let v = match v {
+        Value::Object(mut m) if m.contains_key("endpoints") => {
+            m.remove("endpoints").unwrap_or_default()
+        }
+        other => other,
+    };
+    decode(v, "endpoint list")
+}
+
+/// Left-aligned text table with two spaces between columns.
+fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: &mut dyn Iterator<Item = &str>| {
+        let mut s = String::new();
+        for (i, cell) in cells.enumerate() {
+            if i > 0 {
+                s.push_str("  ");
+            }
+            let pad = widths[i].saturating_sub(cell.chars().count());
+            s.push_str(cell);
+            s.extend(std::iter::repeat_n(' ', pad));
+        }
+        out.push_str(s.trim_end());
+        out.push('\n');
+    };
+    line(&mut header.iter().copied());
+    for row in rows {
+        line(&mut row.iter().map(String::as_str));
+    }
+    out
+}
+
+fn drops_cell(drops: &BTreeMap<String, u64>) -> String {
+    let parts: Vec<String> = drops
+        .iter()
+        .filter(|(_, n)| **n > 0)
+        .map(|(reason, n)| format!("{reason}={n}"))
+        .collect();
+    if parts.is_empty() {
+        "-".to_string()
+    } else {
+        parts.join(",")
+    }
+}
+
+fn format_status(s: &Status) -> String {
+    let mut out = String::new();
+    let mut kv = |k: &str, v: String| out.push_str(&format!("{k:<12}{v}\n"));
+    kv("version", s.version.clone());
+    kv("ready", if s.ready { "yes" } else { "no" }.to_string());
+    kv("uptime", format!("{}s", s.uptime_secs));
+    kv("workers", s.workers.to_string());
+    kv("endpoints", s.endpoints.to_string());
+    kv("generation", s.generation.to_string());
+    kv("pod cidr", s.pod_cidr.clone());
+    let host = match (&s.host_port, s.host_ip) {
+        (Some(p), Some(ip)) => format!("{p} ({ip})"),
+        (Some(p), None) => p.clone(),
+        (None, Some(ip)) => ip.to_string(),
+        (None, None) => "disabled".to_string(),
+    };
+    kv("host port", host);
+    out
+}
+
+fn format_stats(s: &Stats) -> String {
+    let workers: Vec<Vec<String>> = s
+        .workers
+        .iter()
+        .map(|w| {
+            vec![
+                w.worker.to_string(),
+                w.core.to_string(),
+                w.ports.to_string(),
+                w.rx_packets.to_string(),
+                w.tx_packets.to_string(),
+                w.handoff_out.to_string(),
+                w.handoff_in.to_string(),
+                w.sleeps.to_string(),
+                w.generation.to_string(),
+                drops_cell(&w.drops),
+            ]
+        })
+        .collect();
+    let ports: Vec<Vec<String>> = s
+        .ports
+        .iter()
+        .map(|p| {
+            vec![
+                p.port.to_string(),
+                p.ifname.clone(),
+                p.kind.clone(),
+                p.worker.to_string(),
+                p.ip.map_or_else(|| "-".to_string(), |ip| ip.to_string()),
+                p.rx_packets.to_string(),
+                p.rx_bytes.to_string(),
+                p.tx_packets.to_string(),
+                p.tx_bytes.to_string(),
+                drops_cell(&p.drops),
+            ]
+        })
+        .collect();
+    let mut out = table(
+        &[
+            "WORKER",
+            "CORE",
+            "PORTS",
+            "RX_PKTS",
+            "TX_PKTS",
+            "HANDOFF_OUT",
+            "HANDOFF_IN",
+            "SLEEPS",
+            "GEN",
+            "DROPS",
+        ],
+        &workers,
+    );
+    out.push('\n');
+    out.push_str(&table(
+        &[
+            "PORT", "IFNAME", "KIND", "WORKER", "IP", "RX_PKTS", "RX_BYTES", "TX_PKTS", "TX_BYTES",
+            "DROPS",
+        ],
+        &ports,
+    ));
+    out
+}
+
+fn format_endpoints(eps: &[Endpoint]) -> String {
+    let rows: Vec<Vec<String>> = eps
+        .iter()
+        .map(|e| {
+            let pod = match (&e.namespace, &e.name) {
+                (Some(ns), Some(n)) => format!("{ns}/{n}"),
+                (None, Some(n)) => n.clone(),
+                _ => "-".to_string(),
+            };
+            let labels = if e.labels.is_empty() {
+                "-".to_string()
+            } else {
+                e.labels
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            };
+            vec![
+                e.ifname.clone(),
+                e.ip.to_string(),
+                e.mac.clone(),
+                pod,
+                e.worker.to_string(),
+                e.port.to_string(),
+                labels,
+            ]
+        })
+        .collect();
+    table(
+        &["IFNAME", "IP", "MAC", "POD", "WORKER", "PORT", "LABELS"],
+        &rows,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn parses_endpoint_add() {
+        let cli = Cli::try_parse_from([
+            "xsknetctl",
+            "--socket",
+            "/tmp/s",
+            "endpoint",
+            "add",
+            "--ifname",
+            "xsk1",
+            "--ip",
+            "10.244.0.5",
+            "--mac",
+            "02:AA:00:00:00:01",
+            "--namespace",
+            "ns",
+            "--name",
+            "a",
+            "--label",
+            "app=web",
+            "--label",
+            "tier=",
+        ])
+        .unwrap();
+        let Command::Endpoint(EndpointCommand::Add(a)) = cli.command else {
+            panic!("not add");
+        };
+        assert_eq!(a.mac.as_deref(), Some("02:aa:00:00:00:01"));
+        assert_eq!(
+            a.labels,
+            vec![("app".into(), "web".into()), ("tier".into(), "".into())]
+        );
+    }
+
+    #[test]
+    fn socket_precedence() {
+        let flag = Some(PathBuf::from("/f"));
+        let env = Some("/e".into());
+        assert_eq!(socket_path(flag.clone(), env.clone()), PathBuf::from("/f"));
+        assert_eq!(socket_path(None, env), PathBuf::from("/e"));
+        assert_eq!(
+            socket_path(None, Some("".into())),
+            PathBuf::from(DEFAULT_SOCKET)
+        );
+        assert_eq!(socket_path(None, None), PathBuf::from(DEFAULT_SOCKET));
+    }
+
+    #[test]
+    fn refuses_bad_arguments() {
+        for args in [
+            &["xsknetctl", "endpoint", "del"][..],
+            &[
+                "xsknetctl",
+                "endpoint",
+                "del",
+                "--ifname",
+                "a",
+                "--ip",
+                "10.0.0.1",
+            ],
+            &[
+                "xsknetctl",
+                "endpoint",
+                "add",
+                "--ifname",
+                "a",
+                "--ip",
+                "10.0.0.300",
+            ],
+            &[
+                "xsknetctl",
+                "endpoint",
+                "add",
+                "--ifname",
+                "a",
+                "--ip",
+                "10.0.0.1",
+                "--mac",
+                "zz",
+            ],
+            &[
+                "xsknetctl",
+                "endpoint",
+                "add",
+                "--ifname",
+                "a",
+                "--ip",
+                "10.0.0.1",
+                "--label",
+                "x",
+            ],
+            &[
+                "xsknetctl",
+                "endpoint",
+                "add",
+                "--ifname",
+                "a",
+                "--ip",
+                "10.0.0.1",
+                "--name",
+                "x",
+            ],
+        ] {
+            assert!(Cli::try_parse_from(args).is_err(), "{args:?}");
+        }
+    }
+
+    #[test]
+    fn stats_table_shows_drops_by_reason() {
+        let stats: Stats = serde_json::from_value(serde_json::json!({
+            "workers": [{"worker": 0, "core": 1, "ports": 2, "rx_packets": 10, "tx_packets": 9,
+                "drops": {"no_route": 1}, "handoff_out": 0, "handoff_in": 0, "sleeps": 3,
+                "generation": 7}],
+            "ports": [{"port": 1, "ifname": "xsk1", "kind": "pod", "worker": 0,
+                "ip": "10.244.0.5", "rx_packets": 10, "rx_bytes": 1000, "tx_packets": 9,
+                "tx_bytes": 900, "drops": {"no_route": 1, "ttl_expired": 0}}]
+        }))
+        .unwrap();
+        let out = format_stats(&stats);
+        assert!(out.contains("no_route=1"), "{out}");
+        assert!(!out.contains("ttl_expired"), "{out}");
+        assert!(out.lines().any(|l| l.starts_with("1     xsk1")), "{out}");
+    }
+}

@@ -60,14 +60,15 @@ fn run(args: Args) -> anyhow::Result<()> {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(cfg.log_level.clone()));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
 
-    let state = StateDir::open(&cfg.state_dir)?;
+    let state = StateDir::new(&cfg.state_dir);
+    state.create()?;
     let _lock = state.lock()?;
     let stop = install_stop_handlers()?;
     let socket = cfg.socket.clone();
     let listener = server::bind(&socket)?;
     tracing::info!(socket = %socket.display(), state = %cfg.state_dir.display(), workers = cfg.workers.len(), "starting");
     let mut daemon = Daemon::start(cfg, state)?;
-    let served = server::serve_listener(listener, &socket, &mut daemon, stop);
+    let served = server::serve_listener(listener, &socket, &mut daemon, stop, &server::ServeOptions::default());
     daemon.shutdown();
     served?;
     Ok(())

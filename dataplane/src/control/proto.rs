@@ -288,11 +288,11 @@ pub fn decode_request(line: &[u8]) -> Result<Request, ControlError> {
     let invalid = |m: String| ControlError::new(ErrorKind::InvalidRequest, m);
     let value: serde_json::Value =
         serde_json::from_slice(line).map_err(|e| invalid(e.to_string()))?;
-    let obj = value
-        .as_object()
-        .ok_or_else(|| invalid("a request must be a JSON object".to_string()))?;
+    let serde_json::Value::Object(mut obj) = value else {
+        return Err(invalid("a request must be a JSON object".to_string()));
+    };
     let v = obj
-        .get("v")
+        .remove("v")
         .ok_or_else(|| invalid("missing field `v`".to_string()))?;
     match v.as_u64() {
         Some(v) if v == u64::from(PROTOCOL_VERSION) => {}
@@ -310,8 +310,19 @@ pub fn decode_request(line: &[u8]) -> Result<Request, ControlError> {
             )))
         }
     }
-    let envelope: Envelope = serde_json::from_value(value).map_err(|e| invalid(e.to_string()))?;
-    Ok(envelope.request)
+    // Decoded without `Envelope`'s flatten, which lets unknown fields through.
+    let first_field = obj.keys().find(|k| *k != "op").cloned();
+    let request: Request = serde_json::from_value(serde_json::Value::Object(obj))
+        .map_err(|e| invalid(e.to_string()))?;
+    // serde ignores extra fields on the unit variants of an internally tagged enum.
+    if let (Request::EndpointList | Request::Stats | Request::Status, Some(field)) =
+        (&request, first_field)
+    {
+        return Err(invalid(format!(
+            "unknown field `{field}`: this op takes no fields"
+        )));
+    }
+    Ok(request)
 }
 
 /// Encodes a response as one line, newline included.
@@ -408,6 +419,16 @@ mod tests {
             .unwrap_err();
         assert_eq!(e.kind, ErrorKind::InvalidRequest);
         assert_eq!(kind(&[0xff, 0xfe, b'{']), ErrorKind::InvalidRequest);
+        for extra in [
+            &br#"{"v":1,"op":"status","x":1}"#[..],
+            br#"{"v":1,"op":"endpoint_list","x":1}"#,
+            br#"{"v":1,"op":"endpoint_del","ifname":"a","x":1}"#,
+            br#"{"v":1,"op":"endpoint_add","ifname":"a","ip":"10.0.0.1","x":1}"#,
+        ] {
+            let e = decode_request(extra).unwrap_err();
+            assert_eq!(e.kind, ErrorKind::InvalidRequest);
+            assert!(e.message.contains("`x`"), "{}", e.message);
+        }
     }
 
     #[test]

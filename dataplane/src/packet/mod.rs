@@ -1,1 +1,76 @@
-//! Checked zero-copy views over packet bytes. Filled in by the pipeline work.
+//! Checked zero-copy views over packet bytes: Ethernet II, ARP (Ethernet/IPv4), IPv4,
+//! ICMPv4, and the Internet checksum.
+//!
+//! This is the "knows bytes" layer of a packet's way: the pipeline stages read and
+//! rewrite frames in the UMEM through these views and nothing else. Each view wraps a
+//! buffer `T: AsRef<[u8]>` (setters need `T: AsMut<[u8]>`), in the style of smoltcp's
+//! `wire` module:
+//!
+//! * `new_checked` validates every length the accessors rely on, once. After it
+//!   succeeds, no accessor or setter of that view can panic.
+//! * `new_unchecked` skips the check; only for buffers the caller has already checked
+//!   (or built); accessors on a short buffer would panic.
+//! * Fields live at named offsets and are read with explicit big-endian conversions;
+//!   bytes are never cast to structs, so alignment and padding never matter.
+//!
+//! Nothing here allocates, logs or decides: a malformed header is a [`WireError`], and
+//! the pipeline maps it to a counted drop reason.
+
+pub mod arp;
+pub mod checksum;
+pub mod ethernet;
+pub mod icmp;
+pub mod ipv4;
+
+/// Why a view refused a buffer. The pipeline turns these into `DropReason`s.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WireError {
+    /// The buffer is shorter than the header (or the lengths the header claims).
+    Truncated,
+    /// IPv4 version field is not 4.
+    BadVersion,
+    /// IPv4 IHL below 5 or the header would run past the buffer.
+    BadHeaderLength,
+    /// IPv4 total length below the header length or past the buffer.
+    BadTotalLength,
+}
+
+/// Big-endian u16 at `off`. Callers guarantee `off + 2 <= b.len()` (a view's check).
+#[inline(always)]
+pub(crate) fn read_u16(b: &[u8], off: usize) -> u16 {
+    u16::from_be_bytes([b[off], b[off + 1]])
+}
+
+/// Big-endian u32 at `off`. Callers guarantee `off + 4 <= b.len()`.
+#[inline(always)]
+pub(crate) fn read_u32(b: &[u8], off: usize) -> u32 {
+    u32::from_be_bytes([b[off], b[off + 1], b[off + 2], b[off + 3]])
+}
+
+#[inline(always)]
+pub(crate) fn write_u16(b: &mut [u8], off: usize, v: u16) {
+    b[off..off + 2].copy_from_slice(&v.to_be_bytes());
+}
+
+#[inline(always)]
+pub(crate) fn write_u32(b: &mut [u8], off: usize, v: u32) {
+    b[off..off + 4].copy_from_slice(&v.to_be_bytes());
+}
+
+/// A MAC address (6 bytes) at `off`. Callers guarantee `off + 6 <= b.len()`.
+#[inline(always)]
+pub(crate) fn read_mac(b: &[u8], off: usize) -> [u8; 6] {
+    [
+        b[off],
+        b[off + 1],
+        b[off + 2],
+        b[off + 3],
+        b[off + 4],
+        b[off + 5],
+    ]
+}
+
+#[inline(always)]
+pub(crate) fn write_mac(b: &mut [u8], off: usize, mac: [u8; 6]) {
+    b[off..off + 6].copy_from_slice(&mac);
+}

@@ -35,9 +35,9 @@ pub struct PortConfig {
 }
 
 impl Default for PortConfig {
-    /// 1024 × 2 KiB frames = 2 MiB of UMEM per port, 512-entry rings.
+    /// 1000 × 2 KiB frames + four 512-entry rings: just under 2 MiB per port.
     fn default() -> Self {
-        PortConfig { frames: 1024, frame_size: 2048, ring_size: 512 }
+        PortConfig { frames: 1000, frame_size: 2048, ring_size: 512 }
     }
 }
 
@@ -74,6 +74,10 @@ struct RealXsk {
     _tx: Box<libxdp_sys::xsk_ring_prod>,
     fd: RawFd,
 }
+
+// SAFETY: the socket and UMEM handles are only used by the owning worker (and deleted
+// by it on drop); libxdp has no thread affinity for them.
+unsafe impl Send for RealXsk {}
 
 impl Drop for RealXsk {
     fn drop(&mut self) {
@@ -137,7 +141,7 @@ impl Port {
         if !cfg.ring_size.is_power_of_two() || cfg.ring_size < 64 {
             return bad("ring size must be a power of two ≥ 64");
         }
-        if cfg.frames < cfg.ring_size * 2 {
+        if cfg.frames < cfg.ring_size * 2 - cfg.ring_size / 16 {
             return bad("frames must be at least twice the ring size (fill ring + TX)");
         }
         if !cfg.frame_size.is_power_of_two() || !(2048..=4096).contains(&cfg.frame_size) {

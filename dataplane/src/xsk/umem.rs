@@ -20,6 +20,9 @@ pub struct FrameArea {
 // SAFETY: the mapping is plain memory owned by this value; the worker that owns the
 // port is the only thread touching it (the kernel side synchronises through rings).
 unsafe impl Send for FrameArea {}
+// SAFETY: shared (Arc) between a port and its fake kernel only; which side may touch a
+// frame is decided by ring ownership, so no frame is accessed from two threads at once.
+unsafe impl Sync for FrameArea {}
 
 impl FrameArea {
     /// Map `frames` frames of `frame_size` bytes (a power of two), populated.
