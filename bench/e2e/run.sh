@@ -291,7 +291,12 @@ EOF
   nsx "$NS_NODE" "$bin/xsknetctl" --socket "$sock" endpoint add --ifname hA --ip "$IP_A" --mac "$MAC_A" >"$d/ctl.log" 2>&1 &&
   nsx "$NS_NODE" "$bin/xsknetctl" --socket "$sock" endpoint add --ifname hB --ip "$IP_B" --mac "$MAC_B" >>"$d/ctl.log" 2>&1 ||
     { DP_ERR="xsknetctl endpoint add failed: $(tail -n 3 "$d/ctl.log" | tr '\n' ' ')"; return 1; }
+  XSKNETCTL=("$bin/xsknetctl" --socket "$sock")
   # no static neighbour: the dataplane answers ARP for the gateway
+}
+post_xsknet() { # keep the dataplane's own view of the run (drops, per-port counters)
+  "${XSKNETCTL[@]}" stats --json >"$TMP/xsknet/stats.json" 2>&1 || true
+  "${XSKNETCTL[@]}" endpoint list --json >"$TMP/xsknet/endpoints.json" 2>&1 || true
 }
 
 # ---------------------------------------------------------------- measurements
@@ -491,6 +496,7 @@ run_peer() {
     TCP_G=$tcp_off
   fi
   ROWS+=("| $PEER | $off | $del | $rat | $TCP_G | $LAT |")
+  if declare -F "post_${1//-/_}" >/dev/null; then "post_${1//-/_}"; fi
   teardown
   log "done in $((SECONDS - t_start)) s: offered $off kpps, delivered $del kpps, TCP $TCP_G Gbit/s, lat $LAT µs"
   PEER=""
