@@ -257,6 +257,11 @@ dp_xdp_redirect() {
   static_gw_neigh
 }
 
+xsknet_ready() { # succeeds when xsknetd exited (caught by the caller) or says ready
+  alive "$1" || return 0
+  "${XSKNETCTL[@]}" status --json 2>/dev/null |
+    python3 -c 'import json,sys; sys.exit(0 if json.load(sys.stdin).get("ready") is True else 1)'
+}
 dp_xsknet() {
   local bin=${XSKNET_BIN:-}
   if [ -z "$bin" ]; then
@@ -282,16 +287,16 @@ workers:
 hostPort:
   enabled: false
 EOF
-  start_bg "$d/xsknetd.log" ip netns exec "$NS_NODE" "$bin/xsknetd" \
+  start_bg "$d/xsknetd.log" ip netns exec "$NS_NODE" env RUST_LOG=info "$bin/xsknetd" \
     --config "$d/node.yaml" --socket "$sock" --state-dir "$d/state"
   local pid=$LAST_PID
-  wait_for 20 test -S "$sock" ||
-    { DP_ERR="xsknetd did not create its socket: $(tail -n 3 "$d/xsknetd.log" | tr '\n' ' ')"; return 1; }
+  XSKNETCTL=("$bin/xsknetctl" --socket "$sock")
+  wait_for 20 xsknet_ready "$pid" ||
+    { DP_ERR="xsknetd not ready in 20 s: $(tail -n 3 "$d/xsknetd.log" | tr '\n' ' ')"; return 1; }
   alive "$pid" || { DP_ERR="xsknetd exited: $(tail -n 3 "$d/xsknetd.log" | tr '\n' ' ')"; return 1; }
   nsx "$NS_NODE" "$bin/xsknetctl" --socket "$sock" endpoint add --ifname hA --ip "$IP_A" --mac "$MAC_A" >"$d/ctl.log" 2>&1 &&
   nsx "$NS_NODE" "$bin/xsknetctl" --socket "$sock" endpoint add --ifname hB --ip "$IP_B" --mac "$MAC_B" >>"$d/ctl.log" 2>&1 ||
     { DP_ERR="xsknetctl endpoint add failed: $(tail -n 3 "$d/ctl.log" | tr '\n' ' ')"; return 1; }
-  XSKNETCTL=("$bin/xsknetctl" --socket "$sock")
   # no static neighbour: the dataplane answers ARP for the gateway
 }
 post_xsknet() { # keep the dataplane's own view of the run (drops, per-port counters)
