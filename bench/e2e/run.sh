@@ -302,6 +302,23 @@ EOF
 post_xsknet() { # keep the dataplane's own view of the run (drops, per-port counters)
   "${XSKNETCTL[@]}" stats --json >"$TMP/xsknet/stats.json" 2>&1 || true
   "${XSKNETCTL[@]}" endpoint list --json >"$TMP/xsknet/endpoints.json" 2>&1 || true
+  local summary
+  summary=$(python3 - "$TMP/xsknet/stats.json" <<'EOF'
+import json, sys
+try:
+    s = json.load(open(sys.argv[1]))
+except Exception:
+    sys.exit(0)
+out = []
+for p in s.get("ports", []):
+    d = {k: v for k, v in (p.get("drops") or {}).items() if v}
+    x = {k: v for k, v in (p.get("xdp") or {}).items() if v and k != "tx_ring_empty_descs"}
+    out.append("%s rx %s tx %s drops %s xdp %s" % (p.get("ifname"), p.get("rx_packets"),
+               p.get("tx_packets"), d or "{}", x or "{}"))
+print("; ".join(out))
+EOF
+)
+  [ -z "$summary" ] || NOTES+=("xsknet: its own counters over the whole run (xsknetctl stats): $summary")
 }
 
 # ---------------------------------------------------------------- measurements
