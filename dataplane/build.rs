@@ -28,7 +28,12 @@ fn main() -> Result<()> {
         .arg("-o")
         .arg(&out)
         .status()
-        .with_context(|| format!("run {clang} to build {} (install clang, llvm, libbpf-dev: scripts/setup.sh)", src.display()))?;
+        .with_context(|| {
+            format!(
+                "run {clang} to build {} (install clang, llvm, libbpf-dev: scripts/setup.sh)",
+                src.display()
+            )
+        })?;
     if !status.success() {
         bail!("{clang} failed to compile {}", src.display());
     }

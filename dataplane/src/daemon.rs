@@ -15,7 +15,8 @@ use crossbeam_channel::{bounded, Sender};
 
 use crate::config::Config;
 use crate::control::proto::{
-    ControlError, Endpoint, EndpointSpec, ErrorKind, Handler, PortStats, Request, Stats, Status, WorkerStats,
+    ControlError, Endpoint, EndpointSpec, ErrorKind, Handler, PortStats, Request, Stats, Status,
+    WorkerStats,
 };
 use crate::loader::{XdpAttachment, XdpLoader};
 use crate::pipeline::{DropReason, PortCounters};
@@ -58,7 +59,10 @@ pub enum DaemonError {
 }
 
 fn mac_to_string(m: &[u8; 6]) -> String {
-    m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+    m.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 /// Parse `aa:bb:cc:dd:ee:ff`.
@@ -99,7 +103,9 @@ pub struct Daemon {
 
 impl std::fmt::Debug for Daemon {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Daemon").field("endpoints", &self.endpoints.len()).finish_non_exhaustive()
+        f.debug_struct("Daemon")
+            .field("endpoints", &self.endpoints.len())
+            .finish_non_exhaustive()
     }
 }
 
@@ -107,12 +113,15 @@ impl Daemon {
     /// Load the XDP program, start workers, create the host port, re-attach persisted
     /// endpoints.
     pub fn start(cfg: Config, state: StateDir) -> Result<Daemon, DaemonError> {
-        let setup = |what: &str, e: &dyn std::fmt::Display| DaemonError::Setup(format!("{what}: {e}"));
+        let setup =
+            |what: &str, e: &dyn std::fmt::Display| DaemonError::Setup(format!("{what}: {e}"));
         let nl = Netlink::new().map_err(|e| setup("open netlink", &e))?;
         let loader = XdpLoader::load().map_err(|e| setup("load XDP program", &e))?;
         let n_workers = cfg.workers.len();
-        let max_ports = (cfg.umem.max_ports_per_worker as usize * n_workers).min(crate::loader::MAX_PORTS as usize);
-        let counters: Arc<[PortCounters]> = (0..max_ports).map(|_| PortCounters::default()).collect();
+        let max_ports = (cfg.umem.max_ports_per_worker as usize * n_workers)
+            .min(crate::loader::MAX_PORTS as usize);
+        let counters: Arc<[PortCounters]> =
+            (0..max_ports).map(|_| PortCounters::default()).collect();
         let mut publisher = Publisher::new(Tables::default());
         let port_cfg = PortConfig {
             frames: cfg.umem.frames_per_port,
@@ -132,18 +141,21 @@ impl Daemon {
             .collect::<Result<_, _>>()
             .map_err(|e| setup("create worker eventfd", &e))?;
         // Handoff mesh: tx[a][b] sends from a to b; rx[b] collects from every a.
-        let mut txs: Vec<Vec<Option<handoff::HandoffTx>>> = (0..n_workers).map(|_| Vec::new()).collect();
+        let mut txs: Vec<Vec<Option<handoff::HandoffTx>>> = Vec::with_capacity(n_workers);
         let mut rxs: Vec<Vec<handoff::HandoffRx>> = (0..n_workers).map(|_| Vec::new()).collect();
         for a in 0..n_workers {
-            for b in 0..n_workers {
-                if a == b {
-                    txs[a].push(None);
-                } else {
-                    let (tx, rx) = handoff::channel();
-                    txs[a].push(Some(tx));
-                    rxs[b].push(rx);
-                }
-            }
+            let row = rxs
+                .iter_mut()
+                .enumerate()
+                .map(|(b, rx_of_b)| {
+                    (a != b).then(|| {
+                        let (tx, rx) = handoff::channel();
+                        rx_of_b.push(rx);
+                        tx
+                    })
+                })
+                .collect();
+            txs.push(row);
         }
         let mut workers = Vec::new();
         for (i, (tx, rx)) in txs.into_iter().zip(rxs).enumerate() {
@@ -162,7 +174,11 @@ impl Daemon {
                 .name(format!("xsknet-w{i}"))
                 .spawn(move || w.run())
                 .map_err(|e| setup("spawn worker", &e))?;
-            workers.push(WorkerHandle { shared: Arc::clone(&shared[i]), cmds: cmd_tx, join: Some(join) });
+            workers.push(WorkerHandle {
+                shared: Arc::clone(&shared[i]),
+                cmds: cmd_tx,
+                join: Some(join),
+            });
         }
 
         let mut d = Daemon {
@@ -203,17 +219,33 @@ impl Daemon {
         let peer = self.cfg.host_port.peer_name.clone();
         // A previous instance that crashed may have left it; it is ours to replace.
         let _ = self.nl.delete_link(&name);
-        self.nl.create_veth(&name, &peer, None).map_err(|e| e.to_string())?;
-        let node = self.nl.link_by_name(&name).map_err(|e| e.to_string())?.ok_or("host veth vanished")?;
-        let dp = self.nl.link_by_name(&peer).map_err(|e| e.to_string())?.ok_or("host veth peer vanished")?;
+        self.nl
+            .create_veth(&name, &peer, None)
+            .map_err(|e| e.to_string())?;
+        let node = self
+            .nl
+            .link_by_name(&name)
+            .map_err(|e| e.to_string())?
+            .ok_or("host veth vanished")?;
+        let dp = self
+            .nl
+            .link_by_name(&peer)
+            .map_err(|e| e.to_string())?
+            .ok_or("host veth peer vanished")?;
         // Noise reduction: IPv6 link-local chatter on the host port would only be
         // counted as unsupported_ethertype drops.
         let _ = crate::sys::write_sysctl(&format!("net/ipv6/conf/{name}/disable_ipv6"), "1");
         let _ = crate::sys::write_sysctl(&format!("net/ipv6/conf/{peer}/disable_ipv6"), "1");
-        self.nl.set_link_up(dp.index, true).map_err(|e| e.to_string())?;
-        self.nl.set_link_up(node.index, true).map_err(|e| e.to_string())?;
+        self.nl
+            .set_link_up(dp.index, true)
+            .map_err(|e| e.to_string())?;
+        self.nl
+            .set_link_up(node.index, true)
+            .map_err(|e| e.to_string())?;
         let host_ip = self.host_ip_of();
-        self.nl.add_address(node.index, host_ip, 32).map_err(|e| e.to_string())?;
+        self.nl
+            .add_address(node.index, host_ip, 32)
+            .map_err(|e| e.to_string())?;
         self.nl
             .add_route(&RouteSpec {
                 dst: self.cfg.pod_cidr.addr,
@@ -227,8 +259,16 @@ impl Daemon {
             .map_err(|e| e.to_string())?;
         let node_mac = node.mac.ok_or("host veth has no MAC")?;
         let dp_mac = dp.mac.ok_or("host veth peer has no MAC")?;
-        let info = PortInfo { kind: PortKind::Host, worker: 0, mac: dp_mac, peer_mac: node_mac, ip: Ipv4Addr::UNSPECIFIED };
-        let att = self.attach_port(&peer, dp.index, info).map_err(|e| e.message)?;
+        let info = PortInfo {
+            kind: PortKind::Host,
+            worker: 0,
+            mac: dp_mac,
+            peer_mac: node_mac,
+            ip: Ipv4Addr::UNSPECIFIED,
+        };
+        let att = self
+            .attach_port(&peer, dp.index, info)
+            .map_err(|e| e.message)?;
         self.host = Some(att);
         self.host_ip = Some(host_ip);
         self.publish_and_wait().map_err(|e| e.message)?;
@@ -244,15 +284,26 @@ impl Daemon {
         if let Some(h) = &self.host {
             load[h.info.worker as usize] += 1;
         }
-        load.iter().enumerate().min_by_key(|(_, l)| **l).map(|(i, _)| i as WorkerId).unwrap_or(0)
+        load.iter()
+            .enumerate()
+            .min_by_key(|(_, l)| **l)
+            .map(|(i, _)| i as WorkerId)
+            .unwrap_or(0)
     }
 
     /// Socket, XDP registration and attachment; the port goes to its worker.
-    fn attach_port(&mut self, ifname: &str, ifindex: u32, mut info: PortInfo) -> Result<Attached, ControlError> {
-        let id = self
-            .free_slots
-            .pop()
-            .ok_or_else(|| err(ErrorKind::Capacity, format!("no free port slot for {ifname} (maxPortsPerWorker × workers reached)")))?;
+    fn attach_port(
+        &mut self,
+        ifname: &str,
+        ifindex: u32,
+        mut info: PortInfo,
+    ) -> Result<Attached, ControlError> {
+        let id = self.free_slots.pop().ok_or_else(|| {
+            err(
+                ErrorKind::Capacity,
+                format!("no free port slot for {ifname} (maxPortsPerWorker × workers reached)"),
+            )
+        })?;
         if info.kind == PortKind::Pod {
             info.worker = self.least_loaded_worker();
         }
@@ -274,10 +325,20 @@ impl Daemon {
             let w = &self.workers[info.worker as usize];
             if w.cmds.send(WorkerCmd::AddPort(Box::new(port))).is_err() {
                 self.loader.unregister(ifindex, 0, id as u32);
-                return Err(err(ErrorKind::System, format!("worker {} is gone", info.worker)));
+                return Err(err(
+                    ErrorKind::System,
+                    format!("worker {} is gone", info.worker),
+                ));
             }
             w.shared.waker.wake();
-            Ok(Attached { id, ifname: ifname.to_string(), ifindex, fd, info, _xdp: xdp })
+            Ok(Attached {
+                id,
+                ifname: ifname.to_string(),
+                ifindex,
+                fd,
+                info,
+                _xdp: xdp,
+            })
         })();
         if result.is_err() {
             self.free_slots.push(id);
@@ -291,12 +352,15 @@ impl Daemon {
         let id = a.id;
         let worker = a.info.worker;
         drop(a); // closes the bpf_link: program detached from the interface
-        // Tables without the port must be live before the worker drops it, so no other
-        // worker hands it packets for a port that is going away.
+                 // Tables without the port must be live before the worker drops it, so no other
+                 // worker hands it packets for a port that is going away.
         let _ = self.publish_and_wait();
         let (done_tx, done_rx) = bounded(1);
         let w = &self.workers[worker as usize];
-        if w.cmds.send(WorkerCmd::RemovePort { id, done: done_tx }).is_ok() {
+        if w.cmds
+            .send(WorkerCmd::RemovePort { id, done: done_tx })
+            .is_ok()
+        {
             w.shared.waker.wake();
             if done_rx.recv_timeout(READY_TIMEOUT).is_err() {
                 tracing::error!(port = id, worker, "worker did not release the port in time");
@@ -319,7 +383,12 @@ impl Daemon {
             ports[h.id as usize] = Some(h.info);
             host_port = Some(h.id);
         }
-        Tables { generation: 0, ports, fib: Fib::build(fib), host_port }
+        Tables {
+            generation: 0,
+            ports,
+            fib: Fib::build(fib),
+            host_port,
+        }
     }
 
     /// Publish the current truth and wait until every worker runs on it.
@@ -332,9 +401,18 @@ impl Daemon {
         }
         let deadline = Instant::now() + READY_TIMEOUT;
         for w in &self.workers {
-            while w.shared.counters.generation.load(std::sync::atomic::Ordering::Relaxed) < gen {
+            while w
+                .shared
+                .counters
+                .generation
+                .load(std::sync::atomic::Ordering::Relaxed)
+                < gen
+            {
                 if Instant::now() > deadline {
-                    return Err(err(ErrorKind::System, format!("worker {} did not pick up tables in time", w.shared.id)));
+                    return Err(err(
+                        ErrorKind::System,
+                        format!("worker {} did not pick up tables in time", w.shared.id),
+                    ));
                 }
                 w.shared.waker.wake();
                 std::thread::sleep(Duration::from_micros(200));
@@ -382,40 +460,88 @@ impl Daemon {
 
     fn add_endpoint(&mut self, spec: EndpointSpec) -> Result<Endpoint, ControlError> {
         if spec.ifname.is_empty() || spec.ifname.len() > 15 {
-            return Err(err(ErrorKind::InvalidRequest, format!("ifname {:?}: must be 1-15 characters", spec.ifname)));
+            return Err(err(
+                ErrorKind::InvalidRequest,
+                format!("ifname {:?}: must be 1-15 characters", spec.ifname),
+            ));
         }
         if spec.ip.is_unspecified() || spec.ip.is_broadcast() || spec.ip.is_multicast() {
-            return Err(err(ErrorKind::InvalidRequest, format!("ip {}: not a unicast address", spec.ip)));
+            return Err(err(
+                ErrorKind::InvalidRequest,
+                format!("ip {}: not a unicast address", spec.ip),
+            ));
         }
         if Some(spec.ip) == self.host_ip {
-            return Err(err(ErrorKind::Conflict, format!("ip {} is the node's host-port address", spec.ip)));
+            return Err(err(
+                ErrorKind::Conflict,
+                format!("ip {} is the node's host-port address", spec.ip),
+            ));
         }
         if let Some((e, _)) = self.endpoints.get(&spec.ifname) {
             if e.ip == spec.ip {
                 return Ok(e.clone()); // idempotent re-add
             }
-            return Err(err(ErrorKind::Conflict, format!("{} is already attached with ip {}", spec.ifname, e.ip)));
+            return Err(err(
+                ErrorKind::Conflict,
+                format!("{} is already attached with ip {}", spec.ifname, e.ip),
+            ));
         }
         if let Some((e, _)) = self.endpoints.values().find(|(e, _)| e.ip == spec.ip) {
-            return Err(err(ErrorKind::Conflict, format!("ip {} already belongs to {}", spec.ip, e.ifname)));
+            return Err(err(
+                ErrorKind::Conflict,
+                format!("ip {} already belongs to {}", spec.ip, e.ifname),
+            ));
         }
         let link = self
             .nl
             .link_by_name(&spec.ifname)
             .map_err(|e| err(ErrorKind::System, e.to_string()))?
-            .ok_or_else(|| err(ErrorKind::NotFound, format!("no interface {} in the daemon's network namespace", spec.ifname)))?;
+            .ok_or_else(|| {
+                err(
+                    ErrorKind::NotFound,
+                    format!(
+                        "no interface {} in the daemon's network namespace",
+                        spec.ifname
+                    ),
+                )
+            })?;
         let peer_mac = match &spec.mac {
-            Some(m) => parse_mac(m).ok_or_else(|| err(ErrorKind::InvalidRequest, format!("mac {m:?}: expected aa:bb:cc:dd:ee:ff")))?,
+            Some(m) => parse_mac(m).ok_or_else(|| {
+                err(
+                    ErrorKind::InvalidRequest,
+                    format!("mac {m:?}: expected aa:bb:cc:dd:ee:ff"),
+                )
+            })?,
             None => self.nl.peer_mac(&spec.ifname).map_err(|e| {
-                err(ErrorKind::InvalidRequest, format!("no mac given and cannot read the peer MAC of {}: {e}", spec.ifname))
+                err(
+                    ErrorKind::InvalidRequest,
+                    format!(
+                        "no mac given and cannot read the peer MAC of {}: {e}",
+                        spec.ifname
+                    ),
+                )
             })?,
         };
-        let mac = link.mac.ok_or_else(|| err(ErrorKind::InvalidRequest, format!("{} has no MAC address", spec.ifname)))?;
+        let mac = link.mac.ok_or_else(|| {
+            err(
+                ErrorKind::InvalidRequest,
+                format!("{} has no MAC address", spec.ifname),
+            )
+        })?;
         if !link.up {
-            self.nl.set_link_up(link.index, true).map_err(|e| err(ErrorKind::System, e.to_string()))?;
+            self.nl
+                .set_link_up(link.index, true)
+                .map_err(|e| err(ErrorKind::System, e.to_string()))?;
         }
-        let _ = crate::sys::write_sysctl(&format!("net/ipv6/conf/{}/disable_ipv6", spec.ifname), "1");
-        let info = PortInfo { kind: PortKind::Pod, worker: 0, mac, peer_mac, ip: spec.ip };
+        let _ =
+            crate::sys::write_sysctl(&format!("net/ipv6/conf/{}/disable_ipv6", spec.ifname), "1");
+        let info = PortInfo {
+            kind: PortKind::Pod,
+            worker: 0,
+            mac,
+            peer_mac,
+            ip: spec.ip,
+        };
         let att = self.attach_port(&spec.ifname, link.index, info)?;
         let ep = Endpoint {
             ifname: spec.ifname.clone(),
@@ -438,7 +564,11 @@ impl Daemon {
         Ok(ep)
     }
 
-    fn del_endpoint(&mut self, ifname: Option<String>, ip: Option<Ipv4Addr>) -> Result<Endpoint, ControlError> {
+    fn del_endpoint(
+        &mut self,
+        ifname: Option<String>,
+        ip: Option<Ipv4Addr>,
+    ) -> Result<Endpoint, ControlError> {
         let key = match (ifname, ip) {
             (Some(i), None) => i,
             (None, Some(ip)) => self
@@ -447,10 +577,17 @@ impl Daemon {
                 .find(|(e, _)| e.ip == ip)
                 .map(|(e, _)| e.ifname.clone())
                 .ok_or_else(|| err(ErrorKind::NotFound, format!("no endpoint with ip {ip}")))?,
-            _ => return Err(err(ErrorKind::InvalidRequest, "give exactly one of ifname or ip")),
+            _ => {
+                return Err(err(
+                    ErrorKind::InvalidRequest,
+                    "give exactly one of ifname or ip",
+                ))
+            }
         };
-        let (ep, att) =
-            self.endpoints.remove(&key).ok_or_else(|| err(ErrorKind::NotFound, format!("no endpoint on {key}")))?;
+        let (ep, att) = self
+            .endpoints
+            .remove(&key)
+            .ok_or_else(|| err(ErrorKind::NotFound, format!("no endpoint on {key}")))?;
         self.detach_port(att);
         self.persist();
         tracing::info!(ifname = %ep.ifname, ip = %ep.ip, "endpoint detached");
@@ -483,8 +620,11 @@ impl Daemon {
     /// Per-port and per-worker counters.
     pub fn stats(&self) -> Stats {
         use std::sync::atomic::Ordering::Relaxed;
-        let mut ports: Vec<PortStats> =
-            self.endpoints.values().map(|(e, a)| self.port_stats(a, "pod", Some(e.ip))).collect();
+        let mut ports: Vec<PortStats> = self
+            .endpoints
+            .values()
+            .map(|(e, a)| self.port_stats(a, "pod", Some(e.ip)))
+            .collect();
         if let Some(h) = &self.host {
             ports.push(self.port_stats(h, "host", self.host_ip));
         }
@@ -493,7 +633,8 @@ impl Daemon {
             .workers
             .iter()
             .map(|w| {
-                let mine: Vec<&PortStats> = ports.iter().filter(|p| p.worker == w.shared.id).collect();
+                let mine: Vec<&PortStats> =
+                    ports.iter().filter(|p| p.worker == w.shared.id).collect();
                 let mut drops: BTreeMap<String, u64> = BTreeMap::new();
                 for p in &mine {
                     for (k, v) in &p.drops {
@@ -519,7 +660,10 @@ impl Daemon {
 
     /// Readiness and summary.
     pub fn status(&self) -> Status {
-        let alive = self.workers.iter().all(|w| w.join.as_ref().is_some_and(|j| !j.is_finished()));
+        let alive = self
+            .workers
+            .iter()
+            .all(|w| w.join.as_ref().is_some_and(|j| !j.is_finished()));
         Status {
             version: env!("CARGO_PKG_VERSION").to_string(),
             ready: alive && (self.host.is_some() || !self.cfg.host_port.enabled),
@@ -575,7 +719,9 @@ impl Handler for Daemon {
                 self.persist();
                 to_json(serde_json::to_value(ep))
             }
-            Request::EndpointDel { ifname, ip } => to_json(serde_json::to_value(self.del_endpoint(ifname, ip)?)),
+            Request::EndpointDel { ifname, ip } => {
+                to_json(serde_json::to_value(self.del_endpoint(ifname, ip)?))
+            }
             Request::EndpointList => {
                 let eps: Vec<&Endpoint> = self.endpoints.values().map(|(e, _)| e).collect();
                 to_json(serde_json::to_value(eps))

@@ -45,9 +45,17 @@ pub enum LoaderError {
     #[error("the XDP object has no {0}")]
     Missing(&'static str),
     #[error("attach XDP program to {ifname} (ifindex {ifindex}): {source}")]
-    Attach { ifname: String, ifindex: u32, source: libbpf_rs::Error },
+    Attach {
+        ifname: String,
+        ifindex: u32,
+        source: libbpf_rs::Error,
+    },
     #[error("register AF_XDP socket of {ifname} in slot {slot}: {source}")]
-    Register { ifname: String, slot: u32, source: libbpf_rs::Error },
+    Register {
+        ifname: String,
+        slot: u32,
+        source: libbpf_rs::Error,
+    },
     #[error("slot {0} is beyond the XSKMAP capacity {MAX_PORTS}")]
     Slot(u32),
 }
@@ -73,7 +81,9 @@ pub struct XdpAttachment {
 
 impl std::fmt::Debug for XdpAttachment {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("XdpAttachment").field("ifindex", &self.ifindex).finish()
+        f.debug_struct("XdpAttachment")
+            .field("ifindex", &self.ifindex)
+            .finish()
     }
 }
 
@@ -86,10 +96,15 @@ fn as_bytes<T: Copy>(v: &T) -> &[u8] {
 impl XdpLoader {
     /// Load the embedded object into the kernel.
     pub fn load() -> Result<Self, LoaderError> {
-        let open = ObjectBuilder::default().open_memory(BPF_OBJECT).map_err(LoaderError::Load)?;
+        let open = ObjectBuilder::default()
+            .open_memory(BPF_OBJECT)
+            .map_err(LoaderError::Load)?;
         let obj = open.load().map_err(LoaderError::Load)?;
         let find = |name: &'static str| -> Result<MapHandle, LoaderError> {
-            let m = obj.maps().find(|m| m.name() == name).ok_or(LoaderError::Missing(name))?;
+            let m = obj
+                .maps()
+                .find(|m| m.name() == name)
+                .ok_or(LoaderError::Missing(name))?;
             MapHandle::try_from(&m).map_err(LoaderError::Load)
         };
         let xsks = find("xsks")?;
@@ -107,22 +122,47 @@ impl XdpLoader {
             .ok_or(LoaderError::Missing("xsknet_redirect program"))?;
         let link = prog
             .attach_xdp(ifindex as i32)
-            .map_err(|source| LoaderError::Attach { ifname: ifname.to_string(), ifindex, source })?;
-        Ok(XdpAttachment { _link: link, ifindex })
+            .map_err(|source| LoaderError::Attach {
+                ifname: ifname.to_string(),
+                ifindex,
+                source,
+            })?;
+        Ok(XdpAttachment {
+            _link: link,
+            ifindex,
+        })
     }
 
     /// Register an AF_XDP socket: `slot` in the XSKMAP gets `fd`, and frames from
     /// (ifindex, queue) are redirected to it.
-    pub fn register(&self, ifname: &str, ifindex: u32, queue: u32, slot: u32, fd: RawFd) -> Result<(), LoaderError> {
+    pub fn register(
+        &self,
+        ifname: &str,
+        ifindex: u32,
+        queue: u32,
+        slot: u32,
+        fd: RawFd,
+    ) -> Result<(), LoaderError> {
         if slot >= MAX_PORTS {
             return Err(LoaderError::Slot(slot));
         }
-        let err = |source| LoaderError::Register { ifname: ifname.to_string(), slot, source };
+        let err = |source| LoaderError::Register {
+            ifname: ifname.to_string(),
+            slot,
+            source,
+        };
         let fd = fd as u32;
-        self.xsks.update(&slot.to_ne_bytes(), &fd.to_ne_bytes(), MapFlags::ANY).map_err(err)?;
+        self.xsks
+            .update(&slot.to_ne_bytes(), &fd.to_ne_bytes(), MapFlags::ANY)
+            .map_err(err)?;
         let key = PortKey { ifindex, queue };
-        let cfg = PortCfg { slot, mode: MODE_ALL };
-        self.ports.update(as_bytes(&key), as_bytes(&cfg), MapFlags::ANY).map_err(err)
+        let cfg = PortCfg {
+            slot,
+            mode: MODE_ALL,
+        };
+        self.ports
+            .update(as_bytes(&key), as_bytes(&cfg), MapFlags::ANY)
+            .map_err(err)
     }
 
     /// Forget a socket; frames from (ifindex, queue) then go to the kernel (or are
@@ -149,7 +189,10 @@ mod tests {
         assert_eq!(std::mem::size_of::<PortKey>(), 8);
         assert_eq!(std::mem::align_of::<PortKey>(), 4);
         assert_eq!(std::mem::size_of::<PortCfg>(), 8);
-        let k = PortKey { ifindex: 1, queue: 2 };
+        let k = PortKey {
+            ifindex: 1,
+            queue: 2,
+        };
         assert_eq!(as_bytes(&k), &[1, 0, 0, 0, 2, 0, 0, 0]);
     }
 

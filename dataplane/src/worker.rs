@@ -89,7 +89,10 @@ pub struct IdlePolicy {
 
 impl Default for IdlePolicy {
     fn default() -> Self {
-        IdlePolicy { busy_poll: Duration::from_micros(200), poll_timeout_ms: 100 }
+        IdlePolicy {
+            busy_poll: Duration::from_micros(200),
+            poll_timeout_ms: 100,
+        }
     }
 }
 
@@ -112,7 +115,10 @@ pub struct Worker {
 
 impl std::fmt::Debug for Worker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Worker").field("id", &self.shared.id).field("ports", &self.ports.len()).finish()
+        f.debug_struct("Worker")
+            .field("id", &self.shared.id)
+            .field("ports", &self.ports.len())
+            .finish()
     }
 }
 
@@ -168,13 +174,18 @@ impl Worker {
         if id < self.local.len() {
             self.local[id] = self.ports.len() as u16;
             self.ports.push(port);
-            self.shared.counters.ports.store(self.ports.len() as u64, Ordering::Relaxed);
+            self.shared
+                .counters
+                .ports
+                .store(self.ports.len() as u64, Ordering::Relaxed);
             self.rebuild_pollfds();
         }
     }
 
     fn remove_port(&mut self, id: PortId) {
-        let Some(&idx) = self.local.get(id as usize) else { return };
+        let Some(&idx) = self.local.get(id as usize) else {
+            return;
+        };
         if idx == NOT_LOCAL {
             return;
         }
@@ -184,7 +195,10 @@ impl Worker {
             self.local[moved.id() as usize] = idx;
         }
         drop(port);
-        self.shared.counters.ports.store(self.ports.len() as u64, Ordering::Relaxed);
+        self.shared
+            .counters
+            .ports
+            .store(self.ports.len() as u64, Ordering::Relaxed);
         self.rebuild_pollfds();
     }
 
@@ -211,7 +225,10 @@ impl Worker {
             }
         }
         if self.tables.refresh() {
-            self.shared.counters.generation.store(self.tables.tables().generation, Ordering::Relaxed);
+            self.shared
+                .counters
+                .generation
+                .store(self.tables.tables().generation, Ordering::Relaxed);
         }
         true
     }
@@ -223,7 +240,17 @@ impl Worker {
         let mut verdicts = [Verdict::Drop(DropReason::Truncated); BURST];
         let mut total = 0;
         let me = self.shared.id;
-        let Worker { ports, local, tables, counters, handoff_tx, handoff_rx, pushed_to, shared, .. } = self;
+        let Worker {
+            ports,
+            local,
+            tables,
+            counters,
+            handoff_tx,
+            handoff_rx,
+            pushed_to,
+            shared,
+            ..
+        } = self;
         let tables = tables.tables();
 
         for pi in 0..ports.len() {
@@ -245,7 +272,11 @@ impl Worker {
                         ports[pi].recycle(d.addr);
                     }
                     Verdict::Reply { len } => {
-                        ports[pi].stage_tx(XdpDesc { addr: d.addr, len: len as u32, options: 0 });
+                        ports[pi].stage_tx(XdpDesc {
+                            addr: d.addr,
+                            len: len as u32,
+                            options: 0,
+                        });
                     }
                     Verdict::Forward(e) if e == ingress => ports[pi].stage_tx(d),
                     Verdict::Forward(e) => {
@@ -263,7 +294,11 @@ impl Worker {
                                 bump(&shared.counters.handoff_out, 1);
                                 pushed_to[w as usize] = true;
                             } else {
-                                c_in.count_drop(if w == me { DropReason::NoRoute } else { DropReason::HandoffFull });
+                                c_in.count_drop(if w == me {
+                                    DropReason::NoRoute
+                                } else {
+                                    DropReason::HandoffFull
+                                });
                             }
                         }
                         ports[pi].recycle(d.addr);
@@ -308,7 +343,11 @@ impl Worker {
     pub fn run(mut self) {
         let core = self.shared.core;
         if !core_affinity::set_for_current(core_affinity::CoreId { id: core }) {
-            tracing::warn!(worker = self.shared.id, core, "could not pin worker to its core");
+            tracing::warn!(
+                worker = self.shared.id,
+                core,
+                "could not pin worker to its core"
+            );
         }
         tracing::info!(worker = self.shared.id, core, "worker running");
         let mut idle_since: Option<Instant> = None;
@@ -339,6 +378,10 @@ impl Worker {
             self.shared.sleeping.store(false, Ordering::SeqCst);
             idle_since = None;
         }
-        tracing::info!(worker = self.shared.id, ports = self.ports.len(), "worker stopped");
+        tracing::info!(
+            worker = self.shared.id,
+            ports = self.ports.len(),
+            "worker stopped"
+        );
     }
 }

@@ -74,23 +74,54 @@ fn three_pods_node_and_host_port_reach_each_other() {
     for a in &pods {
         for b in &pods {
             if a.ip != b.ip {
-                assert!(a.ping(b.ip, 2), "{} cannot ping {}\n{}", a.ip, b.ip, daemon.log_text());
+                assert!(
+                    a.ping(b.ip, 2),
+                    "{} cannot ping {}\n{}",
+                    a.ip,
+                    b.ip,
+                    daemon.log_text()
+                );
             }
         }
     }
     for p in &pods {
         let d = p.ip.to_string();
         let out = node.exec(&["ping", "-c", "2", "-i", "0.2", "-W", "2", "-q", &d]);
-        assert!(out.status.success(), "node cannot ping pod {}: {}", p.ip, String::from_utf8_lossy(&out.stdout));
+        assert!(
+            out.status.success(),
+            "node cannot ping pod {}: {}",
+            p.ip,
+            String::from_utf8_lossy(&out.stdout)
+        );
         // And a pod reaches an address of the node (the host port's address).
-        assert!(p.ping(ip(1), 2), "pod {} cannot reach the node at 10.244.0.1", p.ip);
+        assert!(
+            p.ping(ip(1), 2),
+            "pod {} cannot reach the node at 10.244.0.1",
+            p.ip
+        );
     }
     let s = daemon.stats();
-    let workers: Vec<u64> = s["workers"].as_array().unwrap().iter().map(|w| w["ports"].as_u64().unwrap()).collect();
+    let workers: Vec<u64> = s["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["ports"].as_u64().unwrap())
+        .collect();
     assert_eq!(workers.len(), 2);
-    assert!(workers.iter().all(|n| *n >= 1), "ports spread over both workers: {s}");
-    let handoffs: u64 = s["workers"].as_array().unwrap().iter().map(|w| w["handoff_out"].as_u64().unwrap()).sum();
-    assert!(handoffs > 0, "cross-worker traffic went through the handoff rings: {s}");
+    assert!(
+        workers.iter().all(|n| *n >= 1),
+        "ports spread over both workers: {s}"
+    );
+    let handoffs: u64 = s["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["handoff_out"].as_u64().unwrap())
+        .sum();
+    assert!(
+        handoffs > 0,
+        "cross-worker traffic went through the handoff rings: {s}"
+    );
 }
 
 #[test]
@@ -106,14 +137,19 @@ fn tcp_and_udp_between_pods_deliver_every_byte_and_counters_account() {
     assert_eq!(sent, got, "TCP bytes received equal bytes sent");
     assert!(same, "TCP content intact");
 
-    assert_eq!(udp_echo(a, b, 5002, 300), 300, "every UDP datagram echoed intact");
+    assert_eq!(
+        udp_echo(a, b, 5002, 300),
+        300,
+        "every UDP datagram echoed intact"
+    );
 
     // One-way UDP: the counters account for exactly what was sent (plus a little
     // unrelated traffic such as ARP).
     let before_a = daemon.port_stats(&a.host_if);
     let before_b = daemon.port_stats(&b.host_if);
     let rx: UdpSocket = b.ns.run(|| UdpSocket::bind((b.ip, 5003)).unwrap());
-    rx.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+    rx.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
     let tx: UdpSocket = a.ns.run(|| UdpSocket::bind((a.ip, 0)).unwrap());
     const N: u64 = 500;
     let mut received = 0u64;
@@ -123,7 +159,7 @@ fn tcp_and_udp_between_pods_deliver_every_byte_and_counters_account() {
         if i % 50 == 49 {
             while rx.recv(&mut buf).is_ok() {
                 received += 1;
-                if received % 50 == 0 {
+                if received.is_multiple_of(50) {
                     break;
                 }
             }
@@ -135,12 +171,23 @@ fn tcp_and_udp_between_pods_deliver_every_byte_and_counters_account() {
     assert_eq!(received, N, "all datagrams delivered");
     let after_a = daemon.port_stats(&a.host_if);
     let after_b = daemon.port_stats(&b.host_if);
-    let d = |x: &serde_json::Value, y: &serde_json::Value, k: &str| y[k].as_u64().unwrap() - x[k].as_u64().unwrap();
+    let d = |x: &serde_json::Value, y: &serde_json::Value, k: &str| {
+        y[k].as_u64().unwrap() - x[k].as_u64().unwrap()
+    };
     let rx_a = d(&before_a, &after_a, "rx_packets");
     let tx_b = d(&before_b, &after_b, "tx_packets");
-    assert!((N..N + 20).contains(&rx_a), "pod A port rx counted {rx_a} for {N} sent");
-    assert!((N..N + 20).contains(&tx_b), "pod B port tx counted {tx_b} for {N} sent");
-    assert!(d(&before_a, &after_a, "rx_bytes") >= N * 142, "rx bytes cover the frames");
+    assert!(
+        (N..N + 20).contains(&rx_a),
+        "pod A port rx counted {rx_a} for {N} sent"
+    );
+    assert!(
+        (N..N + 20).contains(&tx_b),
+        "pod B port tx counted {tx_b} for {N} sent"
+    );
+    assert!(
+        d(&before_a, &after_a, "rx_bytes") >= N * 142,
+        "rx bytes cover the frames"
+    );
 }
 
 #[test]
@@ -200,10 +247,18 @@ fn malformed_frames_are_counted_drops_and_forwarding_continues() {
     ];
     wait_until("drops counted", Duration::from_secs(5), || {
         let now = daemon.port_stats(&a.host_if);
-        reasons.iter().all(|r| drops(&now, r) >= drops(&before, r) + 3)
+        reasons
+            .iter()
+            .all(|r| drops(&now, r) >= drops(&before, r) + 3)
     });
-    assert!(a.ping(b.ip, 2), "forwarding continues after malformed input");
-    assert_eq!(tcp_transfer(a, b, 5004, 1 << 20).2, true);
+    assert!(
+        a.ping(b.ip, 2),
+        "forwarding continues after malformed input"
+    );
+    assert!(
+        tcp_transfer(a, b, 5004, 1 << 20).2,
+        "TCP intact after malformed input"
+    );
 }
 
 #[test]
@@ -219,18 +274,38 @@ fn stop_leaves_nothing_behind_and_restart_reattaches_pods() {
         String::from_utf8_lossy(&out.stdout).contains("prog/xdp")
     };
     assert!(xdp_on(&a.host_if), "XDP attached while running");
-    assert!(daemon.stop(), "daemon exits 0 on SIGTERM: {}", daemon.log_text());
-    assert!(!xdp_on(&a.host_if) && !xdp_on(&b.host_if), "no XDP program left on pod veths");
-    let links = String::from_utf8_lossy(&sh(&["ip", "-n", &node.name, "-br", "link"]).stdout).to_string();
+    assert!(
+        daemon.stop(),
+        "daemon exits 0 on SIGTERM: {}",
+        daemon.log_text()
+    );
+    assert!(
+        !xdp_on(&a.host_if) && !xdp_on(&b.host_if),
+        "no XDP program left on pod veths"
+    );
+    let links =
+        String::from_utf8_lossy(&sh(&["ip", "-n", &node.name, "-br", "link"]).stdout).to_string();
     assert!(!links.contains("xsknet0"), "host port removed: {links}");
-    assert!(links.contains(&a.host_if), "pod veths belong to their owner and stay");
+    assert!(
+        links.contains(&a.host_if),
+        "pod veths belong to their owner and stay"
+    );
     assert!(!daemon.socket.exists(), "control socket removed");
     assert!(!a.ping(b.ip, 1), "no forwarding without the daemon");
 
     daemon.spawn();
-    let list: serde_json::Value = serde_json::from_str(&daemon.ctl_ok(&["endpoint", "list", "--json"])).unwrap();
-    assert_eq!(list.as_array().unwrap().len(), 2, "endpoints restored from state: {list}");
-    assert!(a.ping(b.ip, 2), "traffic flows again after restart\n{}", daemon.log_text());
+    let list: serde_json::Value =
+        serde_json::from_str(&daemon.ctl_ok(&["endpoint", "list", "--json"])).unwrap();
+    assert_eq!(
+        list.as_array().unwrap().len(),
+        2,
+        "endpoints restored from state: {list}"
+    );
+    assert!(
+        a.ping(b.ip, 2),
+        "traffic flows again after restart\n{}",
+        daemon.log_text()
+    );
     assert!(tcp_transfer(a, b, 5005, 1 << 20).2);
 }
 
@@ -242,10 +317,22 @@ fn endpoint_errors_are_clear_and_del_detaches() {
     let (node, daemon, pods) = node_with_pods("xe", 2);
     let (a, b) = (&pods[0], &pods[1]);
     // Unknown interface, duplicate address, bad MAC: errors, daemon keeps serving.
-    let out = daemon.ctl(&["endpoint", "add", "--ifname", "nosuchif0", "--ip", "10.244.0.99"]);
+    let out = daemon.ctl(&[
+        "endpoint",
+        "add",
+        "--ifname",
+        "nosuchif0",
+        "--ip",
+        "10.244.0.99",
+    ]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("nosuchif0"));
-    let c = Pod::new(&node, &format!("{}x", node.name), &format!("{}x", &a.host_if[..a.host_if.len() - 1]), ip(12));
+    let c = Pod::new(
+        &node,
+        &format!("{}x", node.name),
+        &format!("{}x", &a.host_if[..a.host_if.len() - 1]),
+        ip(12),
+    );
     let ipa = a.ip.to_string();
     let out = daemon.ctl(&["endpoint", "add", "--ifname", &c.host_if, "--ip", &ipa]);
     assert!(!out.status.success(), "duplicate address refused");
@@ -257,6 +344,9 @@ fn endpoint_errors_are_clear_and_del_detaches() {
     daemon.ctl_ok(&["endpoint", "del", "--ip", &ipc]);
     assert!(!c.ping(b.ip, 1), "detached pod no longer forwarded");
     let out = sh(&["ip", "-n", &node.name, "-d", "link", "show", &c.host_if]);
-    assert!(!String::from_utf8_lossy(&out.stdout).contains("prog/xdp"), "XDP detached on del");
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("prog/xdp"),
+        "XDP detached on del"
+    );
     assert!(a.ping(b.ip, 1), "others unaffected");
 }

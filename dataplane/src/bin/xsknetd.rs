@@ -13,7 +13,11 @@ use xsknet_dataplane::state::StateDir;
 use xsknet_dataplane::sys::signal::install_stop_handlers;
 
 #[derive(Parser, Debug)]
-#[command(name = "xsknetd", version, about = "xsknet node daemon (AF_XDP dataplane)")]
+#[command(
+    name = "xsknetd",
+    version,
+    about = "xsknet node daemon (AF_XDP dataplane)"
+)]
 struct Args {
     /// node.yaml; without it the embedded defaults apply.
     #[arg(long, global = true, env = "XSKNET_CONFIG")]
@@ -58,7 +62,10 @@ fn run(args: Args) -> anyhow::Result<()> {
     }
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(cfg.log_level.clone()));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 
     let state = StateDir::new(&cfg.state_dir);
     state.create()?;
@@ -68,7 +75,13 @@ fn run(args: Args) -> anyhow::Result<()> {
     let listener = server::bind(&socket)?;
     tracing::info!(socket = %socket.display(), state = %cfg.state_dir.display(), workers = cfg.workers.len(), "starting");
     let mut daemon = Daemon::start(cfg, state)?;
-    let served = server::serve_listener(listener, &socket, &mut daemon, stop, &server::ServeOptions::default());
+    let served = server::serve_listener(
+        listener,
+        &socket,
+        &mut daemon,
+        stop,
+        &server::ServeOptions::default(),
+    );
     daemon.shutdown();
     served?;
     Ok(())

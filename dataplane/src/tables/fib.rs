@@ -40,7 +40,8 @@ impl Fib {
     /// Build from (address as host-order u32, port) pairs. 0.0.0.0 is ignored; a later
     /// duplicate address replaces an earlier one.
     pub fn build(entries: impl IntoIterator<Item = (u32, PortId)>) -> Self {
-        let entries: Vec<(u32, PortId)> = entries.into_iter().filter(|(k, _)| *k != EMPTY).collect();
+        let entries: Vec<(u32, PortId)> =
+            entries.into_iter().filter(|(k, _)| *k != EMPTY).collect();
         let cap = (entries.len() * 2).next_power_of_two().max(16);
         let mut slots = vec![Slot::default(); cap].into_boxed_slice();
         let mask = cap - 1;
@@ -101,8 +102,9 @@ mod tests {
 
     #[test]
     fn finds_every_entry_and_nothing_else() {
-        let entries: Vec<(u32, PortId)> =
-            (0..1000u32).map(|i| (0x0af4_0000 + i + 1, i as PortId)).collect();
+        let entries: Vec<(u32, PortId)> = (0..1000u32)
+            .map(|i| (0x0af4_0000 + i + 1, i as PortId))
+            .collect();
         let fib = Fib::build(entries.clone());
         assert_eq!(fib.len(), 1000);
         for (k, p) in entries {

@@ -47,8 +47,10 @@ pub fn fake_port(
         tx: OwnedRing::new(cfg.ring_size),
     });
     let area = Arc::new(
-        FrameArea::new(cfg.frames, cfg.frame_size)
-            .map_err(|source| PortError::Umem { ifname: "fake".into(), source })?,
+        FrameArea::new(cfg.frames, cfg.frame_size).map_err(|source| PortError::Umem {
+            ifname: "fake".into(),
+            source,
+        })?,
     );
     // SAFETY: the rings live as long as both ends (each holds the Arc); the kernel
     // side is the only consumer of fill/TX and producer of RX/completion.
@@ -60,7 +62,14 @@ pub fn fake_port(
             RingCons::new(rings.tx.raw()),
         )
     };
-    let kernel = FakeKernel { fill, comp, rx, tx, area: Arc::clone(&area), _rings: Arc::clone(&rings) };
+    let kernel = FakeKernel {
+        fill,
+        comp,
+        rx,
+        tx,
+        area: Arc::clone(&area),
+        _rings: Arc::clone(&rings),
+    };
     let port = Port::with_fake_rings(id, cfg, counters, rings, area)?;
     Ok((port, kernel))
 }
@@ -92,7 +101,11 @@ impl FakeKernel {
                 let f = unsafe { self.area.frame_mut(addr) };
                 let len = pkt.len().min(f.len());
                 f[..len].copy_from_slice(&pkt[..len]);
-                descs[i] = XdpDesc { addr, len: len as u32, options: 0 };
+                descs[i] = XdpDesc {
+                    addr,
+                    len: len as u32,
+                    options: 0,
+                };
             }
             let pushed = self.rx.push(&descs[..got]);
             debug_assert_eq!(pushed, got, "checked free space above");
@@ -139,7 +152,11 @@ mod tests {
 
     #[test]
     fn frames_go_round_without_loss() {
-        let cfg = PortConfig { frames: 256, frame_size: 2048, ring_size: 64 };
+        let cfg = PortConfig {
+            frames: 256,
+            frame_size: 2048,
+            ring_size: 64,
+        };
         let c = counters();
         let (mut port, mut k) = fake_port(1, &cfg, Arc::clone(&c)).unwrap();
         let pkt = [0xabu8; 60];
@@ -154,7 +171,13 @@ mod tests {
             }
             port.flush_tx();
             let mut seen = 0;
-            assert_eq!(k.drain_tx(|b| { assert_eq!(b, &pkt[..]); seen += 1 }), 40);
+            assert_eq!(
+                k.drain_tx(|b| {
+                    assert_eq!(b, &pkt[..]);
+                    seen += 1
+                }),
+                40
+            );
             assert_eq!(seen, 40);
             port.reap();
             port.refill();
@@ -167,7 +190,11 @@ mod tests {
 
     #[test]
     fn tx_ring_full_is_a_counted_drop_and_frames_come_back() {
-        let cfg = PortConfig { frames: 512, frame_size: 2048, ring_size: 64 };
+        let cfg = PortConfig {
+            frames: 512,
+            frame_size: 2048,
+            ring_size: 64,
+        };
         let c = counters();
         let (mut port, mut k) = fake_port(2, &cfg, Arc::clone(&c)).unwrap();
         for _ in 0..100 {
@@ -175,7 +202,10 @@ mod tests {
         }
         port.flush_tx();
         assert_eq!(c[2].tx_packets.load(Ordering::Relaxed), 64);
-        assert_eq!(c[2].drops[crate::pipeline::DropReason::TxRingFull as usize].load(Ordering::Relaxed), 36);
+        assert_eq!(
+            c[2].drops[crate::pipeline::DropReason::TxRingFull as usize].load(Ordering::Relaxed),
+            36
+        );
         assert_eq!(k.drain_tx(|_| {}), 64);
         port.reap();
         port.refill();

@@ -58,27 +58,47 @@ pub struct HandoffRx {
 
 impl std::fmt::Debug for HandoffTx {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HandoffTx").field("tail", &self.tail).finish()
+        f.debug_struct("HandoffTx")
+            .field("tail", &self.tail)
+            .finish()
     }
 }
 
 impl std::fmt::Debug for HandoffRx {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HandoffRx").field("head", &self.head).finish()
+        f.debug_struct("HandoffRx")
+            .field("head", &self.head)
+            .finish()
     }
 }
 
 /// A new ring.
 pub fn channel() -> (HandoffTx, HandoffRx) {
-    let slots = (0..SLOTS).map(|_| UnsafeCell::new(Slot { egress: 0, len: 0, data: [0; SLOT_BYTES] })).collect();
+    let slots = (0..SLOTS)
+        .map(|_| {
+            UnsafeCell::new(Slot {
+                egress: 0,
+                len: 0,
+                data: [0; SLOT_BYTES],
+            })
+        })
+        .collect();
     let ring = Arc::new(Ring {
         head: CachePadded::new(AtomicUsize::new(0)),
         tail: CachePadded::new(AtomicUsize::new(0)),
         slots,
     });
     (
-        HandoffTx { ring: Arc::clone(&ring), tail: 0, cached_head: 0 },
-        HandoffRx { ring, head: 0, cached_tail: 0 },
+        HandoffTx {
+            ring: Arc::clone(&ring),
+            tail: 0,
+            cached_head: 0,
+        },
+        HandoffRx {
+            ring,
+            head: 0,
+            cached_tail: 0,
+        },
     )
 }
 

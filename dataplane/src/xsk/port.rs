@@ -37,7 +37,11 @@ pub struct PortConfig {
 impl Default for PortConfig {
     /// 1000 × 2 KiB frames + four 512-entry rings: just under 2 MiB per port.
     fn default() -> Self {
-        PortConfig { frames: 1000, frame_size: 2048, ring_size: 512 }
+        PortConfig {
+            frames: 1000,
+            frame_size: 2048,
+            ring_size: 512,
+        }
     }
 }
 
@@ -58,7 +62,11 @@ pub enum PortError {
     #[error("register UMEM for {ifname}: {source}")]
     UmemRegister { ifname: String, source: io::Error },
     #[error("create AF_XDP socket on {ifname} queue {queue}: {source}")]
-    Socket { ifname: String, queue: u32, source: io::Error },
+    Socket {
+        ifname: String,
+        queue: u32,
+        source: io::Error,
+    },
 }
 
 /// The kernel objects behind a real port.
@@ -93,7 +101,9 @@ impl Drop for RealXsk {
 #[derive(Debug)]
 enum Backing {
     Real(RealXsk),
-    Fake(#[allow(dead_code, reason = "keeps the in-memory rings alive")] Arc<super::fake::FakeRings>),
+    Fake(
+        #[allow(dead_code, reason = "keeps the in-memory rings alive")] Arc<super::fake::FakeRings>,
+    ),
 }
 
 /// One port. Field order matters for drop: ring views, then the socket/UMEM
@@ -137,7 +147,12 @@ fn ring_raw_cons<T>(r: &libxdp_sys::xsk_ring_cons) -> Option<RingRaw<T>> {
 
 impl Port {
     fn validate(ifname: &str, cfg: &PortConfig) -> Result<(), PortError> {
-        let bad = |what| Err(PortError::Config { ifname: ifname.to_string(), what });
+        let bad = |what| {
+            Err(PortError::Config {
+                ifname: ifname.to_string(),
+                what,
+            })
+        };
         if !cfg.ring_size.is_power_of_two() || cfg.ring_size < 64 {
             return bad("ring size must be a power of two ≥ 64");
         }
@@ -160,10 +175,15 @@ impl Port {
         counters: Arc<[PortCounters]>,
     ) -> Result<Port, PortError> {
         Self::validate(ifname, cfg)?;
-        let name = CString::new(ifname)
-            .map_err(|_| PortError::Config { ifname: ifname.to_string(), what: "interface name contains NUL" })?;
-        let area = FrameArea::new(cfg.frames, cfg.frame_size)
-            .map_err(|source| PortError::Umem { ifname: ifname.to_string(), source })?;
+        let name = CString::new(ifname).map_err(|_| PortError::Config {
+            ifname: ifname.to_string(),
+            what: "interface name contains NUL",
+        })?;
+        let area =
+            FrameArea::new(cfg.frames, cfg.frame_size).map_err(|source| PortError::Umem {
+                ifname: ifname.to_string(),
+                source,
+            })?;
         // SAFETY: plain C structs of integers and pointers; all-zero is their
         // documented "not yet created" state.
         let (mut fill, mut comp, mut rx, mut tx) = unsafe {
@@ -215,7 +235,15 @@ impl Port {
         let mut xsk: *mut libxdp_sys::xsk_socket = std::ptr::null_mut();
         // SAFETY: umem is live; rx/tx are boxed and outlive the socket.
         let rc = unsafe {
-            libxdp_sys::xsk_socket__create(&mut xsk, name.as_ptr(), queue, umem.as_ptr(), &mut *rx, &mut *tx, &scfg)
+            libxdp_sys::xsk_socket__create(
+                &mut xsk,
+                name.as_ptr(),
+                queue,
+                umem.as_ptr(),
+                &mut *rx,
+                &mut *tx,
+                &scfg,
+            )
         };
         let Some(xsk) = NonNull::new(xsk).filter(|_| rc == 0) else {
             // SAFETY: created above, no socket uses it.
@@ -228,8 +256,21 @@ impl Port {
         };
         // SAFETY: xsk is live.
         let fd = unsafe { libxdp_sys::xsk_socket__fd(xsk.as_ptr()) };
-        let rings = (ring_raw_prod(&fill), ring_raw_cons(&comp), ring_raw_cons(&rx), ring_raw_prod(&tx));
-        let backing = RealXsk { xsk, umem, _fill: fill, _comp: comp, _rx: rx, _tx: tx, fd };
+        let rings = (
+            ring_raw_prod(&fill),
+            ring_raw_cons(&comp),
+            ring_raw_cons(&rx),
+            ring_raw_prod(&tx),
+        );
+        let backing = RealXsk {
+            xsk,
+            umem,
+            _fill: fill,
+            _comp: comp,
+            _rx: rx,
+            _tx: tx,
+            fd,
+        };
         let (Some(f), Some(c), Some(r), Some(t)) = rings else {
             drop(backing);
             return Err(PortError::Socket {
@@ -240,8 +281,25 @@ impl Port {
         };
         // SAFETY: the rings are mapped until `backing` drops, which happens after the
         // ring views (field order); this port is their only user.
-        let (fill, comp, rx, tx) = unsafe { (RingProd::new(f), RingCons::new(c), RingCons::new(r), RingProd::new(t)) };
-        Ok(Self::assemble(id, fill, comp, rx, tx, cfg, counters, Backing::Real(backing), Arc::new(area)))
+        let (fill, comp, rx, tx) = unsafe {
+            (
+                RingProd::new(f),
+                RingCons::new(c),
+                RingCons::new(r),
+                RingProd::new(t),
+            )
+        };
+        Ok(Self::assemble(
+            id,
+            fill,
+            comp,
+            rx,
+            tx,
+            cfg,
+            counters,
+            Backing::Real(backing),
+            Arc::new(area),
+        ))
     }
 
     /// A port over in-memory rings (see [`super::fake`]).
@@ -263,7 +321,17 @@ impl Port {
                 RingProd::new(rings.tx.raw()),
             )
         };
-        Ok(Self::assemble(id, fill, comp, rx, tx, cfg, counters, Backing::Fake(rings), area))
+        Ok(Self::assemble(
+            id,
+            fill,
+            comp,
+            rx,
+            tx,
+            cfg,
+            counters,
+            Backing::Fake(rings),
+            area,
+        ))
     }
 
     #[allow(clippy::too_many_arguments, reason = "private constructor tail")]
@@ -386,7 +454,11 @@ impl Port {
         let f = self.frame_mut(addr);
         let len = pkt.len().min(f.len());
         f[..len].copy_from_slice(&pkt[..len]);
-        self.stage_tx(XdpDesc { addr, len: len as u32, options: 0 });
+        self.stage_tx(XdpDesc {
+            addr,
+            len: len as u32,
+            options: 0,
+        });
         true
     }
 
@@ -431,7 +503,14 @@ impl Port {
             // SAFETY: sendto with no buffer on our own socket fd is the documented
             // AF_XDP TX wakeup; errors (EAGAIN, EBUSY, ENOBUFS) mean "try later".
             unsafe {
-                libc::sendto(r.fd, std::ptr::null(), 0, libc::MSG_DONTWAIT, std::ptr::null(), 0);
+                libc::sendto(
+                    r.fd,
+                    std::ptr::null(),
+                    0,
+                    libc::MSG_DONTWAIT,
+                    std::ptr::null(),
+                    0,
+                );
             }
         }
     }
@@ -472,7 +551,14 @@ impl Port {
             if let Backing::Real(r) = &self.backing {
                 // SAFETY: recvfrom with no buffer is the AF_XDP RX/fill wakeup.
                 unsafe {
-                    libc::recvfrom(r.fd, std::ptr::null_mut(), 0, libc::MSG_DONTWAIT, std::ptr::null_mut(), std::ptr::null_mut());
+                    libc::recvfrom(
+                        r.fd,
+                        std::ptr::null_mut(),
+                        0,
+                        libc::MSG_DONTWAIT,
+                        std::ptr::null_mut(),
+                        std::ptr::null_mut(),
+                    );
                 }
             }
         }
@@ -505,7 +591,13 @@ pub fn xdp_statistics(fd: RawFd) -> io::Result<XdpRingStats> {
     let mut len = std::mem::size_of::<Raw>() as libc::socklen_t;
     // SAFETY: getsockopt writes at most `len` bytes into `raw`, which is that large.
     let rc = unsafe {
-        libc::getsockopt(fd, libc::SOL_XDP, libxdp_sys::XDP_STATISTICS as i32, (&mut raw as *mut Raw).cast(), &mut len)
+        libc::getsockopt(
+            fd,
+            libc::SOL_XDP,
+            libxdp_sys::XDP_STATISTICS as i32,
+            (&mut raw as *mut Raw).cast(),
+            &mut len,
+        )
     };
     if rc != 0 {
         return Err(io::Error::last_os_error());

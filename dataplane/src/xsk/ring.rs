@@ -65,9 +65,17 @@ impl<T: Copy> RingProd<T> {
     pub(crate) unsafe fn new(raw: RingRaw<T>) -> Self {
         // SAFETY: caller guarantees the indices are mapped.
         let (prod, cons) = unsafe {
-            (raw.producer.as_ref().load(Ordering::Relaxed), raw.consumer.as_ref().load(Ordering::Acquire))
+            (
+                raw.producer.as_ref().load(Ordering::Relaxed),
+                raw.consumer.as_ref().load(Ordering::Acquire),
+            )
         };
-        RingProd { raw, mask: raw.size - 1, cached_prod: prod, cached_cons: cons.wrapping_add(raw.size) }
+        RingProd {
+            raw,
+            mask: raw.size - 1,
+            cached_prod: prod,
+            cached_cons: cons.wrapping_add(raw.size),
+        }
     }
 
     #[inline]
@@ -90,7 +98,10 @@ impl<T: Copy> RingProd<T> {
             return free;
         }
         // Acquire: the consumer finished reading the slots it released.
-        self.cached_cons = self.consumer().load(Ordering::Acquire).wrapping_add(self.raw.size);
+        self.cached_cons = self
+            .consumer()
+            .load(Ordering::Acquire)
+            .wrapping_add(self.raw.size);
         self.cached_cons.wrapping_sub(self.cached_prod)
     }
 
@@ -122,7 +133,8 @@ impl<T: Copy> RingProd<T> {
 
     /// Entries produced but not yet consumed by the other side.
     pub fn outstanding(&self) -> u32 {
-        self.cached_prod.wrapping_sub(self.consumer().load(Ordering::Acquire))
+        self.cached_prod
+            .wrapping_sub(self.consumer().load(Ordering::Acquire))
     }
 }
 
@@ -132,9 +144,17 @@ impl<T: Copy> RingCons<T> {
     pub(crate) unsafe fn new(raw: RingRaw<T>) -> Self {
         // SAFETY: caller guarantees the indices are mapped.
         let (prod, cons) = unsafe {
-            (raw.producer.as_ref().load(Ordering::Acquire), raw.consumer.as_ref().load(Ordering::Relaxed))
+            (
+                raw.producer.as_ref().load(Ordering::Acquire),
+                raw.consumer.as_ref().load(Ordering::Relaxed),
+            )
         };
-        RingCons { raw, mask: raw.size - 1, cached_prod: prod, cached_cons: cons }
+        RingCons {
+            raw,
+            mask: raw.size - 1,
+            cached_prod: prod,
+            cached_cons: cons,
+        }
     }
 
     /// Consume up to `out.len()` entries; returns how many.
@@ -195,7 +215,9 @@ impl<T: Copy + Default> OwnedRing<T> {
             producer: Box::new(AtomicU32::new(0)),
             consumer: Box::new(AtomicU32::new(0)),
             flags: Box::new(AtomicU32::new(0)),
-            entries: (0..size).map(|_| std::cell::UnsafeCell::new(T::default())).collect(),
+            entries: (0..size)
+                .map(|_| std::cell::UnsafeCell::new(T::default()))
+                .collect(),
         }
     }
 
@@ -206,13 +228,16 @@ impl<T: Copy + Default> OwnedRing<T> {
             consumer: NonNull::from(&*self.consumer),
             flags: NonNull::from(&*self.flags),
             // UnsafeCell<T> is repr(transparent): writing through this pointer is allowed.
-            ring: NonNull::new(self.entries.as_ptr() as *mut T).expect("boxed slice pointer is non-null"),
+            ring: NonNull::new(self.entries.as_ptr() as *mut T)
+                .expect("boxed slice pointer is non-null"),
             size: self.entries.len() as u32,
         }
     }
 
+    #[cfg(test)]
     pub fn set_need_wakeup(&self, on: bool) {
-        self.flags.store(if on { XDP_RING_NEED_WAKEUP } else { 0 }, Ordering::Relaxed);
+        self.flags
+            .store(if on { XDP_RING_NEED_WAKEUP } else { 0 }, Ordering::Relaxed);
     }
 }
 

@@ -28,7 +28,10 @@ impl FrameArea {
     /// Map `frames` frames of `frame_size` bytes (a power of two), populated.
     pub fn new(frames: u32, frame_size: u32) -> io::Result<Self> {
         if !frame_size.is_power_of_two() || frame_size < 2048 || frames == 0 {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "frame size must be a power of two ≥ 2048"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "frame size must be a power of two ≥ 2048",
+            ));
         }
         let len = frames as usize * frame_size as usize;
         // SAFETY: anonymous private mapping; no file or existing memory is involved.
@@ -45,8 +48,14 @@ impl FrameArea {
         if ptr == libc::MAP_FAILED {
             return Err(io::Error::last_os_error());
         }
-        let base = NonNull::new(ptr.cast::<u8>()).ok_or_else(|| io::Error::other("mmap returned null"))?;
-        Ok(FrameArea { base, len, frame_size, frames })
+        let base =
+            NonNull::new(ptr.cast::<u8>()).ok_or_else(|| io::Error::other("mmap returned null"))?;
+        Ok(FrameArea {
+            base,
+            len,
+            frame_size,
+            frames,
+        })
     }
 
     pub fn as_ptr(&self) -> *mut u8 {
@@ -90,6 +99,10 @@ impl FrameArea {
     /// The frame must be owned by userspace (not in the fill or TX ring), and no other
     /// slice of the same frame may be alive.
     #[inline]
+    #[allow(
+        clippy::mut_from_ref,
+        reason = "frames are handed out by ring ownership, not by borrows"
+    )]
     pub unsafe fn frame_mut(&self, addr: u64) -> &mut [u8] {
         let room = self.room(addr).unwrap_or(0);
         let addr = if room == 0 { 0 } else { addr as usize };

@@ -19,7 +19,8 @@ impl Waker {
             return Err(io::Error::last_os_error());
         }
         // SAFETY: fd is a fresh descriptor we own.
-        Ok(Waker { fd: unsafe { OwnedFd::from_raw_fd(fd) } })
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        Ok(Waker { fd })
     }
 
     /// Wake the sleeper (a counter increment; never blocks).
@@ -60,5 +61,9 @@ pub fn poll_readable(fds: &mut [libc::pollfd], timeout_ms: i32) -> io::Result<us
 
 /// A pollfd asking for readability.
 pub fn pollin(fd: RawFd) -> libc::pollfd {
-    libc::pollfd { fd, events: libc::POLLIN, revents: 0 }
+    libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    }
 }

@@ -36,7 +36,10 @@ pub fn prefix(tag: &str) -> String {
 
 /// Run a command, panic with its output unless it succeeds.
 pub fn sh(args: &[&str]) -> Output {
-    let out = Command::new(args[0]).args(&args[1..]).output().unwrap_or_else(|e| panic!("run {args:?}: {e}"));
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("run {args:?}: {e}"));
     assert!(
         out.status.success(),
         "{args:?} failed: {}\n{}",
@@ -48,7 +51,10 @@ pub fn sh(args: &[&str]) -> Output {
 
 /// Run a command and return its output whatever the status.
 pub fn try_sh(args: &[&str]) -> Output {
-    Command::new(args[0]).args(&args[1..]).output().unwrap_or_else(|e| panic!("run {args:?}: {e}"))
+    Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("run {args:?}: {e}"))
 }
 
 /// A network namespace, deleted on drop.
@@ -62,7 +68,9 @@ impl Netns {
         let _ = try_sh(&["ip", "netns", "del", name]);
         sh(&["ip", "netns", "add", name]);
         sh(&["ip", "-n", name, "link", "set", "lo", "up"]);
-        Netns { name: name.to_string() }
+        Netns {
+            name: name.to_string(),
+        }
     }
 
     pub fn path(&self) -> PathBuf {
@@ -102,25 +110,64 @@ impl Pod {
     /// offload settings of `prepare_pod_interface`.
     pub fn new(node: &Netns, name: &str, host_if: &str, ip: Ipv4Addr) -> Pod {
         let ns = Netns::new(name);
-        sh(&["ip", "-n", &node.name, "link", "add", host_if, "type", "veth", "peer", "name", "eth0", "netns", &ns.name]);
+        sh(&[
+            "ip", "-n", &node.name, "link", "add", host_if, "type", "veth", "peer", "name", "eth0",
+            "netns", &ns.name,
+        ]);
         let ipn = format!("{ip}/32");
         sh(&["ip", "-n", &ns.name, "addr", "add", &ipn, "dev", "eth0"]);
         sh(&["ip", "-n", &ns.name, "link", "set", "eth0", "up"]);
-        sh(&["ip", "-n", &ns.name, "route", "add", "169.254.1.1", "dev", "eth0", "scope", "link"]);
-        sh(&["ip", "-n", &ns.name, "route", "add", "default", "via", "169.254.1.1", "dev", "eth0", "onlink"]);
+        sh(&[
+            "ip",
+            "-n",
+            &ns.name,
+            "route",
+            "add",
+            "169.254.1.1",
+            "dev",
+            "eth0",
+            "scope",
+            "link",
+        ]);
+        sh(&[
+            "ip",
+            "-n",
+            &ns.name,
+            "route",
+            "add",
+            "default",
+            "via",
+            "169.254.1.1",
+            "dev",
+            "eth0",
+            "onlink",
+        ]);
         let _ = ns.exec(&["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"]);
-        ns.run(|| xsknet_dataplane::sys::ethtool::prepare_pod_interface("eth0")).expect("pod offloads");
+        ns.run(|| xsknet_dataplane::sys::ethtool::prepare_pod_interface("eth0"))
+            .expect("pod offloads");
         let out = sh(&["ip", "-n", &ns.name, "-br", "link", "show", "eth0"]);
         let text = String::from_utf8_lossy(&out.stdout).to_string();
-        let mac = text.split_whitespace().nth(2).expect("mac in ip -br output").to_string();
-        Pod { ns, host_if: host_if.to_string(), ip, mac }
+        let mac = text
+            .split_whitespace()
+            .nth(2)
+            .expect("mac in ip -br output")
+            .to_string();
+        Pod {
+            ns,
+            host_if: host_if.to_string(),
+            ip,
+            mac,
+        }
     }
 
     /// ping from this pod; true when every echo got a reply.
     pub fn ping(&self, dst: Ipv4Addr, count: u32) -> bool {
         let c = count.to_string();
         let d = dst.to_string();
-        self.ns.exec(&["ping", "-c", &c, "-i", "0.2", "-W", "2", "-q", &d]).status.success()
+        self.ns
+            .exec(&["ping", "-c", &c, "-i", "0.2", "-W", "2", "-q", &d])
+            .status
+            .success()
     }
 }
 
@@ -156,14 +203,25 @@ impl Daemon {
             dir.join("state").display()
         );
         std::fs::write(&config, yaml).unwrap();
-        let mut d = Daemon { child: None, dir: dir.clone(), socket, config, ns: ns.name.clone(), log: dir.join("xsknetd.log") };
+        let mut d = Daemon {
+            child: None,
+            dir: dir.clone(),
+            socket,
+            config,
+            ns: ns.name.clone(),
+            log: dir.join("xsknetd.log"),
+        };
         d.spawn();
         d
     }
 
     /// (Re)start the process with the same config and state.
     pub fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
         let child = Command::new("ip")
             .args(["netns", "exec", &self.ns])
             .arg(bin("xsknetd"))
@@ -179,7 +237,8 @@ impl Daemon {
         loop {
             let out = self.ctl(&["status", "--json"]);
             if out.status.success() {
-                let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status json");
+                let v: serde_json::Value =
+                    serde_json::from_slice(&out.stdout).expect("status json");
                 if v["ready"] == true {
                     return;
                 }
@@ -189,7 +248,11 @@ impl Daemon {
                     panic!("xsknetd exited early ({st}): {}", self.log_text());
                 }
             }
-            assert!(Instant::now() < deadline, "xsknetd not ready: {}", self.log_text());
+            assert!(
+                Instant::now() < deadline,
+                "xsknetd not ready: {}",
+                self.log_text()
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -200,7 +263,12 @@ impl Daemon {
 
     /// Run xsknetctl against this daemon.
     pub fn ctl(&self, args: &[&str]) -> Output {
-        Command::new(bin("xsknetctl")).arg("--socket").arg(&self.socket).args(args).output().expect("run xsknetctl")
+        Command::new(bin("xsknetctl"))
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(args)
+            .output()
+            .expect("run xsknetctl")
     }
 
     /// xsknetctl that must succeed; returns stdout.
@@ -218,7 +286,16 @@ impl Daemon {
 
     pub fn attach(&self, pod: &Pod) {
         let ip = pod.ip.to_string();
-        self.ctl_ok(&["endpoint", "add", "--ifname", &pod.host_if, "--ip", &ip, "--mac", &pod.mac]);
+        self.ctl_ok(&[
+            "endpoint",
+            "add",
+            "--ifname",
+            &pod.host_if,
+            "--ip",
+            &ip,
+            "--mac",
+            &pod.mac,
+        ]);
     }
 
     pub fn stats(&self) -> serde_json::Value {
@@ -228,14 +305,20 @@ impl Daemon {
     /// Counters of the port whose ifname is `ifname`.
     pub fn port_stats(&self, ifname: &str) -> serde_json::Value {
         let s = self.stats();
-        s["ports"].as_array().unwrap().iter().find(|p| p["ifname"] == ifname).cloned().unwrap_or_else(|| {
-            panic!("no port {ifname} in stats: {s}")
-        })
+        s["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["ifname"] == ifname)
+            .cloned()
+            .unwrap_or_else(|| panic!("no port {ifname} in stats: {s}"))
     }
 
     /// SIGTERM by pid and wait (SIGKILL after 10 s). Returns whether it exited 0.
     pub fn stop(&mut self) -> bool {
-        let Some(mut child) = self.child.take() else { return true };
+        let Some(mut child) = self.child.take() else {
+            return true;
+        };
         // `ip netns exec` execs the daemon, so the child pid is the daemon's pid.
         // SAFETY: kill on a pid we spawned and have not reaped.
         unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
@@ -265,7 +348,8 @@ impl Drop for Daemon {
 /// `b`; returns (sent, received, received content matches).
 pub fn tcp_transfer(a: &Pod, b: &Pod, port: u16, bytes: usize) -> (usize, usize, bool) {
     use std::io::{Read, Write};
-    let listener: TcpListener = b.ns.run(|| TcpListener::bind((b.ip, port)).expect("bind in pod b"));
+    let listener: TcpListener =
+        b.ns.run(|| TcpListener::bind((b.ip, port)).expect("bind in pod b"));
     let server = std::thread::spawn(move || {
         let (mut s, _) = listener.accept().expect("accept");
         s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
@@ -274,10 +358,14 @@ pub fn tcp_transfer(a: &Pod, b: &Pod, port: u16, bytes: usize) -> (usize, usize,
         got
     });
     let dst = b.ip;
-    let mut stream: TcpStream =
-        a.ns.run(|| TcpStream::connect_timeout(&(dst, port).into(), Duration::from_secs(5)).expect("connect from pod a"));
+    let mut stream: TcpStream = a.ns.run(|| {
+        TcpStream::connect_timeout(&(dst, port).into(), Duration::from_secs(5))
+            .expect("connect from pod a")
+    });
     let data: Vec<u8> = (0..bytes).map(|i| (i * 7 + i / 251) as u8).collect();
-    stream.set_write_timeout(Some(Duration::from_secs(20))).unwrap();
+    stream
+        .set_write_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
     stream.write_all(&data).expect("send");
     drop(stream);
     let got = server.join().unwrap();
@@ -288,8 +376,11 @@ pub fn tcp_transfer(a: &Pod, b: &Pod, port: u16, bytes: usize) -> (usize, usize,
 /// Send `n` UDP datagrams from `a` to an echo socket in `b`; returns how many replies
 /// came back byte-identical.
 pub fn udp_echo(a: &Pod, b: &Pod, port: u16, n: usize) -> usize {
-    let server: UdpSocket = b.ns.run(|| UdpSocket::bind((b.ip, port)).expect("udp bind b"));
-    server.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+    let server: UdpSocket =
+        b.ns.run(|| UdpSocket::bind((b.ip, port)).expect("udp bind b"));
+    server
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
     let echo = std::thread::spawn(move || {
         let mut buf = [0u8; 2048];
         let mut idle = 0;
@@ -304,7 +395,9 @@ pub fn udp_echo(a: &Pod, b: &Pod, port: u16, n: usize) -> usize {
         }
     });
     let client: UdpSocket = a.ns.run(|| UdpSocket::bind((a.ip, 0)).expect("udp bind a"));
-    client.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(1)))
+        .unwrap();
     let mut ok = 0;
     let mut buf = [0u8; 2048];
     for i in 0..n {

@@ -1,0 +1,147 @@
+//! The whole forward path on in-memory ports: the worker's real `poll_once` (RX ring →
+//! pipeline → copy to the egress port's frame → TX ring → completion reap → fill
+//! refill) over fake ports whose "kernel" side is driven by the bench. Only
+//! `poll_once` is timed; the fake kernel's injection and draining are not.
+//!
+//! `cargo bench -p bench --bench forward`
+
+use std::hint::black_box;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use xsknet_dataplane::pipeline::{PortCounters, BURST};
+use xsknet_dataplane::tables::publish::Publisher;
+use xsknet_dataplane::tables::{Fib, PortInfo, PortKind, Tables};
+use xsknet_dataplane::worker::{IdlePolicy, Worker, WorkerShared};
+use xsknet_dataplane::xsk::fake::{fake_port, FakeKernel};
+use xsknet_dataplane::xsk::PortConfig;
+
+const MAC_A: [u8; 6] = [0x02, 0, 0, 0, 0, 0xa];
+const MAC_HA: [u8; 6] = [0x02, 0, 0, 0, 1, 0xa];
+const MAC_B: [u8; 6] = [0x02, 0, 0, 0, 0, 0xb];
+const MAC_HB: [u8; 6] = [0x02, 0, 0, 0, 1, 0xb];
+
+fn udp_frame(src: Ipv4Addr, dst: Ipv4Addr, frame_len: usize) -> Vec<u8> {
+    let mut f = vec![0u8; frame_len];
+    f[0..6].copy_from_slice(&MAC_HA);
+    f[6..12].copy_from_slice(&MAC_A);
+    f[12..14].copy_from_slice(&[0x08, 0x00]);
+    let ip_len = (frame_len - 14) as u16;
+    f[14] = 0x45;
+    f[16..18].copy_from_slice(&ip_len.to_be_bytes());
+    f[22] = 64;
+    f[23] = 17;
+    f[26..30].copy_from_slice(&src.octets());
+    f[30..34].copy_from_slice(&dst.octets());
+    let mut s: u32 = 0;
+    for c in f[14..34].chunks(2) {
+        s += u32::from(u16::from_be_bytes([c[0], c[1]]));
+    }
+    while s > 0xffff {
+        s = (s & 0xffff) + (s >> 16);
+    }
+    f[24..26].copy_from_slice(&(!(s as u16)).to_be_bytes());
+    f[34..36].copy_from_slice(&1234u16.to_be_bytes());
+    f[36..38].copy_from_slice(&5678u16.to_be_bytes());
+    f[38..40].copy_from_slice(&(ip_len - 20).to_be_bytes());
+    f
+}
+
+struct Rig {
+    worker: Worker,
+    ka: FakeKernel,
+    kb: FakeKernel,
+    _publisher: Publisher,
+}
+
+/// A worker owning pod ports A (0) and B (1), plus `extra_pods` more FIB entries.
+fn rig(extra_pods: u32) -> Rig {
+    let counters: Arc<[PortCounters]> = (0..4).map(|_| PortCounters::default()).collect();
+    let cfg = PortConfig::default();
+    let (pa, ka) = fake_port(0, &cfg, Arc::clone(&counters)).unwrap();
+    let (pb, kb) = fake_port(1, &cfg, Arc::clone(&counters)).unwrap();
+    let ip_a = Ipv4Addr::new(10, 244, 0, 2);
+    let ip_b = Ipv4Addr::new(10, 244, 0, 3);
+    let mut ports = vec![None; 4];
+    ports[0] = Some(PortInfo {
+        kind: PortKind::Pod,
+        worker: 0,
+        mac: MAC_HA,
+        peer_mac: MAC_A,
+        ip: ip_a,
+    });
+    ports[1] = Some(PortInfo {
+        kind: PortKind::Pod,
+        worker: 0,
+        mac: MAC_HB,
+        peer_mac: MAC_B,
+        ip: ip_b,
+    });
+    let mut fib: Vec<(u32, u16)> = vec![(u32::from(ip_a), 0), (u32::from(ip_b), 1)];
+    fib.extend((0..extra_pods).map(|i| (0x0a80_0000 + i, 2)));
+    let tables = Tables {
+        generation: 1,
+        ports,
+        fib: Fib::build(fib),
+        host_port: None,
+    };
+    let mut publisher = Publisher::new(tables);
+    let shared = Arc::new(WorkerShared::new(0, 0).unwrap());
+    let (_cmd_tx, cmd_rx) = crossbeam_channel::bounded(1);
+    let mut worker = Worker::new(
+        Arc::clone(&shared),
+        vec![shared],
+        publisher.subscribe(),
+        cmd_rx,
+        vec![None],
+        Vec::new(),
+        counters,
+        IdlePolicy::default(),
+    );
+    worker.add_port(pa);
+    worker.add_port(pb);
+    Rig {
+        worker,
+        ka,
+        kb,
+        _publisher: publisher,
+    }
+}
+
+fn bench_forward(c: &mut Criterion) {
+    let mut g = c.benchmark_group("forward_path_fake_port");
+    g.throughput(Throughput::Elements(BURST as u64));
+    for (name, frame_len, extra) in [
+        ("64B_2pods", 64usize, 0u32),
+        ("64B_10000pods", 64, 10_000),
+        ("1514B_2pods", 1514, 0),
+    ] {
+        let mut r = rig(extra);
+        let frame = udp_frame(
+            Ipv4Addr::new(10, 244, 0, 2),
+            Ipv4Addr::new(10, 244, 0, 3),
+            frame_len,
+        );
+        g.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let n = r.ka.inject_many(&frame, BURST);
+                    assert_eq!(n, BURST, "fake kernel could not inject a full burst");
+                    let t = Instant::now();
+                    black_box(r.worker.poll_once());
+                    total += t.elapsed();
+                    let sent = r.kb.drain_tx(|_| {});
+                    assert_eq!(sent, BURST, "every packet forwarded");
+                }
+                total
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench_forward);
+criterion_main!(benches);
