@@ -433,6 +433,10 @@ EOF
   fi
 }
 
+tcp_csum_errors() { # Tcp InCsumErrors of a namespace (/proc/net/snmp is per netns)
+  nsx "$1" cat /proc/net/snmp | awk '/^Tcp:/{ if (!h) { for (i=1;i<=NF;i++) if ($i=="InCsumErrors") c=i; h=1 } else print $c }'
+}
+
 latency() { # sets LAT (p50/p99/p99.9 µs, sockperf's one-way = RTT/2) or LAT_ERR
   LAT=""; LAT_ERR=""
   start_bg "$TMP/sockperf-s.log" ip netns exec "$NS_B" sockperf sr -i "$IP_B" -p 11111
@@ -513,7 +517,12 @@ run_peer() {
     log "TCP iperf3 with the pods' offloads on, ${DUR}s"
     nsx "$NS_A" ethtool -K eth0 tx on tso on gso on >/dev/null 2>&1
     nsx "$NS_B" ethtool -K eth0 tx on tso on gso on >/dev/null 2>&1
+    local cs0 cs1
+    cs0=$(tcp_csum_errors "$NS_B")
     tcp on || NOTES+=("$PEER: TCP with offloads on: $TCP_ERR")
+    cs1=$(tcp_csum_errors "$NS_B")
+    [ "$cs1" -gt "$cs0" ] 2>/dev/null &&
+      NOTES+=("$PEER: TCP with offloads on: pod B counted $((cs1 - cs0)) TCP checksum errors (Tcp InCsumErrors)")
     OFFL_ROWS+=("| $PEER | $tcp_off | $TCP_G |")
     TCP_G=$tcp_off
   fi
