@@ -70,12 +70,15 @@ start_bg() {
 }
 alive() { kill -0 "$1" 2>/dev/null; }
 # stop_pid PID [SIGNAL]: signal the process group we created, wait up to 3 s, then KILL.
+# The group is signalled even when its leader already exited: a forking generator
+# (trafgen --cpus N) can leave children behind when its parent fails.
+group_alive() { kill -0 -- "-$1" 2>/dev/null || alive "$1"; }
 stop_pid() {
   local pid=$1 sig=${2:-TERM} i
-  if alive "$pid"; then
+  if group_alive "$pid"; then
     kill -s "$sig" -- "-$pid" 2>/dev/null || kill -s "$sig" "$pid" 2>/dev/null
-    for i in $(seq 1 30); do alive "$pid" || break; sleep 0.1; done
-    if alive "$pid"; then kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null; fi
+    for i in $(seq 1 30); do group_alive "$pid" || break; sleep 0.1; done
+    if group_alive "$pid"; then kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null; fi
   fi
   wait "$pid" 2>/dev/null
   local keep=() p
@@ -367,7 +370,7 @@ EOF
   fi
   local tx0 rx0 d0 t0 tx1 rx1 d1 t1
   t0=$EPOCHREALTIME; tx0=$(ctr "$NS_A" eth0 tx_packets); d0=$(ctr "$NS_A" eth0 tx_dropped); rx0=$(ctr "$NS_B" eth0 rx_packets)
-  sleep "$DUR"
+  sleep "$DUR" & wait $!   # (waiting on a background sleep lets a TERM/INT trap run at once)
   t1=$EPOCHREALTIME; tx1=$(ctr "$NS_A" eth0 tx_packets); d1=$(ctr "$NS_A" eth0 tx_dropped); rx1=$(ctr "$NS_B" eth0 rx_packets)
   local died=0
   alive "$pid" || died=1
