@@ -59,7 +59,9 @@ fn wire_to_drop(e: WireError) -> DropReason {
 /// back to the host port), TTL (a time-exceeded reply, or `TtlExpired` when none may
 /// or can be sent).
 ///
-/// Measured cost: ~N ns/pkt at burst 64, see bench/RESULTS.md.
+/// Measured cost: ~15 ns/pkt at burst 64 (64-byte UDP, FIB hit, 1 or 100 pods; ~66
+/// Mpps on one core), ~23 ns/pkt with 10,000 pods once the FIB and port table no longer
+/// sit in L1/L2; a bad-checksum drop ~8 ns/pkt. See bench/RESULTS.md.
 #[inline]
 pub fn forward(
     buf: &mut [u8],
