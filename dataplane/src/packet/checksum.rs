@@ -57,7 +57,10 @@ pub fn verifies(data: &[u8]) -> bool {
 /// RFC 1624 eqn. 3: the new checksum after one 16-bit word of the covered data changes
 /// from `old` to `new`: `HC' = ~(~HC + ~m + m')`. Eqn. 3, not RFC 1141's
 /// `HC' = HC + m - m'`, because the latter gets the 0x0000/0xFFFF corner wrong (RFC 1624
-/// §3); with eqn. 3 a header that verified before the change verifies after it.
+/// §3). One corner remains: when every other covered word ends up zero, only 0xFFFF
+/// verifies, but eqn. 3 yields 0x0000 (found by the `views` fuzz target). An IPv4
+/// header can never be all zero (version 4); an ICMP message can, so a caller that may
+/// zero the data checks for a 0x0000 result and re-sums (see `icmp::make_echo_reply`).
 #[inline]
 pub fn update_word(hc: u16, old: u16, new: u16) -> u16 {
     let acc = u64::from(!hc) + u64::from(!old) + u64::from(new);

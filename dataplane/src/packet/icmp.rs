@@ -155,6 +155,9 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
 
     /// Turn a (verified) echo request into an echo reply: only the type/code word
     /// changes, so the checksum is patched incrementally instead of re-summing the data.
+    /// A patched checksum of 0x0000 is the one case the patch can get wrong (the reply
+    /// is all zeros: id 0, sequence 0, zero data, where only 0xFFFF verifies), so that
+    /// case re-sums; a full sum gives 0x0000 exactly when 0x0000 is right.
     #[inline]
     pub fn make_echo_reply(&mut self) {
         let b = self.buffer.as_mut();
@@ -163,7 +166,11 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
         b[field::CODE] = 0;
         let new = read_u16(b, field::TYPE);
         let c = checksum::update_word(read_u16(b, field::CHECKSUM), old, new);
-        write_u16(b, field::CHECKSUM, c);
+        if c == 0 {
+            self.fill_checksum();
+        } else {
+            write_u16(b, field::CHECKSUM, c);
+        }
     }
 }
 
@@ -190,6 +197,25 @@ mod tests {
         let s = etherparse::Icmpv4Slice::from_slice(&b).unwrap();
         let want = etherparse::Icmpv4Header::with_checksum(s.icmp_type(), s.payload());
         assert_eq!(s.checksum(), want.checksum);
+    }
+
+    /// Regression for the `views` fuzz crash: an echo request that becomes an all-zero
+    /// reply (id 0, seq 0, no data) must get checksum 0xFFFF, not eqn. 3's 0x0000.
+    #[test]
+    fn all_zero_echo_reply_gets_ffff() {
+        let mut b = [8, 0, 0, 0, 0, 0, 0, 0];
+        let mut p = Packet::new_checked(&mut b[..]).unwrap();
+        p.fill_checksum();
+        assert_eq!(p.checksum(), 0xf7ff);
+        p.make_echo_reply();
+        assert!(p.verify_checksum());
+        assert_eq!(p.checksum(), 0xffff);
+        // The fuzzer's input: a nonzero code also zeroes out.
+        let mut c = [8, 0x0a, 0xf7, 0xf5, 0, 0, 0, 0, 0, 0, 0, 0];
+        let mut p = Packet::new_checked(&mut c[..]).unwrap();
+        assert!(p.verify_checksum());
+        p.make_echo_reply();
+        assert!(p.verify_checksum());
     }
 
     #[test]

@@ -529,6 +529,16 @@ mod tests {
     }
 
     #[test]
+    fn ping_with_id_and_seq_zero_and_no_data_gets_a_valid_reply() {
+        let mut f = ping(POD_A, IP_A, GATEWAY_IP, 0);
+        f[38..42].copy_from_slice(&[0; 4]); // id 0, seq 0
+        f[36..38].copy_from_slice(&0xf7ffu16.to_be_bytes()); // checksum of 08 00 00…
+        let (v, out) = run(&f, POD_A);
+        assert_eq!(v, Verdict::Reply { len: 42 });
+        assert_eq!(out[34..42], [0, 0, 0xff, 0xff, 0, 0, 0, 0]);
+    }
+
+    #[test]
     fn gateway_answers_nothing_but_valid_echo_requests() {
         let unsupported = drop(DropReason::GatewayUnsupported);
         assert_eq!(
