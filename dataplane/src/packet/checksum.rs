@@ -60,7 +60,7 @@ pub fn verifies(data: &[u8]) -> bool {
 /// §3). One corner remains: when every other covered word ends up zero, only 0xFFFF
 /// verifies, but eqn. 3 yields 0x0000 (found by the `views` fuzz target). An IPv4
 /// header can never be all zero (version 4); an ICMP message can, so a caller that may
-/// zero the data checks for a 0x0000 result and re-sums (see `icmp::make_echo_reply`).
+/// zero the data checks for that case (see `icmp::make_echo_reply`).
 #[inline]
 pub fn update_word(hc: u16, old: u16, new: u16) -> u16 {
     let acc = u64::from(!hc) + u64::from(!old) + u64::from(new);

@@ -155,9 +155,11 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
 
     /// Turn a (verified) echo request into an echo reply: only the type/code word
     /// changes, so the checksum is patched incrementally instead of re-summing the data.
-    /// A patched checksum of 0x0000 is the one case the patch can get wrong (the reply
-    /// is all zeros: id 0, sequence 0, zero data, where only 0xFFFF verifies), so that
-    /// case re-sums; a full sum gives 0x0000 exactly when 0x0000 is right.
+    /// A patched checksum of 0x0000 on an otherwise all-zero reply (id 0, sequence 0,
+    /// zero data) is the one case the patch gets wrong: only 0xFFFF verifies there.
+    /// That case is checked for and fixed, without re-summing into a valid checksum a
+    /// request that did not verify (the fuzz target checks validity is preserved both
+    /// ways).
     #[inline]
     pub fn make_echo_reply(&mut self) {
         let b = self.buffer.as_mut();
@@ -166,10 +168,11 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
         b[field::CODE] = 0;
         let new = read_u16(b, field::TYPE);
         let c = checksum::update_word(read_u16(b, field::CHECKSUM), old, new);
-        if c == 0 {
-            self.fill_checksum();
-        } else {
-            write_u16(b, field::CHECKSUM, c);
+        write_u16(b, field::CHECKSUM, c);
+        // Summing is needed only in the rare 0x0000 case; with the checksum field 0,
+        // the message sums to 0 exactly when it is all zeros.
+        if c == 0 && checksum::sum(b) == 0 {
+            write_u16(b, field::CHECKSUM, 0xffff);
         }
     }
 }
@@ -216,6 +219,20 @@ mod tests {
         assert!(p.verify_checksum());
         p.make_echo_reply();
         assert!(p.verify_checksum());
+    }
+
+    /// Second fuzz finding: the fix must not turn a request that failed verification
+    /// into a reply that passes (it would hide corruption from the pod).
+    #[test]
+    fn invalid_request_stays_invalid() {
+        for hc in [0xf7fe_u16, 0x0000, 0xffff, 0x1234] {
+            let mut b = [8, 0, 0, 0, 0, 0, 0, 0];
+            b[2..4].copy_from_slice(&hc.to_be_bytes());
+            let mut p = Packet::new_checked(&mut b[..]).unwrap();
+            assert!(!p.verify_checksum());
+            p.make_echo_reply();
+            assert!(!p.verify_checksum(), "checksum {hc:#06x} laundered");
+        }
     }
 
     #[test]
