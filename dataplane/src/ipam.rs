@@ -276,7 +276,11 @@ mod tests {
     fn skips_reserved_and_is_idempotent_per_key() {
         let mut ipam = Ipam::in_memory(cidr("10.244.0.0/24"));
         let a = ipam.allocate("c1", "eth0", None, &none).unwrap();
-        assert_eq!(a, Ipv4Addr::new(10, 244, 0, 2), "skips .0 and the host port .1");
+        assert_eq!(
+            a,
+            Ipv4Addr::new(10, 244, 0, 2),
+            "skips .0 and the host port .1"
+        );
         assert_eq!(ipam.allocate("c1", "eth0", None, &none).unwrap(), a);
         let b = ipam.allocate("c1", "net1", None, &none).unwrap();
         assert_ne!(a, b);
@@ -288,7 +292,10 @@ mod tests {
         let mut ipam = Ipam::in_memory(cidr("10.0.0.0/29")); // .2 .. .6 usable
         let mut got = Vec::new();
         for i in 0..5 {
-            got.push(ipam.allocate(&format!("c{i}"), "eth0", None, &none).unwrap());
+            got.push(
+                ipam.allocate(&format!("c{i}"), "eth0", None, &none)
+                    .unwrap(),
+            );
         }
         got.sort();
         got.dedup();

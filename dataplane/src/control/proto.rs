@@ -408,8 +408,7 @@ pub fn decode_request(line: &[u8]) -> Result<Request, ControlError> {
     if let (
         Request::EndpointList | Request::Stats | Request::Status | Request::IpamList,
         Some(field),
-    ) =
-        (&request, first_field)
+    ) = (&request, first_field)
     {
         return Err(invalid(format!(
             "unknown field `{field}`: this op takes no fields"
