@@ -15,9 +15,11 @@ use crossbeam_channel::{bounded, Sender};
 
 use crate::config::Config;
 use crate::control::proto::{
-    ControlError, Endpoint, EndpointSpec, ErrorKind, Handler, PortStats, Request, Stats, Status,
-    WorkerStats,
+    ControlError, Endpoint, EndpointCheck, EndpointSpec, ErrorKind, Handler, IpamAllocation,
+    IpamLease, IpamReleased, PendingDel, PortStats, Request, Stats, Status, WorkerStats,
+    PENDING_DEL_DIR, POD_GATEWAY,
 };
+use crate::ipam::{Ipam, IpamError, IPAM_FILE};
 use crate::loader::{XdpAttachment, XdpLoader};
 use crate::pipeline::{DropReason, PortCounters};
 use crate::state::StateDir;
@@ -99,7 +101,13 @@ pub struct Daemon {
     host_ip: Option<Ipv4Addr>,
     state: StateDir,
     persist_errors: u64,
+    ipam: Ipam,
+    last_pending_scan: Instant,
 }
+
+/// How often the control thread looks for pending-DEL records (a DEL made while the
+/// daemon was unreachable but still running, e.g. its socket wedged).
+const PENDING_SCAN_INTERVAL: Duration = Duration::from_secs(5);
 
 impl std::fmt::Debug for Daemon {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -181,7 +189,22 @@ impl Daemon {
             });
         }
 
+        let ipam_path = state.root.join(IPAM_FILE);
+        let ipam = match Ipam::load(cfg.pod_cidr, &ipam_path) {
+            Ok(i) => i,
+            Err(IpamError::Persist(crate::state::StateError::Corrupt { .. })) => {
+                // Keep the evidence; starting empty may hand out a live pod's address
+                // again, which the operator is told about loudly.
+                let moved = crate::state::quarantine(&ipam_path)
+                    .map_err(|e| setup("quarantine corrupt IP allocations", &e))?;
+                tracing::error!(moved_to = %moved.display(), "corrupt IP allocation file moved aside; starting with no allocations");
+                Ipam::in_memory(cfg.pod_cidr)
+            }
+            Err(e) => return Err(setup("load IP allocations", &e)),
+        };
         let mut d = Daemon {
+            ipam,
+            last_pending_scan: Instant::now(),
             free_slots: (0..max_ports as PortId).rev().collect(),
             cfg,
             started: Instant::now(),
@@ -204,7 +227,114 @@ impl Daemon {
             }
         }
         d.restore();
+        d.finish_pending_dels();
         Ok(d)
+    }
+
+    /// Completes the DELs the CNI plugin recorded while the daemon was unreachable (at
+    /// start, then every [`PENDING_SCAN_INTERVAL`]): detach the endpoint (its veth is already gone), release the address, remove the
+    /// record. A record that cannot be read is moved aside, never retried forever.
+    fn finish_pending_dels(&mut self) {
+        let dir = self.state.root.join(PENDING_DEL_DIR);
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return;
+        };
+        let mut done = 0;
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.extension().is_none_or(|e| e != "json") {
+                continue;
+            }
+            let rec: PendingDel = match crate::state::load_json(&path) {
+                Ok(Some(r)) => r,
+                Ok(None) => continue,
+                Err(e) => {
+                    tracing::error!(error = %e, "unreadable pending DEL record");
+                    let _ = crate::state::quarantine(&path);
+                    continue;
+                }
+            };
+            if self.endpoints.contains_key(&rec.host_ifname) {
+                let _ = self.del_endpoint(Some(rec.host_ifname.clone()), None);
+            }
+            match self.ipam.release(&rec.container_id, &rec.ifname) {
+                Ok(_) => {
+                    let _ = std::fs::remove_file(&path);
+                    done += 1;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, container_id = %rec.container_id, "pending DEL: release address")
+                }
+            }
+        }
+        if done > 0 {
+            tracing::info!(done, "finished DELs recorded while the daemon was down");
+            self.persist();
+        }
+    }
+
+    fn endpoint_check(&self, ifname: &str) -> Result<EndpointCheck, ControlError> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let (ep, att) = self.endpoints.get(ifname).ok_or_else(|| {
+            err(
+                ErrorKind::NotFound,
+                format!("no endpoint on {ifname}: the dataplane does not forward for it"),
+            )
+        })?;
+        let w = &self.workers[att.info.worker as usize];
+        if w.join.as_ref().is_none_or(|j| j.is_finished()) {
+            return Err(err(
+                ErrorKind::System,
+                format!("worker {} owning {ifname} has exited", w.shared.id),
+            ));
+        }
+        let gen = self.publisher.current().generation;
+        let running = w.shared.counters.generation.load(Relaxed);
+        if running < gen {
+            return Err(err(
+                ErrorKind::System,
+                format!(
+                    "worker {} runs table generation {running}, not the current {gen}",
+                    w.shared.id
+                ),
+            ));
+        }
+        Ok(EndpointCheck {
+            endpoint: ep.clone(),
+            generation: running,
+        })
+    }
+
+    fn ipam_allocate(
+        &mut self,
+        container_id: &str,
+        ifname: &str,
+        ip: Option<Ipv4Addr>,
+    ) -> Result<IpamLease, ControlError> {
+        let used: Vec<Ipv4Addr> = self.endpoints.values().map(|(e, _)| e.ip).collect();
+        let taken = |ip: Ipv4Addr| used.contains(&ip);
+        let ip = self
+            .ipam
+            .allocate(container_id, ifname, ip, &taken)
+            .map_err(|e| {
+                let kind = match &e {
+                    IpamError::Exhausted { .. } => ErrorKind::Capacity,
+                    IpamError::InUse { .. } | IpamError::KeyHoldsOther { .. } => {
+                        ErrorKind::Conflict
+                    }
+                    IpamError::NotAssignable { .. } | IpamError::EmptyKey => {
+                        ErrorKind::InvalidRequest
+                    }
+                    IpamError::Persist(_) => ErrorKind::System,
+                };
+                err(kind, e.to_string())
+            })?;
+        tracing::info!(%ip, container_id, ifname, "address allocated");
+        Ok(IpamLease {
+            ip,
+            prefix: 32,
+            gateway: POD_GATEWAY,
+        })
     }
 
     fn host_ip_of(&self) -> Ipv4Addr {
@@ -236,6 +366,11 @@ impl Daemon {
         // counted as unsupported_ethertype drops.
         let _ = crate::sys::write_sysctl(&format!("net/ipv6/conf/{name}/disable_ipv6"), "1");
         let _ = crate::sys::write_sysctl(&format!("net/ipv6/conf/{peer}/disable_ipv6"), "1");
+        // The node's stack transmits into the dataplane through `name` exactly like a
+        // pod does through its eth0: without this, node → pod TCP (kubelet probes,
+        // portmap's hostPort DNAT) leaves with partial checksums and the pod drops it.
+        crate::sys::ethtool::prepare_pod_interface(&name)
+            .map_err(|e| format!("turn off transmit offloads of {name}: {e}"))?;
         self.nl
             .set_link_up(dp.index, true)
             .map_err(|e| e.to_string())?;
@@ -448,6 +583,7 @@ impl Daemon {
                 namespace: ep.namespace.clone(),
                 name: ep.name.clone(),
                 labels: ep.labels.clone(),
+                cni: ep.cni.clone(),
             };
             match self.add_endpoint(spec) {
                 Ok(_) => restored += 1,
@@ -550,6 +686,7 @@ impl Daemon {
             namespace: spec.namespace,
             name: spec.name,
             labels: spec.labels,
+            cni: spec.cni,
             port: att.id,
             worker: att.info.worker,
         };
@@ -728,11 +865,53 @@ impl Handler for Daemon {
             }
             Request::Stats => to_json(serde_json::to_value(self.stats())),
             Request::Status => to_json(serde_json::to_value(self.status())),
+            Request::EndpointCheck { ifname } => {
+                to_json(serde_json::to_value(self.endpoint_check(&ifname)?))
+            }
+            Request::IpamAllocate {
+                container_id,
+                ifname,
+                ip,
+            } => to_json(serde_json::to_value(self.ipam_allocate(
+                &container_id,
+                &ifname,
+                ip,
+            )?)),
+            Request::IpamRelease {
+                container_id,
+                ifname,
+            } => {
+                let released = self
+                    .ipam
+                    .release(&container_id, &ifname)
+                    .map_err(|e| err(ErrorKind::System, e.to_string()))?;
+                if let Some(ip) = released {
+                    tracing::info!(%ip, container_id, ifname, "address released");
+                }
+                to_json(serde_json::to_value(IpamReleased { released }))
+            }
+            Request::IpamList => {
+                let list: Vec<IpamAllocation> = self
+                    .ipam
+                    .list()
+                    .into_iter()
+                    .map(|a| IpamAllocation {
+                        ip: a.ip,
+                        container_id: a.container_id,
+                        ifname: a.ifname,
+                    })
+                    .collect();
+                to_json(serde_json::to_value(list))
+            }
         }
     }
 
     fn tick(&mut self) {
         self.publisher.collect();
+        if self.last_pending_scan.elapsed() >= PENDING_SCAN_INTERVAL {
+            self.last_pending_scan = Instant::now();
+            self.finish_pending_dels();
+        }
         for w in &self.workers {
             if w.join.as_ref().is_some_and(|j| j.is_finished()) {
                 tracing::error!(worker = w.shared.id, "worker thread has exited");

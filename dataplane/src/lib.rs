@@ -8,6 +8,7 @@
 pub mod config;
 pub mod control;
 pub mod daemon;
+pub mod ipam;
 pub mod loader;
 pub mod packet;
 pub mod pipeline;
