@@ -523,6 +523,7 @@ impl Daemon {
             ports,
             fib: Fib::build(fib),
             host_port,
+            ..Tables::default()
         }
     }
 

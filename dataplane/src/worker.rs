@@ -6,8 +6,14 @@
 //! SPSC [`handoff`](crate::xsk::handoff) ring. Tables arrive through the lock-free
 //! [`Subscriber`] between rounds; port additions and removals arrive on a command
 //! channel between rounds. Nothing on the packet path locks, allocates, logs or makes
-//! a syscall other than the TX kick that need_wakeup asks for. After `busy_poll` of no
-//! work the worker sleeps in poll(2) on its sockets and its eventfd (adaptive, like
+//! a syscall other than the TX kick that need_wakeup asks for.
+//!
+//! Each worker owns a connection table ([`Conntrack`]) that the policy stage consults:
+//! it reads its clock once per round, sweeps a few buckets of the table per round,
+//! and also tracks the flows other workers hand it, so replies arriving on its own
+//! ports find them.
+//!
+//! After `busy_poll` of no work the worker sleeps in poll(2) on its sockets and its eventfd (adaptive, like
 //! VPP's interrupt mode), so an idle node burns no CPU.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -16,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 
+use crate::pipeline::conntrack::{Conntrack, Millis, DEFAULT_CAPACITY};
 use crate::pipeline::{self, bump, DropReason, PortCounters, Verdict, BURST};
 use crate::tables::publish::Subscriber;
 use crate::tables::{PortId, WorkerId};
@@ -46,6 +53,12 @@ pub struct WorkerCounters {
     pub sleeps: AtomicU64,
     pub generation: AtomicU64,
     pub ports: AtomicU64,
+    /// Connection-table entries (live or not yet swept), inserts, early-drop
+    /// evictions and refused inserts; stored once per round.
+    pub ct_entries: AtomicU64,
+    pub ct_inserts: AtomicU64,
+    pub ct_evictions: AtomicU64,
+    pub ct_full: AtomicU64,
 }
 
 /// The part of a worker other threads see.
@@ -114,6 +127,10 @@ pub struct Worker {
     /// Per-round scratch, kept here so a round does not re-initialise 1.3 KiB.
     descs: [XdpDesc; BURST],
     verdicts: [Verdict; BURST],
+    /// This worker's connection table (policy stage), allocated once.
+    ct: Conntrack,
+    /// Origin of the coarse clock handed to the pipeline (read once per round).
+    clock: Instant,
 }
 
 impl std::fmt::Debug for Worker {
@@ -168,9 +185,25 @@ impl Worker {
             pollfds: Vec::new(),
             descs: [XdpDesc::default(); BURST],
             verdicts: [Verdict::Drop(DropReason::Truncated); BURST],
+            ct: Conntrack::new(DEFAULT_CAPACITY),
+            clock: Instant::now(),
         };
+        w.ct.worker = w.shared.id;
         w.rebuild_pollfds();
         w
+    }
+
+    /// Replace the connection table with one of `capacity` entries (before `run`).
+    pub fn with_conntrack_capacity(mut self, capacity: usize) -> Self {
+        self.ct = Conntrack::new(capacity);
+        self.ct.worker = self.shared.id;
+        self
+    }
+
+    /// The coarse clock of this round: milliseconds since the worker was built, from 1.
+    #[inline]
+    fn now(&self) -> Millis {
+        self.clock.elapsed().as_millis() as Millis + 1
     }
 
     /// Add a port directly (benches, tests; the daemon uses [`WorkerCmd::AddPort`]).
@@ -243,6 +276,7 @@ impl Worker {
     pub fn poll_once(&mut self) -> usize {
         let mut total = 0;
         let me = self.shared.id;
+        let now = self.now();
         let Worker {
             ports,
             local,
@@ -254,9 +288,11 @@ impl Worker {
             shared,
             descs,
             verdicts,
+            ct,
             ..
         } = self;
         let tables = tables.tables();
+        ct.sweep(now);
 
         for pi in 0..ports.len() {
             let ingress = ports[pi].id();
@@ -266,7 +302,7 @@ impl Worker {
             for i in 0..n {
                 let d = descs[i];
                 let buf = ports[pi].frame_mut(d.addr);
-                verdicts[i] = pipeline::process(buf, d.len as usize, ingress, tables);
+                verdicts[i] = pipeline::process(buf, d.len as usize, ingress, tables, ct, now);
             }
             let c_in = &counters[ingress as usize];
             for i in 0..n {
@@ -318,11 +354,17 @@ impl Worker {
                 got += 1;
                 let li = local.get(e as usize).copied().unwrap_or(NOT_LOCAL);
                 if li != NOT_LOCAL {
+                    pipeline::policy::track_handoff(pkt, e, tables, ct, now);
                     ports[li as usize].send_copy(pkt);
                 }
             });
             bump(&shared.counters.handoff_in, got);
         }
+        let c = &shared.counters;
+        c.ct_entries.store(ct.stats.entries, Ordering::Relaxed);
+        c.ct_inserts.store(ct.stats.inserts, Ordering::Relaxed);
+        c.ct_evictions.store(ct.stats.evictions, Ordering::Relaxed);
+        c.ct_full.store(ct.stats.full, Ordering::Relaxed);
 
         for p in ports.iter_mut() {
             p.flush_tx();

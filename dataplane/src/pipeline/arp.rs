@@ -76,7 +76,7 @@ mod tests {
 
     fn run(frame: &[u8], ingress: u16) -> (Verdict, Vec<u8>) {
         let (mut buf, len) = umem(frame);
-        let v = process(&mut buf, len, ingress, &tables());
+        let v = process(&mut buf, len, ingress, &tables(), &mut ct(), 1);
         (v, buf)
     }
 

@@ -24,7 +24,8 @@ use crate::packet::ipv4::{self, Packet as Ipv4Packet};
 use crate::packet::WireError;
 use crate::tables::{PortId, PortInfo, PortKind, Tables, GATEWAY_IP};
 
-use super::{DropReason, Verdict};
+use super::conntrack::{Conntrack, Millis};
+use super::{policy, DropReason, Verdict};
 
 const ETH: usize = ethernet::HEADER_LEN;
 
@@ -69,6 +70,8 @@ pub fn forward(
     ingress: PortId,
     port: &PortInfo,
     tables: &Tables,
+    ct: &mut Conntrack,
+    now: Millis,
 ) -> Verdict {
     let Some(l3) = buf.get(ETH..len) else {
         return Verdict::Drop(DropReason::Truncated);
@@ -103,6 +106,9 @@ pub fn forward(
     };
     if ip.ttl() <= 1 {
         return time_exceeded(buf, len, port);
+    }
+    if let Err(r) = policy::admit(&ip, ingress, port, egress, out, tables, ct, now) {
+        return Verdict::Drop(r);
     }
 
     let (out_mac, out_peer) = (out.mac, out.peer_mac);
@@ -252,7 +258,7 @@ mod tests {
 
     fn run_with(frame: &[u8], ingress: PortId, t: &Tables) -> (Verdict, Vec<u8>) {
         let (mut buf, len) = umem(frame);
-        let v = process(&mut buf, len, ingress, t);
+        let v = process(&mut buf, len, ingress, t, &mut ct(), 1);
         (v, buf)
     }
 
@@ -473,7 +479,10 @@ mod tests {
         // No room: the frame's capacity is exactly the packet.
         let mut f = udp(POD_A, IP_A, IP_B, 1, 0);
         let len = f.len();
-        assert_eq!(process(&mut f, len, POD_A, &tables()), expired);
+        assert_eq!(
+            process(&mut f, len, POD_A, &tables(), &mut ct(), 1),
+            expired
+        );
         // A non-initial fragment.
         let mut frag = udp(POD_A, IP_A, IP_B, 1, 18);
         frag[20] = 0x00;

@@ -8,11 +8,14 @@
 //!
 //! [`process`] is the whole per-frame pipeline: Ethernet dispatch, then the
 //! [`arp`] stage (proxy ARP, answered in place) or the [`forward`] stage (IPv4 checks,
-//! anti-spoofing, route, TTL, MAC rewrite, the gateway's ICMP answers). The worker runs
+//! anti-spoofing, route, TTL, the [`policy`] stage with its per-worker [`conntrack`]
+//! table, MAC rewrite, the gateway's ICMP answers). The worker runs
 //! it over a burst of [`BURST`] frames and acts on each verdict.
 
 pub mod arp;
+pub mod conntrack;
 pub mod forward;
+pub mod policy;
 #[cfg(test)]
 mod testutil;
 
@@ -20,6 +23,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::packet::ethernet::{self, Frame};
 use crate::tables::{PortId, Tables};
+
+pub use conntrack::{Conntrack, Millis};
 
 /// Packets taken from a ring in one go and processed to completion.
 pub const BURST: usize = 64;
@@ -60,11 +65,16 @@ pub enum DropReason {
     /// is the dataplane itself and answers only complete, unfragmented, checksum-valid
     /// ICMP echo requests with a plain 20-byte IPv4 header.
     GatewayUnsupported,
+    /// NetworkPolicy: no rule of an isolating policy allows the flow (source pod's
+    /// egress or destination pod's ingress), and it is not part of a tracked connection.
+    PolicyDenied,
+    /// Allowed, but the worker's connection table had no room for the new flow.
+    ConntrackFull,
 }
 
 impl DropReason {
     /// Number of reasons (size of counter arrays).
-    pub const COUNT: usize = 15;
+    pub const COUNT: usize = 17;
 
     /// Every reason, in index order.
     pub const ALL: [DropReason; Self::COUNT] = [
@@ -83,6 +93,8 @@ impl DropReason {
         DropReason::HandoffFull,
         DropReason::NoFrame,
         DropReason::GatewayUnsupported,
+        DropReason::PolicyDenied,
+        DropReason::ConntrackFull,
     ];
 
     /// Stable snake_case name used in stats output.
@@ -103,6 +115,8 @@ impl DropReason {
             DropReason::HandoffFull => "handoff_full",
             DropReason::NoFrame => "no_frame",
             DropReason::GatewayUnsupported => "gateway_unsupported",
+            DropReason::PolicyDenied => "policy_denied",
+            DropReason::ConntrackFull => "conntrack_full",
         }
     }
 }
@@ -123,7 +137,9 @@ pub enum Verdict {
 ///
 /// `buf` is the whole writable data area of the frame (its capacity); the packet is
 /// `buf[..len]`. The frame may be rewritten in place. `ingress` is the port it came in
-/// on. Never panics, whatever `buf` holds.
+/// on. `ct` is the calling worker's connection table and `now` its coarse clock (read
+/// once per round): the policy stage inside the forward stage uses both. Never panics,
+/// whatever `buf` holds.
 ///
 /// Order of decisions: `len > buf.len()` → `Truncated` (a descriptor claiming more
 /// bytes than the frame holds is not clamped: the missing tail would otherwise be
@@ -134,7 +150,14 @@ pub enum Verdict {
 /// Measured cost at burst 64: ~2.6 ns/pkt for an early drop (EtherType), ~8 ns/pkt for
 /// an ARP reply, ~15 ns/pkt for an IPv4 forward (100-pod FIB), see bench/RESULTS.md.
 #[inline]
-pub fn process(buf: &mut [u8], len: usize, ingress: PortId, tables: &Tables) -> Verdict {
+pub fn process(
+    buf: &mut [u8],
+    len: usize,
+    ingress: PortId,
+    tables: &Tables,
+    ct: &mut Conntrack,
+    now: Millis,
+) -> Verdict {
     let Some(frame) = buf.get(..len) else {
         return Verdict::Drop(DropReason::Truncated);
     };
@@ -151,7 +174,7 @@ pub fn process(buf: &mut [u8], len: usize, ingress: PortId, tables: &Tables) -> 
     if ethertype == ethernet::ethertype::ARP {
         arp::answer(&mut buf[..len], port)
     } else {
-        forward::forward(buf, len, ingress, port, tables)
+        forward::forward(buf, len, ingress, port, tables, ct, now)
     }
 }
 
@@ -227,18 +250,18 @@ mod tests {
         for len in 0..14 {
             let (mut buf, _) = umem(&f);
             assert_eq!(
-                process(&mut buf, len, POD_A, &t),
+                process(&mut buf, len, POD_A, &t, &mut ct(), 1),
                 Verdict::Drop(DropReason::Truncated)
             );
         }
         // len beyond the buffer is not clamped: the frame does not hold what it claims.
         let mut exact = f.clone();
         assert_eq!(
-            process(&mut exact, f.len() + 1, POD_A, &t),
+            process(&mut exact, f.len() + 1, POD_A, &t, &mut ct(), 1),
             Verdict::Drop(DropReason::Truncated)
         );
         assert_eq!(
-            process(&mut [], usize::MAX, POD_A, &t),
+            process(&mut [], usize::MAX, POD_A, &t, &mut ct(), 1),
             Verdict::Drop(DropReason::Truncated)
         );
     }
@@ -251,7 +274,7 @@ mod tests {
             f[12..14].copy_from_slice(&ty.to_be_bytes());
             let (mut buf, len) = umem(&f);
             assert_eq!(
-                process(&mut buf, len, POD_A, &t),
+                process(&mut buf, len, POD_A, &t, &mut ct(), 1),
                 Verdict::Drop(DropReason::UnsupportedEthertype)
             );
         }
@@ -267,7 +290,7 @@ mod tests {
             for ingress in [GONE, 4, PortId::MAX] {
                 let (mut buf, len) = umem(&f);
                 assert_eq!(
-                    process(&mut buf, len, ingress, &t),
+                    process(&mut buf, len, ingress, &t, &mut ct(), 1),
                     Verdict::Drop(DropReason::UnknownIngress)
                 );
             }
@@ -306,6 +329,7 @@ mod tests {
         let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
         let mut seen = [0usize; 3]; // forward, reply, drop
         let mut reasons = [0usize; DropReason::COUNT];
+        let mut table = ct();
         for i in 0..200_000 {
             let cap = rng.below(FRAME_CAP + 1);
             let mut buf = vec![0u8; cap];
@@ -347,7 +371,7 @@ mod tests {
                 len = flen;
             }
             let ingress = rng.below(5) as PortId;
-            match process(&mut buf, len, ingress, &t) {
+            match process(&mut buf, len, ingress, &t, &mut table, 1 + i as u64) {
                 Verdict::Forward(p) => {
                     seen[0] += 1;
                     assert!(t.port(p).is_some());
@@ -393,11 +417,14 @@ mod tests {
         // The generator must actually reach every verdict, or the test proves little.
         assert!(seen.iter().all(|&n| n > 1000), "verdict mix {seen:?}");
         for r in DropReason::ALL {
-            // The worker's reasons (rings, frames) cannot come out of `process`.
+            // The worker's reasons (rings, frames) cannot come out of `process`; these
+            // tables carry no policy (the policy stage's own tests cover its reasons).
             let workers = [
                 DropReason::TxRingFull,
                 DropReason::HandoffFull,
                 DropReason::NoFrame,
+                DropReason::PolicyDenied,
+                DropReason::ConntrackFull,
             ];
             if !workers.contains(&r) {
                 assert!(

@@ -6,6 +6,7 @@ use std::net::Ipv4Addr;
 
 use etherparse::PacketBuilder;
 
+use crate::pipeline::Conntrack;
 use crate::tables::{Fib, PortId, PortInfo, PortKind, Tables};
 
 /// UMEM frame size the tests copy frames into (the worker's default chunk size).
@@ -58,7 +59,13 @@ pub fn tables() -> Tables {
             (u32::from(IP_GONE), GONE),
         ]),
         host_port: Some(HOST),
+        ..Tables::default()
     }
+}
+
+/// A fresh connection table for one test packet.
+pub fn ct() -> Conntrack {
+    Conntrack::new(1024)
 }
 
 /// Ethernet/IPv4/UDP frame with `payload_len` payload bytes, as sent by `from`'s peer.

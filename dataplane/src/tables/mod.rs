@@ -16,6 +16,10 @@ pub mod publish;
 pub use fib::Fib;
 
 use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+use crate::pipeline::policy::PolicyHits;
+use crate::policy::PolicySnapshot;
 
 /// Index of a port in the node-wide port table. Stable for the life of the port;
 /// reused only after the port is removed and every worker has acknowledged it.
@@ -48,8 +52,9 @@ pub struct PortInfo {
     /// MAC of the far side: the pod's `eth0`, or `xsknet0` for the host port. Used as
     /// the destination MAC of frames sent on this port.
     pub peer_mac: [u8; 6],
-    /// The pod's address (`Pod` ports); the source address check uses it. Unspecified
-    /// for the host port, which may send from any address.
+    /// The pod's address (`Pod` ports); the source address check uses it. For the host
+    /// port (which may send from any address) the node's own address there: the policy
+    /// stage exempts traffic from/to it (unspecified = everything behind it is the node).
     pub ip: Ipv4Addr,
 }
 
@@ -64,6 +69,12 @@ pub struct Tables {
     pub fib: Fib,
     /// Where everything that is not a local pod goes (the node's stack), if attached.
     pub host_port: Option<PortId>,
+    /// Compiled NetworkPolicy classifiers per port (the policy stage reads them on a
+    /// connection-table miss).
+    pub policy: Arc<PolicySnapshot>,
+    /// Hits per policy: one row per worker, each indexed by `RuleRef::policy` of
+    /// `policy`; allocated with the snapshot so the packet path only bumps.
+    pub policy_hits: Arc<[PolicyHits]>,
 }
 
 impl Tables {

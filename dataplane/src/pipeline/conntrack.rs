@@ -1,0 +1,947 @@
+//! Per-worker connection table: which flows the policy stage has already admitted, so
+//! established traffic (and the replies of allowed connections) skip the classifiers.
+//!
+//! **Layout.** Bucketised open addressing: `capacity` entries (rounded up to a power of
+//! two, at least one bucket) in buckets of [`WAYS`] 32-byte slots, 256 bytes per
+//! bucket; a flow lives in one of the slots of its home bucket (hash of the normalised
+//! key). Everything is allocated once in [`Conntrack::new`]; nothing on the packet path
+//! allocates, locks or panics. A slot is free when `expires == 0`; an entry whose
+//! `expires` is not after `now` is dead and is reused or cleared lazily (on lookup, on
+//! insert, and by [`Conntrack::sweep`], which the worker calls once per round with a
+//! small bucket budget).
+//!
+//! **Keys.** The 5-tuple is normalised so both directions of a flow land on the same
+//! entry: the (address, port) pair that sorts first is side A. The entry remembers
+//! which side initiated (sent the packet that created it), so a packet is either
+//! "original" (initiator → responder) or "reply". TCP, UDP and SCTP are keyed by
+//! their ports (SCTP's verification tag is not used: a new association on the same
+//! ports reuses the entry, as with Linux's default); ICMP echo, timestamp and
+//! information messages by their identifier in both port fields; other protocols by
+//! addresses alone.
+//!
+//! **Timeouts** (close to Linux conntrack's defaults, with kube-proxy's 24 h for
+//! established TCP; milliseconds of the worker's coarse clock, read once per round):
+//!
+//! | state | timeout |
+//! |---|---|
+//! | TCP SYN seen from the initiator | 120 s |
+//! | TCP SYN-ACK seen from the responder | 60 s |
+//! | TCP established (also mid-stream pickup, like `nf_conntrack_tcp_loose`) | 24 h |
+//! | TCP FIN from one side | 120 s |
+//! | TCP FIN from both sides (time wait) | 120 s |
+//! | TCP RST | 10 s |
+//! | UDP, unreplied / replied | 30 s / 120 s |
+//! | ICMP (echo and other queries) | 30 s |
+//! | SCTP, unreplied / replied / after ABORT or SHUTDOWN COMPLETE | 30 s / 210 s / 10 s |
+//! | other protocols, unreplied / replied | 60 s / 600 s |
+//!
+//! A TCP SYN (without ACK) that meets an entry in time-wait or closed is a new
+//! connection: the caller removes the entry and treats the packet as a miss.
+//!
+//! **Policy epochs.** Each entry stores the table generation it was admitted (or last
+//! re-checked) under. When the generation changes, the policy stage re-checks an
+//! older entry against the new classifiers on its next packet, once per generation,
+//! and removes it if the flow is no longer allowed.
+//!
+//! **Full buckets.** Insertion takes a free or dead slot of the home bucket; failing
+//! that it evicts the live entry closest to expiry among those never replied to (the
+//! equivalent of Linux's early drop: half-open and one-way flows go first); if every
+//! slot holds a replied flow the insert fails with [`Full`] and the policy stage drops
+//! the packet (`DropReason::ConntrackFull`). Evictions and refusals are counted.
+//!
+//! In a packet's way this sits inside the policy stage (`pipeline::policy`), after the
+//! route lookup. Measured cost: see `bench/benches/forward.rs` (`conntrack_hit`).
+
+use crate::packet::icmp;
+
+/// Slots per bucket.
+pub const WAYS: usize = 8;
+
+/// Entries of a worker's table unless configured otherwise (2 MiB per worker).
+pub const DEFAULT_CAPACITY: usize = 65_536;
+
+/// Buckets [`Conntrack::sweep`] visits per call (per worker round).
+pub const SWEEP_BUCKETS: usize = 4;
+
+/// Milliseconds of a monotonic clock; 0 is reserved ("free slot"), so clocks start at 1.
+pub type Millis = u64;
+
+const SEC: Millis = 1000;
+
+/// Timeouts, in milliseconds (see the module table).
+pub mod timeout {
+    use super::{Millis, SEC};
+    pub const TCP_SYN_SENT: Millis = 120 * SEC;
+    pub const TCP_SYN_RECV: Millis = 60 * SEC;
+    pub const TCP_ESTABLISHED: Millis = 24 * 3600 * SEC;
+    pub const TCP_FIN_WAIT: Millis = 120 * SEC;
+    pub const TCP_TIME_WAIT: Millis = 120 * SEC;
+    pub const TCP_CLOSE: Millis = 10 * SEC;
+    pub const UDP: Millis = 30 * SEC;
+    pub const UDP_REPLIED: Millis = 120 * SEC;
+    pub const ICMP: Millis = 30 * SEC;
+    pub const SCTP: Millis = 30 * SEC;
+    pub const SCTP_REPLIED: Millis = 210 * SEC;
+    pub const SCTP_CLOSED: Millis = 10 * SEC;
+    pub const OTHER: Millis = 60 * SEC;
+    pub const OTHER_REPLIED: Millis = 600 * SEC;
+    pub const REVOKED: Millis = 120 * SEC;
+}
+
+const PROTO_ICMP: u8 = 1;
+const PROTO_TCP: u8 = 6;
+const PROTO_UDP: u8 = 17;
+const PROTO_SCTP: u8 = 132;
+
+/// TCP flag bits (byte 13 of the TCP header).
+pub mod tcp_flags {
+    pub const FIN: u8 = 0x01;
+    pub const SYN: u8 = 0x02;
+    pub const RST: u8 = 0x04;
+    pub const ACK: u8 = 0x10;
+}
+
+/// SCTP chunk types: INIT opens an association, ABORT and SHUTDOWN COMPLETE end one.
+const SCTP_INIT: u8 = 1;
+const SCTP_ABORT: u8 = 6;
+const SCTP_SHUTDOWN_COMPLETE: u8 = 14;
+
+/// A packet's flow as the policy stage sees it, in packet direction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Flow {
+    pub src: u32,
+    pub dst: u32,
+    /// Transport ports; the ICMP query identifier in both for ICMP queries.
+    pub sport: u16,
+    pub dport: u16,
+    pub proto: u8,
+    /// TCP flags; for SCTP the first chunk's type; for ICMP the message type.
+    pub detail: u8,
+}
+
+impl Flow {
+    /// The flow of an IPv4 packet: `payload` is the IPv4 payload, `first_fragment`
+    /// false for non-initial fragments (no transport header: ports read as 0).
+    /// Truncated transport headers read as 0 too; never panics.
+    #[inline]
+    pub fn parse(src: u32, dst: u32, proto: u8, payload: &[u8], first_fragment: bool) -> Flow {
+        let mut f = Flow {
+            src,
+            dst,
+            sport: 0,
+            dport: 0,
+            proto,
+            detail: 0,
+        };
+        if !first_fragment {
+            return f;
+        }
+        let be16 = |o: usize| match payload.get(o..o + 2) {
+            Some(b) => u16::from_be_bytes([b[0], b[1]]),
+            None => 0,
+        };
+        match proto {
+            PROTO_TCP | PROTO_UDP | PROTO_SCTP => {
+                f.sport = be16(0);
+                f.dport = be16(2);
+                f.detail = match proto {
+                    PROTO_TCP => payload.get(13).copied().unwrap_or(0),
+                    PROTO_SCTP => payload.get(12).copied().unwrap_or(0),
+                    _ => 0,
+                };
+            }
+            PROTO_ICMP => {
+                let ty = payload.first().copied().unwrap_or(0);
+                f.detail = ty;
+                if icmp_query_pair(ty).is_some() {
+                    let id = be16(4);
+                    f.sport = id;
+                    f.dport = id;
+                }
+            }
+            _ => {}
+        }
+        f
+    }
+
+    /// The destination port a classifier is asked about (0 for ICMP and others).
+    #[inline]
+    pub fn policy_port(&self) -> u16 {
+        match self.proto {
+            PROTO_TCP | PROTO_UDP | PROTO_SCTP => self.dport,
+            _ => 0,
+        }
+    }
+
+    /// The same flow seen from the other side (for re-checks of replies).
+    #[inline]
+    pub fn reversed(&self) -> Flow {
+        Flow {
+            src: self.dst,
+            dst: self.src,
+            sport: self.dport,
+            dport: self.sport,
+            ..*self
+        }
+    }
+
+    /// Normalised key and whether the packet's source is side A.
+    #[inline]
+    fn key(&self) -> (Key, bool) {
+        let src_first = (self.src, self.sport) <= (self.dst, self.dport);
+        let (a, b, pa, pb) = if src_first {
+            (self.src, self.dst, self.sport, self.dport)
+        } else {
+            (self.dst, self.src, self.dport, self.sport)
+        };
+        (
+            Key {
+                addrs: (u64::from(a) << 32) | u64::from(b),
+                rest: (u64::from(pa) << 48) | (u64::from(pb) << 32) | u64::from(self.proto),
+            },
+            src_first,
+        )
+    }
+}
+
+/// ICMP query types and their answers (echo, timestamp, information, address mask).
+#[inline]
+fn icmp_query_pair(ty: u8) -> Option<u8> {
+    match ty {
+        8 => Some(0),
+        0 => Some(8),
+        13 => Some(14),
+        14 => Some(13),
+        15 => Some(16),
+        16 => Some(15),
+        17 => Some(18),
+        18 => Some(17),
+        _ => None,
+    }
+}
+
+/// The flow an ICMP error quotes (RFC 792: the offending IP header + 8 bytes), in the
+/// direction the quoted packet travelled. `icmp_msg` is the whole ICMP message.
+#[inline]
+pub fn icmp_error_inner(icmp_msg: &[u8]) -> Option<Flow> {
+    let ty = *icmp_msg.first()?;
+    if !icmp::is_error(ty) {
+        return None;
+    }
+    let inner = icmp_msg.get(icmp::HEADER_LEN..)?;
+    let vihl = *inner.first()?;
+    if vihl >> 4 != 4 {
+        return None;
+    }
+    let hl = usize::from(vihl & 0x0f) * 4;
+    if hl < 20 || inner.len() < hl {
+        return None;
+    }
+    let addr = |o: usize| u32::from_be_bytes([inner[o], inner[o + 1], inner[o + 2], inner[o + 3]]);
+    let frag = u16::from_be_bytes([inner[6], inner[7]]) & 0x1fff;
+    Some(Flow::parse(
+        addr(12),
+        addr(16),
+        inner[9],
+        &inner[hl..],
+        frag == 0,
+    ))
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Key {
+    addrs: u64,
+    rest: u64,
+}
+
+impl Key {
+    #[inline]
+    fn hash(&self) -> u64 {
+        // Two rounds of a multiply-xorshift mix: cheap, and the low bits (the bucket
+        // index) depend on every input bit.
+        let mut h = self.addrs ^ self.rest.rotate_left(29);
+        h = (h ^ (h >> 32)).wrapping_mul(0xd6e8_feb8_6659_fd93);
+        h = (h ^ (h >> 32)).wrapping_mul(0xd6e8_feb8_6659_fd93);
+        h ^ (h >> 32)
+    }
+}
+
+/// Connection state (TCP uses all; other protocols use `Open` and `Closed`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum State {
+    /// UDP, ICMP, SCTP, other: a flow (replied or not, see [`Entry`] flags).
+    Open = 0,
+    SynSent,
+    SynRecv,
+    Established,
+    FinWait,
+    TimeWait,
+    Closed,
+    /// TCP or SCTP flow a policy change no longer allows: its packets are dropped (in
+    /// both directions, so the peer's retransmissions cannot pose as a new flow)
+    /// until a later generation allows it again, a new SYN/INIT reuses the ports, or
+    /// it has been quiet for [`timeout::REVOKED`].
+    Revoked,
+}
+
+const F_INIT_IS_A: u8 = 0x01;
+const F_REPLIED: u8 = 0x02;
+const F_FIN_ORIG: u8 = 0x04;
+const F_FIN_REPLY: u8 = 0x08;
+
+/// One slot (32 bytes).
+#[derive(Clone, Copy, Debug, Default)]
+#[repr(C)]
+struct Entry {
+    key: Key,
+    /// 0 = free.
+    expires: Millis,
+    /// Low 32 bits of the table generation the flow was last admitted under.
+    epoch: u32,
+    state: u8,
+    flags: u8,
+    _pad: [u8; 2],
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+#[repr(C, align(64))]
+struct Bucket {
+    slots: [Entry; WAYS],
+}
+
+/// Where a flow's entry lives (valid until the next insert, remove or sweep).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Slot(u32);
+
+/// A hit: the entry, and whether the packet travels initiator → responder.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Hit {
+    pub slot: Slot,
+    pub original: bool,
+    /// Generation the entry was admitted or last re-checked under (low 32 bits).
+    pub epoch: u32,
+    pub state: State,
+}
+
+/// The home bucket was full of replied flows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Full;
+
+/// Counters of one table (single writer: the owning worker).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CtStats {
+    /// Live-or-not-yet-cleared entries.
+    pub entries: u64,
+    pub inserts: u64,
+    pub evictions: u64,
+    pub full: u64,
+    pub expired: u64,
+}
+
+/// A worker's connection table.
+#[derive(Debug)]
+pub struct Conntrack {
+    buckets: Box<[Bucket]>,
+    mask: usize,
+    sweep_next: usize,
+    pub stats: CtStats,
+    /// The owning worker (its row of the per-policy hit counters).
+    pub worker: u16,
+}
+
+impl Conntrack {
+    /// A table of at least `capacity` entries (rounded up to a power of two; at least
+    /// one bucket). Allocates here, never afterwards.
+    pub fn new(capacity: usize) -> Conntrack {
+        let buckets = capacity.div_ceil(WAYS).max(1).next_power_of_two();
+        Conntrack {
+            buckets: vec![Bucket::default(); buckets].into_boxed_slice(),
+            mask: buckets - 1,
+            sweep_next: 0,
+            stats: CtStats::default(),
+            worker: 0,
+        }
+    }
+
+    /// Number of slots.
+    pub fn capacity(&self) -> usize {
+        self.buckets.len() * WAYS
+    }
+
+    #[inline]
+    fn entry(&self, s: Slot) -> Option<&Entry> {
+        let i = s.0 as usize;
+        self.buckets.get(i / WAYS).map(|b| &b.slots[i % WAYS])
+    }
+
+    #[inline]
+    fn entry_mut(&mut self, s: Slot) -> Option<&mut Entry> {
+        let i = s.0 as usize;
+        self.buckets
+            .get_mut(i / WAYS)
+            .map(|b| &mut b.slots[i % WAYS])
+    }
+
+    /// The live entry of `flow`, if any; a dead one found on the way is cleared.
+    #[inline]
+    pub fn lookup(&mut self, flow: &Flow, now: Millis) -> Option<Hit> {
+        let (key, src_is_a) = flow.key();
+        let b = (key.hash() as usize) & self.mask;
+        let bucket = &mut self.buckets[b];
+        for (w, e) in bucket.slots.iter_mut().enumerate() {
+            if e.key == key && e.expires != 0 {
+                if e.expires <= now {
+                    e.expires = 0;
+                    self.stats.entries = self.stats.entries.saturating_sub(1);
+                    self.stats.expired += 1;
+                    return None;
+                }
+                return Some(Hit {
+                    slot: Slot((b * WAYS + w) as u32),
+                    original: src_is_a == (e.flags & F_INIT_IS_A != 0),
+                    epoch: e.epoch,
+                    state: state_from(e.state),
+                });
+            }
+        }
+        None
+    }
+
+    /// Insert `flow` (its source is the initiator) admitted under `epoch`, with the
+    /// state its first packet sets. Call only after a [`lookup`](Self::lookup) miss.
+    #[inline]
+    pub fn insert(&mut self, flow: &Flow, epoch: u32, now: Millis) -> Result<Slot, Full> {
+        let (key, src_is_a) = flow.key();
+        let b = (key.hash() as usize) & self.mask;
+        let bucket = &mut self.buckets[b];
+        let mut pick = None;
+        for (w, e) in bucket.slots.iter().enumerate() {
+            if e.expires == 0 {
+                self.stats.entries += 1;
+                pick = Some(w);
+                break;
+            }
+            if e.expires <= now {
+                self.stats.expired += 1;
+                pick = Some(w);
+                break;
+            }
+        }
+        if pick.is_none() {
+            // Early drop: the unreplied entry closest to expiry.
+            pick = bucket
+                .slots
+                .iter()
+                .enumerate()
+                .filter(|(_, e)| e.flags & F_REPLIED == 0)
+                .min_by_key(|(_, e)| e.expires)
+                .map(|(w, _)| w);
+            if pick.is_some() {
+                self.stats.evictions += 1;
+            }
+        }
+        let Some(w) = pick else {
+            self.stats.full += 1;
+            return Err(Full);
+        };
+        let (state, expires) = first_state(flow);
+        bucket.slots[w] = Entry {
+            key,
+            expires: now + expires,
+            epoch,
+            state: state as u8,
+            flags: if src_is_a { F_INIT_IS_A } else { 0 },
+            _pad: [0; 2],
+        };
+        self.stats.inserts += 1;
+        Ok(Slot((b * WAYS + w) as u32))
+    }
+
+    /// Record that the flow was re-checked (and still allowed) under `epoch`.
+    #[inline]
+    pub fn set_epoch(&mut self, s: Slot, epoch: u32) {
+        if let Some(e) = self.entry_mut(s) {
+            e.epoch = epoch;
+        }
+    }
+
+    /// Mark a TCP/SCTP entry revoked under `epoch` (see [`State::Revoked`]).
+    #[inline]
+    pub fn revoke(&mut self, s: Slot, epoch: u32, now: Millis) {
+        if let Some(e) = self.entry_mut(s) {
+            e.state = State::Revoked as u8;
+            e.epoch = epoch;
+            e.expires = now + timeout::REVOKED;
+        }
+    }
+
+    /// A revoked entry allowed again under `epoch`: back to established (TCP) or open.
+    #[inline]
+    pub fn readmit(&mut self, s: Slot, epoch: u32, proto: u8) {
+        if let Some(e) = self.entry_mut(s) {
+            e.state = if proto == PROTO_TCP {
+                State::Established
+            } else {
+                State::Open
+            } as u8;
+            e.epoch = epoch;
+        }
+    }
+
+    /// Remove an entry (revoked by a policy change, or superseded by a new connection).
+    #[inline]
+    pub fn remove(&mut self, s: Slot) {
+        if let Some(e) = self.entry_mut(s) {
+            if e.expires != 0 {
+                e.expires = 0;
+                self.stats.entries = self.stats.entries.saturating_sub(1);
+            }
+        }
+    }
+
+    /// Advance the state machine of a hit entry with a packet of `flow` travelling in
+    /// direction `original`, and refresh its timeout.
+    #[inline]
+    pub fn update(&mut self, s: Slot, flow: &Flow, original: bool, now: Millis) {
+        let Some(e) = self.entry_mut(s) else {
+            return;
+        };
+        if !original {
+            e.flags |= F_REPLIED;
+        }
+        let replied = e.flags & F_REPLIED != 0;
+        let (state, t) = match flow.proto {
+            PROTO_TCP => {
+                let (s, t) = tcp_next(e, flow.detail, original);
+                e.state = s as u8;
+                if let Some(t) = t {
+                    e.expires = now + t;
+                }
+                return;
+            }
+            PROTO_UDP => (
+                State::Open,
+                if replied {
+                    timeout::UDP_REPLIED
+                } else {
+                    timeout::UDP
+                },
+            ),
+            PROTO_ICMP => (State::Open, timeout::ICMP),
+            PROTO_SCTP if state_from(e.state) == State::Revoked => {
+                (State::Revoked, timeout::REVOKED)
+            }
+            PROTO_SCTP => {
+                if state_from(e.state) == State::Closed
+                    || flow.detail == SCTP_ABORT
+                    || flow.detail == SCTP_SHUTDOWN_COMPLETE
+                {
+                    (State::Closed, timeout::SCTP_CLOSED)
+                } else if replied {
+                    (State::Open, timeout::SCTP_REPLIED)
+                } else {
+                    (State::Open, timeout::SCTP)
+                }
+            }
+            _ => (
+                State::Open,
+                if replied {
+                    timeout::OTHER_REPLIED
+                } else {
+                    timeout::OTHER
+                },
+            ),
+        };
+        e.state = state as u8;
+        e.expires = now + t;
+    }
+
+    /// Clear dead entries in the next [`SWEEP_BUCKETS`] buckets (round robin). Returns
+    /// how many were cleared.
+    #[inline]
+    pub fn sweep(&mut self, now: Millis) -> usize {
+        let mut cleared = 0;
+        for _ in 0..SWEEP_BUCKETS.min(self.buckets.len()) {
+            let b = self.sweep_next;
+            self.sweep_next = (b + 1) & self.mask;
+            for e in self.buckets[b].slots.iter_mut() {
+                if e.expires != 0 && e.expires <= now {
+                    e.expires = 0;
+                    cleared += 1;
+                }
+            }
+        }
+        self.stats.entries = self.stats.entries.saturating_sub(cleared as u64);
+        self.stats.expired += cleared as u64;
+        cleared
+    }
+
+    /// Remaining lifetime of a flow's entry (tests, trace).
+    pub fn expires_in(&mut self, flow: &Flow, now: Millis) -> Option<Millis> {
+        let h = self.lookup(flow, now)?;
+        self.entry(h.slot).map(|e| e.expires - now)
+    }
+
+    /// Remove every entry (tests, and a worker told to forget its flows).
+    pub fn clear(&mut self) {
+        for b in self.buckets.iter_mut() {
+            *b = Bucket::default();
+        }
+        self.stats.entries = 0;
+    }
+}
+
+#[inline]
+fn state_from(v: u8) -> State {
+    match v {
+        1 => State::SynSent,
+        2 => State::SynRecv,
+        3 => State::Established,
+        4 => State::FinWait,
+        5 => State::TimeWait,
+        6 => State::Closed,
+        7 => State::Revoked,
+        _ => State::Open,
+    }
+}
+
+/// State and timeout set by a flow's first packet.
+#[inline]
+fn first_state(flow: &Flow) -> (State, Millis) {
+    use tcp_flags::*;
+    match flow.proto {
+        PROTO_TCP => {
+            let f = flow.detail;
+            if f & RST != 0 {
+                (State::Closed, timeout::TCP_CLOSE)
+            } else if f & SYN != 0 && f & ACK == 0 {
+                (State::SynSent, timeout::TCP_SYN_SENT)
+            } else {
+                // Mid-stream pickup (e.g. after a daemon restart): the policy allowed
+                // this direction, so the flow is taken as established.
+                (State::Established, timeout::TCP_ESTABLISHED)
+            }
+        }
+        PROTO_UDP => (State::Open, timeout::UDP),
+        PROTO_ICMP => (State::Open, timeout::ICMP),
+        PROTO_SCTP => {
+            if flow.detail == SCTP_ABORT || flow.detail == SCTP_SHUTDOWN_COMPLETE {
+                (State::Closed, timeout::SCTP_CLOSED)
+            } else {
+                (State::Open, timeout::SCTP)
+            }
+        }
+        _ => (State::Open, timeout::OTHER),
+    }
+}
+
+/// TCP transitions (a simplification of Linux's table: no window tracking). `None`
+/// keeps the entry's deadline.
+#[inline]
+fn tcp_next(e: &mut Entry, f: u8, original: bool) -> (State, Option<Millis>) {
+    use tcp_flags::*;
+    let cur = state_from(e.state);
+    if f & RST != 0 {
+        return (State::Closed, Some(timeout::TCP_CLOSE));
+    }
+    if f & FIN != 0 {
+        e.flags |= if original { F_FIN_ORIG } else { F_FIN_REPLY };
+    }
+    let both_fin = e.flags & (F_FIN_ORIG | F_FIN_REPLY) == F_FIN_ORIG | F_FIN_REPLY;
+    let next = match cur {
+        State::SynSent => {
+            if !original && f & SYN != 0 && f & ACK != 0 {
+                (State::SynRecv, timeout::TCP_SYN_RECV)
+            } else {
+                (State::SynSent, timeout::TCP_SYN_SENT)
+            }
+        }
+        State::SynRecv => {
+            if original && f & ACK != 0 && f & SYN == 0 {
+                (State::Established, timeout::TCP_ESTABLISHED)
+            } else {
+                (State::SynRecv, timeout::TCP_SYN_RECV)
+            }
+        }
+        State::Established | State::Open | State::FinWait => {
+            if both_fin {
+                (State::TimeWait, timeout::TCP_TIME_WAIT)
+            } else if f & FIN != 0 || cur == State::FinWait {
+                (State::FinWait, timeout::TCP_FIN_WAIT)
+            } else {
+                (State::Established, timeout::TCP_ESTABLISHED)
+            }
+        }
+        // Stragglers of a closed connection do not extend it.
+        State::TimeWait | State::Closed => return (cur, None),
+        State::Revoked => return (cur, Some(timeout::REVOKED)),
+    };
+    (next.0, Some(next.1))
+}
+
+/// True when a packet opens a new connection on the same ports as an entry that is
+/// over (TCP SYN without ACK on time-wait, closed or revoked; SCTP INIT on closed or
+/// revoked): it must be judged as a new flow, not ride on the old entry.
+#[inline]
+pub fn reopens(flow: &Flow, state: State) -> bool {
+    match flow.proto {
+        PROTO_TCP => {
+            flow.detail & (tcp_flags::SYN | tcp_flags::ACK) == tcp_flags::SYN
+                && matches!(state, State::TimeWait | State::Closed | State::Revoked)
+        }
+        PROTO_SCTP => flow.detail == SCTP_INIT && matches!(state, State::Closed | State::Revoked),
+        _ => false,
+    }
+}
+
+/// True for protocols whose flows are revoked in place rather than forgotten (they
+/// have an opening packet that tells a new connection from an old one's stragglers).
+#[inline]
+pub fn revocable_in_place(proto: u8) -> bool {
+    proto == PROTO_TCP || proto == PROTO_SCTP
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tcp_flags::*;
+    use super::*;
+
+    const A: u32 = 0x0af4_0005;
+    const B: u32 = 0x0af4_0006;
+
+    fn tcp(src: u32, dst: u32, sport: u16, dport: u16, flags: u8) -> Flow {
+        Flow {
+            src,
+            dst,
+            sport,
+            dport,
+            proto: PROTO_TCP,
+            detail: flags,
+        }
+    }
+
+    /// Look up, then insert or update, like the policy stage does for allowed packets.
+    fn step(ct: &mut Conntrack, f: &Flow, now: Millis) -> Option<Hit> {
+        match ct.lookup(f, now) {
+            Some(h) => {
+                ct.update(h.slot, f, h.original, now);
+                Some(h)
+            }
+            None => {
+                ct.insert(f, 1, now).unwrap();
+                None
+            }
+        }
+    }
+
+    fn state(ct: &mut Conntrack, f: &Flow, now: Millis) -> State {
+        ct.lookup(f, now).unwrap().state
+    }
+
+    #[test]
+    fn both_directions_hit_one_entry_and_know_the_initiator() {
+        let mut ct = Conntrack::new(64);
+        let f = tcp(B, A, 40000, 80, SYN); // B > A: the initiator is side B
+        assert!(step(&mut ct, &f, 1).is_none());
+        let h = ct.lookup(&f.reversed(), 2).unwrap();
+        assert!(!h.original);
+        assert!(ct.lookup(&f, 2).unwrap().original);
+        // A different source port is another flow.
+        assert!(ct.lookup(&tcp(B, A, 40001, 80, SYN), 2).is_none());
+        assert_eq!(ct.stats.entries, 1);
+    }
+
+    #[test]
+    fn tcp_handshake_data_and_close() {
+        let mut ct = Conntrack::new(64);
+        let c = tcp(A, B, 40000, 80, SYN);
+        step(&mut ct, &c, 1);
+        assert_eq!(state(&mut ct, &c, 1), State::SynSent);
+        assert_eq!(ct.expires_in(&c, 1), Some(timeout::TCP_SYN_SENT));
+        step(&mut ct, &c.reversed().with(SYN | ACK), 2);
+        assert_eq!(state(&mut ct, &c, 2), State::SynRecv);
+        step(&mut ct, &c.with(ACK), 3);
+        assert_eq!(state(&mut ct, &c, 3), State::Established);
+        assert_eq!(ct.expires_in(&c, 3), Some(timeout::TCP_ESTABLISHED));
+        step(&mut ct, &c.with(ACK | FIN), 4);
+        assert_eq!(state(&mut ct, &c, 4), State::FinWait);
+        step(&mut ct, &c.reversed().with(ACK), 5);
+        assert_eq!(state(&mut ct, &c, 5), State::FinWait);
+        step(&mut ct, &c.reversed().with(ACK | FIN), 6);
+        assert_eq!(state(&mut ct, &c, 6), State::TimeWait);
+        assert_eq!(ct.expires_in(&c, 6), Some(timeout::TCP_TIME_WAIT));
+        // A new SYN on the same ports is a new connection.
+        assert!(reopens(&c, State::TimeWait));
+        assert!(!reopens(&c.with(ACK), State::TimeWait));
+        assert!(!reopens(&c, State::Established));
+        // Gone after the time-wait timeout.
+        assert!(ct.lookup(&c, 6 + timeout::TCP_TIME_WAIT).is_none());
+        assert_eq!(ct.stats.entries, 0);
+    }
+
+    #[test]
+    fn tcp_rst_closes_quickly_and_midstream_pickup_is_established() {
+        let mut ct = Conntrack::new(64);
+        let c = tcp(A, B, 1, 2, ACK);
+        step(&mut ct, &c, 1);
+        assert_eq!(state(&mut ct, &c, 1), State::Established);
+        step(&mut ct, &c.reversed().with(RST), 2);
+        assert_eq!(state(&mut ct, &c, 2), State::Closed);
+        assert!(ct.lookup(&c, 2 + timeout::TCP_CLOSE - 1).is_some());
+        assert!(ct.lookup(&c, 2 + timeout::TCP_CLOSE).is_none());
+    }
+
+    #[test]
+    fn unestablished_tcp_times_out_after_two_minutes() {
+        let mut ct = Conntrack::new(64);
+        let c = tcp(A, B, 1, 2, SYN);
+        step(&mut ct, &c, 1);
+        assert!(ct.lookup(&c, timeout::TCP_SYN_SENT).is_some());
+        assert!(ct.lookup(&c, 1 + timeout::TCP_SYN_SENT).is_none());
+    }
+
+    #[test]
+    fn udp_icmp_sctp_timeouts() {
+        let mut ct = Conntrack::new(64);
+        let u = Flow {
+            proto: PROTO_UDP,
+            ..tcp(A, B, 5000, 53, 0)
+        };
+        step(&mut ct, &u, 1);
+        assert_eq!(ct.expires_in(&u, 1), Some(timeout::UDP));
+        step(&mut ct, &u, 10);
+        assert_eq!(ct.expires_in(&u, 10), Some(timeout::UDP));
+        step(&mut ct, &u.reversed(), 20);
+        assert_eq!(ct.expires_in(&u, 20), Some(timeout::UDP_REPLIED));
+        step(&mut ct, &u, 30);
+        assert_eq!(ct.expires_in(&u, 30), Some(timeout::UDP_REPLIED));
+
+        // ICMP echo: request and reply share the identifier.
+        let mut req = [8u8, 0, 0, 0, 0x12, 0x34, 0, 1];
+        let ping = Flow::parse(A, B, PROTO_ICMP, &req, true);
+        assert_eq!(
+            (ping.sport, ping.dport, ping.policy_port()),
+            (0x1234, 0x1234, 0)
+        );
+        step(&mut ct, &ping, 1);
+        req[0] = 0;
+        let pong = Flow::parse(B, A, PROTO_ICMP, &req, true);
+        let h = ct.lookup(&pong, 2).unwrap();
+        assert!(!h.original);
+        assert_eq!(ct.expires_in(&ping, 2), Some(timeout::ICMP - 1));
+        assert!(ct.lookup(&pong, 1 + timeout::ICMP).is_none());
+
+        let s = Flow {
+            proto: PROTO_SCTP,
+            detail: 1, // INIT
+            ..tcp(A, B, 7000, 80, 0)
+        };
+        step(&mut ct, &s, 1);
+        assert_eq!(ct.expires_in(&s, 1), Some(timeout::SCTP));
+        step(&mut ct, &s.reversed().with(2), 2); // INIT ACK
+        assert_eq!(ct.expires_in(&s, 2), Some(timeout::SCTP_REPLIED));
+        step(&mut ct, &s.with(SCTP_ABORT), 3);
+        assert_eq!(ct.expires_in(&s, 3), Some(timeout::SCTP_CLOSED));
+        assert_eq!(ct.lookup(&s, 3).unwrap().state, State::Closed);
+    }
+
+    #[test]
+    fn parse_reads_ports_and_survives_truncation() {
+        let tcp_hdr = [0x9c, 0x40, 0x00, 0x50, 0, 0, 0, 0, 0, 0, 0, 0, 0x50, SYN];
+        let f = Flow::parse(A, B, PROTO_TCP, &tcp_hdr, true);
+        assert_eq!((f.sport, f.dport, f.detail), (40000, 80, SYN));
+        for n in 0..tcp_hdr.len() {
+            let _ = Flow::parse(A, B, PROTO_TCP, &tcp_hdr[..n], true);
+            let _ = Flow::parse(A, B, PROTO_SCTP, &tcp_hdr[..n], true);
+            let _ = Flow::parse(A, B, PROTO_ICMP, &tcp_hdr[..n], true);
+            let _ = icmp_error_inner(&tcp_hdr[..n]);
+        }
+        let frag = Flow::parse(A, B, PROTO_TCP, &tcp_hdr, false);
+        assert_eq!((frag.sport, frag.dport), (0, 0));
+    }
+
+    #[test]
+    fn icmp_error_names_the_quoted_flow() {
+        // Destination unreachable quoting A:40000 → B:80 UDP.
+        let mut m = vec![3u8, 3, 0, 0, 0, 0, 0, 0];
+        let mut ip = [0u8; 20];
+        ip[0] = 0x45;
+        ip[9] = PROTO_UDP;
+        ip[12..16].copy_from_slice(&A.to_be_bytes());
+        ip[16..20].copy_from_slice(&B.to_be_bytes());
+        m.extend_from_slice(&ip);
+        m.extend_from_slice(&[0x9c, 0x40, 0x00, 0x50, 0, 8, 0, 0]);
+        let f = icmp_error_inner(&m).unwrap();
+        assert_eq!(
+            (f.src, f.dst, f.sport, f.dport, f.proto),
+            (A, B, 40000, 80, PROTO_UDP)
+        );
+        m[0] = 8; // an echo request is not an error
+        assert!(icmp_error_inner(&m).is_none());
+    }
+
+    #[test]
+    fn full_bucket_evicts_unreplied_then_refuses() {
+        // One bucket: every flow shares it.
+        let mut ct = Conntrack::new(1);
+        assert_eq!(ct.capacity(), WAYS);
+        let flow = |i: u16| Flow {
+            proto: PROTO_UDP,
+            ..tcp(A, B, 1000 + i, 53, 0)
+        };
+        for i in 0..WAYS as u16 {
+            ct.insert(&flow(i), 1, 1 + u64::from(i)).unwrap();
+        }
+        // Unreplied flows are evicted, oldest deadline first.
+        ct.insert(&flow(100), 1, 20).unwrap();
+        assert_eq!(ct.stats.evictions, 1);
+        assert!(ct.lookup(&flow(0), 20).is_none());
+        // Once every flow has been replied to, nothing is evicted.
+        for i in (1..WAYS as u16).chain([100]) {
+            let h = ct.lookup(&flow(i).reversed(), 21).unwrap();
+            ct.update(h.slot, &flow(i).reversed(), h.original, 21);
+        }
+        assert_eq!(ct.insert(&flow(200), 1, 22), Err(Full));
+        assert_eq!(ct.stats.full, 1);
+        // Expired entries make room again.
+        assert!(ct.insert(&flow(200), 1, 22 + timeout::UDP_REPLIED).is_ok());
+    }
+
+    #[test]
+    fn sweep_clears_dead_entries_within_a_round_budget() {
+        let mut ct = Conntrack::new(WAYS * SWEEP_BUCKETS * 4);
+        for i in 0..50u16 {
+            let f = Flow {
+                proto: PROTO_UDP,
+                ..tcp(A, B, i, 53, 0)
+            };
+            ct.insert(&f, 1, 1).unwrap();
+        }
+        assert_eq!(ct.stats.entries, 50);
+        let mut cleared = 0;
+        for _ in 0..4 {
+            cleared += ct.sweep(1 + timeout::UDP);
+        }
+        assert_eq!(cleared, 50);
+        assert_eq!(ct.stats.entries, 0);
+    }
+
+    #[test]
+    fn epoch_is_kept_per_entry() {
+        let mut ct = Conntrack::new(64);
+        let c = tcp(A, B, 1, 2, SYN);
+        let s = ct.insert(&c, 7, 1).unwrap();
+        assert_eq!(ct.lookup(&c, 1).unwrap().epoch, 7);
+        ct.set_epoch(s, 8);
+        assert_eq!(ct.lookup(&c.reversed(), 1).unwrap().epoch, 8);
+        ct.remove(s);
+        assert!(ct.lookup(&c, 1).is_none());
+    }
+
+    impl Flow {
+        fn with(self, detail: u8) -> Flow {
+            Flow { detail, ..self }
+        }
+    }
+}
