@@ -22,7 +22,8 @@ use std::net::Ipv4Addr;
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
 use xsknet_dataplane::packet::ethernet::{self, Frame};
 use xsknet_dataplane::packet::ipv4::Packet as Ipv4Packet;
-use xsknet_dataplane::pipeline::{process, Verdict, BURST};
+use xsknet_dataplane::pipeline::conntrack::DEFAULT_CAPACITY;
+use xsknet_dataplane::pipeline::{process, Conntrack, Verdict, BURST};
 use xsknet_dataplane::tables::{Fib, PortId, PortInfo, PortKind, Tables, GATEWAY_IP};
 
 /// Per-frame capacity in the burst buffer.
@@ -58,11 +59,12 @@ impl Burst {
         self.ingress[i] = ingress;
     }
 
-    /// Run the whole burst through `process`, the way a worker does.
+    /// Run the whole burst through `process`, the way a worker does (with its
+    /// connection table and a clock that stands still).
     #[inline]
-    fn process(&mut self, tables: &Tables) {
+    fn process(&mut self, tables: &Tables, ct: &mut Conntrack) {
         for (i, chunk) in self.bytes.chunks_exact_mut(STRIDE).enumerate() {
-            black_box(process(chunk, self.lens[i], self.ingress[i], tables));
+            black_box(process(chunk, self.lens[i], self.ingress[i], tables, ct, 1));
         }
     }
 }
@@ -104,6 +106,7 @@ fn tables(n: usize) -> Tables {
         ports,
         fib: Fib::build((0..n).map(|i| (u32::from(pod_ip(i)), pod_port(i)))),
         host_port: Some(HOST),
+        ..Tables::default()
     }
 }
 
@@ -157,10 +160,16 @@ fn forward_bursts(n: usize) -> Vec<Burst> {
         .collect()
 }
 
-fn assert_all(burst: &Burst, tables: &Tables, ok: impl Fn(Verdict) -> bool, what: &str) {
+fn assert_all(
+    burst: &Burst,
+    tables: &Tables,
+    ct: &mut Conntrack,
+    ok: impl Fn(Verdict) -> bool,
+    what: &str,
+) {
     let mut b = burst.clone();
     for (i, chunk) in b.bytes.chunks_exact_mut(STRIDE).enumerate() {
-        let v = process(chunk, b.lens[i], b.ingress[i], tables);
+        let v = process(chunk, b.lens[i], b.ingress[i], tables, ct, 1);
         assert!(ok(v), "{what}: frame {i} got {v:?}");
     }
 }
@@ -168,6 +177,9 @@ fn assert_all(burst: &Burst, tables: &Tables, ok: impl Fn(Verdict) -> bool, what
 fn benches(c: &mut Criterion) {
     let mut g = c.benchmark_group("pipeline");
     g.throughput(Throughput::Elements(BURST as u64));
+    // One worker's connection table: pod-to-pod flows are tracked, so after the
+    // assertion pass every forward below is a connection-table hit.
+    let mut ct = Conntrack::new(DEFAULT_CAPACITY);
 
     // Parse only: the checked Ethernet + IPv4 views and the header checksum, nothing
     // decided or written. The floor under every IPv4 verdict.
@@ -199,9 +211,15 @@ fn benches(c: &mut Criterion) {
             pod_port(s),
         );
     }
-    assert_all(&arp, &t100, |v| v == Verdict::Reply { len: 42 }, "arp");
+    assert_all(
+        &arp,
+        &t100,
+        &mut ct,
+        |v| v == Verdict::Reply { len: 42 },
+        "arp",
+    );
     g.bench_function("arp_reply", |b| {
-        b.iter_batched_ref(|| arp.clone(), |burst| burst.process(&t100), BATCH)
+        b.iter_batched_ref(|| arp.clone(), |burst| burst.process(&t100, &mut ct), BATCH)
     });
 
     // IPv4 forward of 64-byte UDP frames, FIB hit, for 1, 100 and 10,000 pods.
@@ -212,6 +230,7 @@ fn benches(c: &mut Criterion) {
             assert_all(
                 burst,
                 &t,
+                &mut ct,
                 |v| matches!(v, Verdict::Forward(p) if p != HOST),
                 "forward",
             );
@@ -223,7 +242,7 @@ fn benches(c: &mut Criterion) {
                     next = (next + 1) % bursts.len();
                     bursts[next].clone()
                 },
-                |burst| burst.process(&t),
+                |burst| burst.process(&t, &mut ct),
                 BATCH,
             )
         });
@@ -241,9 +260,15 @@ fn benches(c: &mut Criterion) {
         ("unsupported_ethertype", &mut ipv6),
         ("bad_checksum", &mut bad_csum),
     ] {
-        assert_all(burst, &t100, |v| matches!(v, Verdict::Drop(_)), name);
+        assert_all(
+            burst,
+            &t100,
+            &mut ct,
+            |v| matches!(v, Verdict::Drop(_)),
+            name,
+        );
         g.bench_function(BenchmarkId::new("drop", name), |b| {
-            b.iter(|| burst.process(&t100))
+            b.iter(|| burst.process(&t100, &mut ct))
         });
     }
     g.finish();

@@ -12,7 +12,7 @@ use std::net::Ipv4Addr;
 
 use libfuzzer_sys::fuzz_target;
 use xsknet_dataplane::packet::checksum;
-use xsknet_dataplane::pipeline::{process, Verdict};
+use xsknet_dataplane::pipeline::{process, Conntrack, Verdict};
 use xsknet_dataplane::tables::{Fib, PortId, PortInfo, PortKind, Tables};
 
 fn port(id: PortId, kind: PortKind, ip: Ipv4Addr) -> Option<PortInfo> {
@@ -41,6 +41,7 @@ fn tables() -> Tables {
         ],
         fib: Fib::build([(u32::from(a), 1), (u32::from(b), 2), (u32::from(gone), 3)]),
         host_port: Some(0),
+        ..Tables::default()
     }
 }
 
@@ -53,7 +54,9 @@ fuzz_target!(|data: &[u8]| {
     let mut buf = frame.to_vec();
     buf.resize(frame.len() + usize::from(*spare), 0);
     let len = frame.len() + usize::from(flags & 1) * (buf.len() + 1 - frame.len());
-    match process(&mut buf, len, ingress, &tables) {
+    // A small table, so fuzzed flows also exercise early drop and refusals.
+    let mut ct = Conntrack::new(16);
+    match process(&mut buf, len, ingress, &tables, &mut ct, 1) {
         Verdict::Forward(p) => {
             assert!(tables.port(p).is_some());
             let hl = usize::from(buf[14] & 0x0f) * 4;

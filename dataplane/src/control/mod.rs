@@ -4,4 +4,5 @@
 
 pub mod client;
 pub mod proto;
+pub mod reach;
 pub mod server;
