@@ -180,6 +180,10 @@ pub struct Config {
     pub idle: IdleConfig,
     /// A `tracing` filter: a level (`info`) or directives (`info,xsknet_dataplane=debug`).
     pub log_level: String,
+    /// A directory of Kubernetes YAML (NetworkPolicy, Namespace, Pod) applied at start
+    /// and re-applied, all or nothing, whenever a file in it changes. None = no
+    /// directory (policies come from `xsknetctl policy apply` only).
+    pub policy_dir: Option<PathBuf>,
 }
 
 /// One worker thread.
@@ -271,6 +275,7 @@ impl Default for Config {
             host_port: HostPortConfig::default(),
             idle: IdleConfig::default(),
             log_level: "info".to_string(),
+            policy_dir: None,
         }
     }
 }

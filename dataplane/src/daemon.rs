@@ -4,9 +4,20 @@
 //! cannot use: socket + XDP registration → hand the port to its worker → publish tables
 //! → wait until the worker runs on them (then the dataplane forwards for the pod).
 //! Removal runs the other way round.
+//!
+//! NetworkPolicy: the daemon holds the [`PolicyStore`] (policies, namespaces, YAML
+//! pods, the live endpoints' identities) and re-compiles it into a
+//! [`PolicySnapshot`] on every change (policy apply/delete, endpoint add/del, pod
+//! label, a `policyDir` file changing), publishing it with the other tables and
+//! waiting until every worker runs on it, so a change is in force when the request
+//! returns. The store persists atomically in the state dir (`policy.json`). Hit
+//! counters are per worker and per policy, allocated with each compiled snapshot and
+//! folded into per-name totals once the workers have moved on.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -15,13 +26,19 @@ use crossbeam_channel::{bounded, Sender};
 
 use crate::config::Config;
 use crate::control::proto::{
-    ControlError, Endpoint, EndpointCheck, EndpointSpec, ErrorKind, Handler, IpamAllocation,
-    IpamLease, IpamReleased, PendingDel, PortStats, Request, Stats, Status, WorkerStats,
-    PENDING_DEL_DIR, POD_GATEWAY,
+    ConntrackStats, ControlError, Endpoint, EndpointCheck, EndpointSpec, ErrorKind, Handler,
+    IpamAllocation, IpamLease, IpamReleased, PendingDel, PolicyApplied, PolicyInfo, PortStats,
+    Request, Stats, Status, WorkerStats, PENDING_DEL_DIR, POD_GATEWAY,
 };
+use crate::control::reach::{self, ProbePort};
 use crate::ipam::{Ipam, IpamError, IPAM_FILE};
 use crate::loader::{XdpAttachment, XdpLoader};
+use crate::pipeline::policy::PolicyHits;
 use crate::pipeline::{DropReason, PortCounters};
+use crate::policy::compile::{compile, PodView};
+use crate::policy::k8s::{self, Object, PolicyError, Protocol};
+use crate::policy::store::PolicyStore;
+use crate::policy::PolicySnapshot;
 use crate::state::StateDir;
 use crate::sys::netlink::{Netlink, RouteSpec};
 use crate::tables::publish::Publisher;
@@ -33,6 +50,52 @@ use crate::xsk::{Port, PortConfig};
 
 /// How long an add waits for the owning worker to pick up the new tables.
 const READY_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The persisted policy store, in the state dir.
+pub const POLICY_FILE: &str = "policy.json";
+
+/// How often `tick` looks at the `policyDir` files' mtimes.
+const POLICY_DIR_POLL: Duration = Duration::from_secs(1);
+
+/// What `policyDir` looked like: (file, mtime, length) of every YAML file.
+type DirSignature = Vec<(PathBuf, std::time::SystemTime, u64)>;
+
+fn dir_signature(dir: &std::path::Path) -> Option<DirSignature> {
+    let mut sig = Vec::new();
+    for e in std::fs::read_dir(dir).ok()?.flatten() {
+        let path = e.path();
+        let yaml = path
+            .extension()
+            .and_then(|x| x.to_str())
+            .is_some_and(|x| x == "yaml" || x == "yml");
+        if !yaml {
+            continue;
+        }
+        if let Ok(m) = e.metadata() {
+            sig.push((path, m.modified().ok()?, m.len()));
+        }
+    }
+    sig.sort();
+    Some(sig)
+}
+
+fn policy_err(e: PolicyError) -> ControlError {
+    let kind = match e {
+        PolicyError::NotFound { .. } => ErrorKind::NotFound,
+        _ => ErrorKind::InvalidRequest,
+    };
+    ControlError::new(kind, e.to_string())
+}
+
+fn summary_to_applied(s: crate::policy::store::ApplySummary, generation: u64) -> PolicyApplied {
+    PolicyApplied {
+        created: s.created,
+        configured: s.configured,
+        unchanged: s.unchanged,
+        deleted: Vec::new(),
+        generation,
+    }
+}
 
 /// A worker thread as the control thread holds it.
 #[derive(Debug)]
@@ -103,6 +166,16 @@ pub struct Daemon {
     persist_errors: u64,
     ipam: Ipam,
     last_pending_scan: Instant,
+    /// NetworkPolicy truth and its compiled form (see the module doc).
+    policy: PolicyStore,
+    policy_snap: Arc<PolicySnapshot>,
+    policy_hits: Arc<[PolicyHits]>,
+    /// Hits of snapshots the workers have left, by policy name.
+    hits_folded: BTreeMap<String, u64>,
+    /// NetworkPolicies that came from `policyDir` (removed when their file is).
+    dir_policies: BTreeSet<(String, String)>,
+    dir_sig: Option<DirSignature>,
+    last_dir_poll: Instant,
 }
 
 /// How often the control thread looks for pending-DEL records (a DEL made while the
@@ -202,9 +275,32 @@ impl Daemon {
             }
             Err(e) => return Err(setup("load IP allocations", &e)),
         };
+        let policy_path = state.root.join(POLICY_FILE);
+        let mut policy = match crate::state::load_json::<PolicyStore>(&policy_path) {
+            Ok(Some(p)) => p,
+            Ok(None) => PolicyStore::new(),
+            Err(e) => {
+                let moved = crate::state::quarantine(&policy_path)
+                    .map_err(|e| setup("quarantine unreadable policy store", &e))?;
+                tracing::error!(error = %e, moved_to = %moved.display(), "unreadable policy store moved aside; starting without policies");
+                PolicyStore::new()
+            }
+        };
+        // Live endpoints are re-registered as they are restored.
+        for v in policy.endpoint_views() {
+            policy.remove_endpoint(&v.namespace, &v.name);
+        }
+        let n_workers_hits = n_workers;
         let mut d = Daemon {
             ipam,
             last_pending_scan: Instant::now(),
+            policy,
+            policy_snap: Arc::new(PolicySnapshot::default()),
+            policy_hits: (0..n_workers_hits).map(|_| PolicyHits::new(0)).collect(),
+            hits_folded: BTreeMap::new(),
+            dir_policies: BTreeSet::new(),
+            dir_sig: None,
+            last_dir_poll: Instant::now(),
             free_slots: (0..max_ports as PortId).rev().collect(),
             cfg,
             started: Instant::now(),
@@ -228,7 +324,341 @@ impl Daemon {
         }
         d.restore();
         d.finish_pending_dels();
+        if let Some(dir) = d.cfg.policy_dir.clone() {
+            d.dir_sig = dir_signature(&dir);
+            if let Err(e) = d.reload_policy_dir() {
+                tracing::error!(dir = %dir.display(), error = %e, "policyDir not applied");
+            }
+        }
+        if let Err(e) = d.recompile_and_publish() {
+            tracing::error!(error = %e, "publish compiled policy");
+        }
         Ok(d)
+    }
+
+    /// The compiler's view of the live endpoints (those with a namespace and name).
+    /// Named container ports come from a YAML Pod of the same name, if one was given.
+    fn endpoint_view(&self, ep: &Endpoint) -> Option<PodView> {
+        let (ns, name) = (ep.namespace.clone()?, ep.name.clone()?);
+        let ports = self
+            .policy
+            .pods()
+            .find(|p| p.metadata.namespace == ns && p.metadata.name == name)
+            .map(|p| p.named_ports())
+            .unwrap_or_default();
+        Some(PodView {
+            namespace: ns,
+            name,
+            labels: ep.labels.clone(),
+            ip: ep.ip,
+            ports,
+        })
+    }
+
+    /// Compile the store for the live endpoints into the snapshot the next publish
+    /// carries (hit counters sized for it).
+    fn recompile(&mut self) {
+        let mut views = self.policy.endpoint_views();
+        // Named ports of YAML pods may have changed since the endpoint was recorded.
+        for v in &mut views {
+            if let Some(p) = self
+                .policy
+                .pods()
+                .find(|p| p.metadata.namespace == v.namespace && p.metadata.name == v.name)
+            {
+                v.ports = p.named_ports();
+            }
+        }
+        let ports: BTreeMap<(String, String), PortId> = self
+            .endpoints
+            .values()
+            .filter_map(|(e, a)| Some(((e.namespace.clone()?, e.name.clone()?), a.id)))
+            .collect();
+        let t = Instant::now();
+        let snap = compile(&self.policy, &views, |v| {
+            ports.get(&(v.namespace.clone(), v.name.clone())).copied()
+        });
+        tracing::debug!(
+            policies = snap.policies.len(),
+            elapsed_us = t.elapsed().as_micros() as u64,
+            "policy compiled"
+        );
+        let n = snap.policies.len();
+        self.policy_snap = Arc::new(snap);
+        self.policy_hits = (0..self.workers.len())
+            .map(|_| PolicyHits::new(n))
+            .collect();
+    }
+
+    /// Fold the counters of a snapshot no worker writes any more into the totals.
+    fn fold_hits(&mut self, snap: &PolicySnapshot, hits: &[PolicyHits]) {
+        for h in hits {
+            for (i, c) in h.hits.iter().enumerate() {
+                let v = c.load(Relaxed);
+                if v > 0 {
+                    if let Some(name) = snap.policies.get(i) {
+                        *self.hits_folded.entry(name.clone()).or_default() += v;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Recompile, publish, wait for every worker, then fold the old hit counters.
+    fn recompile_and_publish(&mut self) -> Result<u64, ControlError> {
+        let old = (Arc::clone(&self.policy_snap), Arc::clone(&self.policy_hits));
+        self.recompile();
+        let r = self.publish_and_wait();
+        if r.is_ok() {
+            self.fold_hits(&old.0, &old.1);
+        } else {
+            // Some worker may still count into the old array; fold what is there now
+            // and accept that a late increment is lost.
+            self.fold_hits(&old.0, &old.1);
+        }
+        r.map(|_| self.publisher.current().generation)
+    }
+
+    /// Hits per policy name: folded totals plus the live counters.
+    fn policy_hits(&self) -> BTreeMap<String, u64> {
+        let mut out = self.hits_folded.clone();
+        for h in self.policy_hits.iter() {
+            for (i, c) in h.hits.iter().enumerate() {
+                if let Some(name) = self.policy_snap.policies.get(i) {
+                    *out.entry(name.clone()).or_default() += c.load(Relaxed);
+                }
+            }
+        }
+        out.retain(|_, v| *v > 0);
+        out
+    }
+
+    fn persist_policy(&mut self) {
+        let path = self.state.root.join(POLICY_FILE);
+        if let Err(e) = crate::state::save_json(&path, &self.policy) {
+            self.persist_errors += 1;
+            tracing::error!(error = %e, "persist policy store");
+        }
+    }
+
+    /// Apply a change to a copy of the store; commit, persist and publish only if it
+    /// succeeds, so a refused change leaves everything in force as it was.
+    fn change_policy<T>(
+        &mut self,
+        f: impl FnOnce(&mut PolicyStore) -> Result<T, PolicyError>,
+    ) -> Result<(T, u64), ControlError> {
+        let mut next = self.policy.clone();
+        let out = f(&mut next).map_err(policy_err)?;
+        let changed = next != self.policy;
+        self.policy = next;
+        if !changed {
+            return Ok((out, self.publisher.current().generation));
+        }
+        self.persist_policy();
+        let gen = self.recompile_and_publish()?;
+        Ok((out, gen))
+    }
+
+    /// Re-apply `policyDir` as one all-or-nothing apply; NetworkPolicies that were in
+    /// it before and are not any more are deleted.
+    fn reload_policy_dir(&mut self) -> Result<PolicyApplied, ControlError> {
+        let Some(dir) = self.cfg.policy_dir.clone() else {
+            return Ok(PolicyApplied::default());
+        };
+        let objects = k8s::parse_dir(&dir).map_err(policy_err)?;
+        let now: BTreeSet<(String, String)> = objects
+            .iter()
+            .filter_map(|o| match o {
+                Object::NetworkPolicy(p) => {
+                    Some((p.metadata.namespace.clone(), p.metadata.name.clone()))
+                }
+                _ => None,
+            })
+            .collect();
+        let gone: Vec<(String, String)> = self.dir_policies.difference(&now).cloned().collect();
+        let ((summary, deleted), gen) = self.change_policy(|s| {
+            let mut deleted = Vec::new();
+            for (ns, name) in &gone {
+                if s.delete(ns, name).is_ok() {
+                    deleted.push(format!("NetworkPolicy {ns}/{name}"));
+                }
+            }
+            Ok((s.apply_objects(objects)?, deleted))
+        })?;
+        self.dir_policies = now;
+        let mut applied = summary_to_applied(summary, gen);
+        applied.deleted = deleted;
+        tracing::info!(dir = %dir.display(), changed = applied.created.len() + applied.configured.len(), deleted = applied.deleted.len(), generation = gen, "policyDir applied");
+        Ok(applied)
+    }
+
+    fn pod_label(
+        &mut self,
+        namespace: String,
+        name: String,
+        labels: BTreeMap<String, String>,
+        remove: Vec<String>,
+        replace: bool,
+        overwrite: bool,
+    ) -> Result<BTreeMap<String, String>, ControlError> {
+        let live = self.endpoints.values().find(|(e, _)| {
+            e.namespace.as_deref() == Some(&namespace) && e.name.as_deref() == Some(&name)
+        });
+        let current = match live {
+            Some((e, _)) => e.labels.clone(),
+            None => self
+                .policy
+                .pods()
+                .find(|p| p.metadata.namespace == namespace && p.metadata.name == name)
+                .map(|p| p.metadata.labels.clone())
+                .ok_or_else(|| {
+                    err(
+                        ErrorKind::NotFound,
+                        format!("Pod {namespace}/{name} not found (no live endpoint or YAML pod of that name)"),
+                    )
+                })?,
+        };
+        let mut next = if replace {
+            BTreeMap::new()
+        } else {
+            current.clone()
+        };
+        for (k, v) in labels {
+            if !replace && !overwrite {
+                if let Some(old) = current.get(&k) {
+                    if *old != v {
+                        return Err(err(
+                            ErrorKind::Conflict,
+                            format!("Pod {namespace}/{name}: label {k} already has value {old:?}; pass overwrite to change it"),
+                        ));
+                    }
+                }
+            }
+            next.insert(k, v);
+        }
+        for k in remove {
+            next.remove(&k);
+        }
+        let ifname = live.map(|(e, _)| e.ifname.clone());
+        let set = next.clone();
+        self.change_policy(|s| s.set_pod_labels(&namespace, &name, set))?;
+        if let Some(i) = ifname {
+            if let Some((e, _)) = self.endpoints.get_mut(&i) {
+                e.labels = next.clone();
+            }
+            self.persist();
+        }
+        tracing::info!(pod = %format!("{namespace}/{name}"), labels = ?next, "pod labels set");
+        Ok(next)
+    }
+
+    fn find_pod(&self, what: &str, spec: &str) -> Result<(&Endpoint, PortId), ControlError> {
+        let (ns, name) = spec.split_once('/').ok_or_else(|| {
+            err(
+                ErrorKind::InvalidRequest,
+                format!("{what} {spec:?}: expected NAMESPACE/POD"),
+            )
+        })?;
+        self.endpoints
+            .values()
+            .find(|(e, _)| e.namespace.as_deref() == Some(ns) && e.name.as_deref() == Some(name))
+            .map(|(e, a)| (e, a.id))
+            .ok_or_else(|| {
+                err(
+                    ErrorKind::NotFound,
+                    format!("{what} {spec}: no endpoint of that pod on this node"),
+                )
+            })
+    }
+
+    fn trace(
+        &self,
+        from: &str,
+        to: &str,
+        port: serde_json::Value,
+        protocol: Option<String>,
+    ) -> Result<reach::Trace, ControlError> {
+        let proto: Protocol = protocol
+            .as_deref()
+            .unwrap_or("TCP")
+            .to_ascii_uppercase()
+            .parse()
+            .map_err(|e: String| err(ErrorKind::InvalidRequest, format!("protocol: {e}")))?;
+        let port = match port {
+            serde_json::Value::Number(n) => n
+                .as_u64()
+                .and_then(|n| u16::try_from(n).ok())
+                .map(ProbePort::Number),
+            serde_json::Value::String(s) => Some(ProbePort::parse(&s)),
+            _ => None,
+        }
+        .ok_or_else(|| {
+            err(
+                ErrorKind::InvalidRequest,
+                "port: expected 0-65535 or a port name",
+            )
+        })?;
+        let (src, src_port) = self.find_pod("from", from)?;
+        let (dst, dst_port) = self.find_pod("to", to)?;
+        let number = match &port {
+            ProbePort::Number(n) => *n,
+            ProbePort::Name(_) => {
+                let view = self.endpoint_view(dst).ok_or_else(|| {
+                    err(
+                        ErrorKind::InvalidRequest,
+                        format!("to {to}: pod has no identity"),
+                    )
+                })?;
+                port.resolve(&view, proto).ok_or_else(|| {
+                    err(
+                        ErrorKind::NotFound,
+                        format!("to {to}: no container port named {port} for {proto}"),
+                    )
+                })?
+            }
+        };
+        let tables = Arc::clone(self.publisher.current());
+        Ok(reach::trace(
+            &tables,
+            (from, src_port, src.ip),
+            (to, dst_port, dst.ip),
+            proto,
+            number,
+        ))
+    }
+
+    fn policy_list(&self) -> Vec<PolicyInfo> {
+        let hits = self.policy_hits();
+        let views = self.policy.endpoint_views();
+        self.policy
+            .list()
+            .into_iter()
+            .map(|p| {
+                let key = format!("{}/{}", p.namespace, p.name);
+                let selected = self
+                    .policy
+                    .policy(&p.namespace, &p.name)
+                    .map(|np| {
+                        views
+                            .iter()
+                            .filter(|v| {
+                                v.namespace == np.metadata.namespace
+                                    && np.spec.pod_selector.matches(&v.labels)
+                            })
+                            .count()
+                    })
+                    .unwrap_or(0);
+                PolicyInfo {
+                    hits: hits.get(&key).copied().unwrap_or(0),
+                    policy_types: p.policy_types.iter().map(|t| format!("{t:?}")).collect(),
+                    namespace: p.namespace,
+                    name: p.name,
+                    ingress_rules: p.ingress_rules,
+                    egress_rules: p.egress_rules,
+                    selected,
+                }
+            })
+            .collect()
     }
 
     /// Completes the DELs the CNI plugin recorded while the daemon was unreachable (at
@@ -394,12 +824,13 @@ impl Daemon {
             .map_err(|e| e.to_string())?;
         let node_mac = node.mac.ok_or("host veth has no MAC")?;
         let dp_mac = dp.mac.ok_or("host veth peer has no MAC")?;
+        // The node's own address: the policy stage exempts traffic from and to it.
         let info = PortInfo {
             kind: PortKind::Host,
             worker: 0,
             mac: dp_mac,
             peer_mac: node_mac,
-            ip: Ipv4Addr::UNSPECIFIED,
+            ip: host_ip,
         };
         let att = self
             .attach_port(&peer, dp.index, info)
@@ -523,7 +954,8 @@ impl Daemon {
             ports,
             fib: Fib::build(fib),
             host_port,
-            ..Tables::default()
+            policy: Arc::clone(&self.policy_snap),
+            policy_hits: Arc::clone(&self.policy_hits),
         }
     }
 
@@ -679,7 +1111,33 @@ impl Daemon {
             peer_mac,
             ip: spec.ip,
         };
+        // The pod's identity goes into the policy store first: invalid labels refuse
+        // the endpoint before anything is attached.
+        let identity = match (&spec.namespace, &spec.name) {
+            (Some(ns), Some(name)) => {
+                let mut next = self.policy.clone();
+                let probe = Endpoint {
+                    ifname: spec.ifname.clone(),
+                    ip: spec.ip,
+                    mac: String::new(),
+                    namespace: Some(ns.clone()),
+                    name: Some(name.clone()),
+                    labels: spec.labels.clone(),
+                    cni: None,
+                    port: 0,
+                    worker: 0,
+                };
+                let view = self.endpoint_view(&probe).ok_or_else(|| {
+                    err(ErrorKind::InvalidRequest, "endpoint identity incomplete")
+                })?;
+                next.upsert_endpoint(view)
+                    .map_err(|e| err(ErrorKind::InvalidRequest, e.to_string()))?;
+                Some(next)
+            }
+            _ => None,
+        };
         let att = self.attach_port(&spec.ifname, link.index, info)?;
+        let previous_policy = identity.map(|next| std::mem::replace(&mut self.policy, next));
         let ep = Endpoint {
             ifname: spec.ifname.clone(),
             ip: spec.ip,
@@ -692,11 +1150,18 @@ impl Daemon {
             worker: att.info.worker,
         };
         self.endpoints.insert(spec.ifname, (ep.clone(), att));
-        if let Err(e) = self.publish_and_wait() {
+        if let Err(e) = self.recompile_and_publish() {
+            if let Some(p) = previous_policy {
+                self.policy = p;
+                self.recompile();
+            }
             if let Some((_, a)) = self.endpoints.remove(&ep.ifname) {
                 self.detach_port(a);
             }
             return Err(e);
+        }
+        if previous_policy.is_some() {
+            self.persist_policy();
         }
         tracing::info!(ifname = %ep.ifname, ip = %ep.ip, port = ep.port, worker = ep.worker, "endpoint attached");
         Ok(ep)
@@ -726,7 +1191,16 @@ impl Daemon {
             .endpoints
             .remove(&key)
             .ok_or_else(|| err(ErrorKind::NotFound, format!("no endpoint on {key}")))?;
+        if let (Some(ns), Some(name)) = (&ep.namespace, &ep.name) {
+            if self.policy.remove_endpoint(ns, name).is_some() {
+                self.persist_policy();
+            }
+        }
+        // detach_port publishes: the recompiled policy goes out with the port removal.
+        let old = (Arc::clone(&self.policy_snap), Arc::clone(&self.policy_hits));
+        self.recompile();
         self.detach_port(att);
+        self.fold_hits(&old.0, &old.1);
         self.persist();
         tracing::info!(ifname = %ep.ifname, ip = %ep.ip, "endpoint detached");
         Ok(ep)
@@ -790,10 +1264,21 @@ impl Daemon {
                     handoff_in: w.shared.counters.handoff_in.load(Relaxed),
                     sleeps: w.shared.counters.sleeps.load(Relaxed),
                     generation: w.shared.counters.generation.load(Relaxed),
+                    conntrack: ConntrackStats {
+                        entries: w.shared.counters.ct_entries.load(Relaxed),
+                        capacity: w.shared.counters.ct_capacity.load(Relaxed),
+                        inserts: w.shared.counters.ct_inserts.load(Relaxed),
+                        evictions: w.shared.counters.ct_evictions.load(Relaxed),
+                        full: w.shared.counters.ct_full.load(Relaxed),
+                    },
                 }
             })
             .collect();
-        Stats { workers, ports }
+        Stats {
+            workers,
+            ports,
+            policy_hits: self.policy_hits(),
+        }
     }
 
     /// Readiness and summary.
@@ -904,11 +1389,65 @@ impl Handler for Daemon {
                     .collect();
                 to_json(serde_json::to_value(list))
             }
+            Request::PolicyApply { yaml, file } => {
+                let (summary, gen) = self.change_policy(|s| match &file {
+                    Some(f) => s.apply_yaml_named(&yaml, f),
+                    None => s.apply_yaml(&yaml),
+                })?;
+                let applied = summary_to_applied(summary, gen);
+                tracing::info!(created = ?applied.created, configured = ?applied.configured, generation = gen, "policy applied");
+                to_json(serde_json::to_value(applied))
+            }
+            Request::PolicyDelete { namespace, name } => {
+                let (np, gen) = self.change_policy(|s| s.delete(&namespace, &name))?;
+                self.dir_policies.remove(&(namespace.clone(), name.clone()));
+                tracing::info!(policy = %format!("{namespace}/{name}"), generation = gen, "policy deleted");
+                to_json(serde_json::to_value(PolicyApplied {
+                    deleted: vec![format!(
+                        "NetworkPolicy {}/{}",
+                        np.metadata.namespace, np.metadata.name
+                    )],
+                    generation: gen,
+                    ..PolicyApplied::default()
+                }))
+            }
+            Request::PolicyList => to_json(serde_json::to_value(self.policy_list())),
+            Request::PodLabel {
+                namespace,
+                name,
+                labels,
+                remove,
+                replace,
+                overwrite,
+            } => {
+                let l = self.pod_label(namespace, name, labels, remove, replace, overwrite)?;
+                to_json(serde_json::to_value(l))
+            }
+            Request::Trace {
+                from,
+                to,
+                port,
+                protocol,
+            } => to_json(serde_json::to_value(
+                self.trace(&from, &to, port, protocol)?,
+            )),
         }
     }
 
     fn tick(&mut self) {
         self.publisher.collect();
+        if let Some(dir) = self.cfg.policy_dir.clone() {
+            if self.last_dir_poll.elapsed() >= POLICY_DIR_POLL {
+                self.last_dir_poll = Instant::now();
+                let sig = dir_signature(&dir);
+                if sig != self.dir_sig {
+                    self.dir_sig = sig;
+                    if let Err(e) = self.reload_policy_dir() {
+                        tracing::error!(dir = %dir.display(), error = %e, "policyDir change refused; policies in force unchanged");
+                    }
+                }
+            }
+        }
         if self.last_pending_scan.elapsed() >= PENDING_SCAN_INTERVAL {
             self.last_pending_scan = Instant::now();
             self.finish_pending_dels();

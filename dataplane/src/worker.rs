@@ -59,6 +59,7 @@ pub struct WorkerCounters {
     pub ct_inserts: AtomicU64,
     pub ct_evictions: AtomicU64,
     pub ct_full: AtomicU64,
+    pub ct_capacity: AtomicU64,
 }
 
 /// The part of a worker other threads see.
@@ -189,6 +190,10 @@ impl Worker {
             clock: Instant::now(),
         };
         w.ct.worker = w.shared.id;
+        w.shared
+            .counters
+            .ct_capacity
+            .store(w.ct.capacity() as u64, Ordering::Relaxed);
         w.rebuild_pollfds();
         w
     }
@@ -197,6 +202,10 @@ impl Worker {
     pub fn with_conntrack_capacity(mut self, capacity: usize) -> Self {
         self.ct = Conntrack::new(capacity);
         self.ct.worker = self.shared.id;
+        self.shared
+            .counters
+            .ct_capacity
+            .store(self.ct.capacity() as u64, Ordering::Relaxed);
         self
     }
 

@@ -5,6 +5,10 @@
 //! line, for `jq`). Errors go to stderr; the exit code is 1 for a refused or failed
 //! request and 2 when the daemon cannot be reached at all, so scripts can tell "down"
 //! from "said no".
+//!
+//! `policy matrix` is the exception: it runs offline (no daemon, no root), compiling
+//! the file's objects with the daemon's compiler and sending synthetic connections
+//! through the workers' pipeline code ([`xsknet_dataplane::control::reach`]).
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -16,7 +20,12 @@ use clap::{Args, Parser, Subcommand};
 use serde_json::Value;
 use xsknet_dataplane::config::DEFAULT_SOCKET;
 use xsknet_dataplane::control::client::{call, ClientError};
-use xsknet_dataplane::control::proto::{Endpoint, EndpointSpec, Request, Stats, Status};
+use xsknet_dataplane::control::proto::{
+    Endpoint, EndpointSpec, PolicyApplied, PolicyInfo, Request, Stats, Status,
+};
+use xsknet_dataplane::control::reach::{self, ProbePort, Trace};
+use xsknet_dataplane::policy::k8s::{self, Protocol};
+use xsknet_dataplane::policy::store::PolicyStore;
 
 /// How long one call may take before xsknetctl gives up.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -40,6 +49,113 @@ enum Command {
     Stats(JsonFlag),
     /// Daemon readiness and summary.
     Status(JsonFlag),
+    /// Kubernetes NetworkPolicy: apply, delete, list, and the offline matrix.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+    /// Pods' labels as NetworkPolicy selectors see them.
+    #[command(subcommand)]
+    Pod(PodCommand),
+    /// Send a synthetic connection through the live dataplane's policy code and say
+    /// which policy and rule allowed it, or that none did.
+    Trace(TraceArgs),
+}
+
+#[derive(Subcommand, Debug)]
+enum PolicyCommand {
+    /// Apply Kubernetes YAML (NetworkPolicy, Namespace, Pod): all or nothing.
+    Apply(ApplyArgs),
+    /// Delete a NetworkPolicy.
+    Delete(DeleteArgs),
+    /// NetworkPolicies in force, with their hit counts.
+    List(JsonFlag),
+    /// Offline: which pod of FILE can open a connection to which, on one port.
+    Matrix(MatrixArgs),
+}
+
+#[derive(Args, Debug)]
+struct ApplyArgs {
+    /// A YAML file, or a directory of *.yaml/*.yml files (one all-or-nothing apply).
+    #[arg(short = 'f', long = "filename")]
+    file: PathBuf,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
+struct DeleteArgs {
+    /// NAMESPACE/NAME of the NetworkPolicy.
+    #[arg(value_parser = parse_ns_name)]
+    target: (String, String),
+}
+
+#[derive(Args, Debug)]
+struct MatrixArgs {
+    /// A YAML file (or directory) of Pods (with status.podIP), Namespaces and
+    /// NetworkPolicies.
+    #[arg(short = 'f', long = "filename")]
+    file: PathBuf,
+    /// Destination port: a number or a named container port of the destination.
+    #[arg(long, default_value = "80")]
+    port: String,
+    /// TCP, UDP or SCTP.
+    #[arg(long, default_value = "TCP", value_parser = parse_protocol)]
+    protocol: Protocol,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+enum PodCommand {
+    /// Set labels: `key=value` adds (changing a value needs --overwrite), `key-`
+    /// removes.
+    Label(LabelArgs),
+}
+
+#[derive(Args, Debug)]
+struct LabelArgs {
+    /// NAMESPACE/NAME of the pod.
+    #[arg(value_parser = parse_ns_name)]
+    target: (String, String),
+    /// `key=value` or `key-`.
+    #[arg(required = true)]
+    labels: Vec<String>,
+    /// Allow changing the value of an existing label.
+    #[arg(long)]
+    overwrite: bool,
+    /// Replace every label with the given ones.
+    #[arg(long)]
+    replace: bool,
+}
+
+#[derive(Args, Debug)]
+struct TraceArgs {
+    /// NAMESPACE/POD the connection comes from.
+    #[arg(long)]
+    from: String,
+    /// NAMESPACE/POD it goes to.
+    #[arg(long)]
+    to: String,
+    /// Destination port: a number or a named container port of the destination.
+    #[arg(long)]
+    port: String,
+    /// TCP, UDP or SCTP.
+    #[arg(long, default_value = "TCP", value_parser = parse_protocol)]
+    protocol: Protocol,
+    #[arg(long)]
+    json: bool,
+}
+
+fn parse_ns_name(s: &str) -> Result<(String, String), String> {
+    match s.split_once('/') {
+        Some((ns, n)) if !ns.is_empty() && !n.is_empty() && !n.contains('/') => {
+            Ok((ns.to_string(), n.to_string()))
+        }
+        _ => Err(format!("expected NAMESPACE/NAME, got {s:?}")),
+    }
+}
+
+fn parse_protocol(s: &str) -> Result<Protocol, String> {
+    s.to_ascii_uppercase().parse()
 }
 
 #[derive(Args, Debug)]
@@ -142,6 +258,9 @@ fn main() -> ExitCode {
 
 /// Runs one command and returns what to print on stdout.
 fn run(cli: &Cli) -> anyhow::Result<String> {
+    if let Command::Policy(PolicyCommand::Matrix(m)) = &cli.command {
+        return policy_matrix(m);
+    }
     let socket = socket_path(cli.socket.clone(), std::env::var_os("XSKNET_SOCKET"));
     let rpc = |req: Request| call(&socket, &req, CALL_TIMEOUT);
     let json_line = |v: &Value| format!("{v}\n");
@@ -195,6 +314,125 @@ fn run(cli: &Cli) -> anyhow::Result<String> {
                 }
             }
         }
+        Command::Policy(PolicyCommand::Apply(a)) => {
+            let docs = read_yaml_arg(&a.file)?;
+            let mut applied = Vec::new();
+            // A directory goes as one request, so it stays one all-or-nothing apply.
+            let v = rpc(Request::PolicyApply {
+                yaml: docs,
+                file: Some(a.file.display().to_string()),
+            })?;
+            if a.json {
+                json_line(&v)
+            } else {
+                let r: PolicyApplied = decode(v, "policy apply")?;
+                for (what, list) in [
+                    ("created", &r.created),
+                    ("configured", &r.configured),
+                    ("unchanged", &r.unchanged),
+                ] {
+                    for o in list {
+                        applied.push(format!("{o} {what}\n"));
+                    }
+                }
+                applied.push(format!("in force from table generation {}\n", r.generation));
+                applied.concat()
+            }
+        }
+        Command::Policy(PolicyCommand::Delete(d)) => {
+            let r: PolicyApplied = decode(
+                rpc(Request::PolicyDelete {
+                    namespace: d.target.0.clone(),
+                    name: d.target.1.clone(),
+                })?,
+                "policy delete",
+            )?;
+            format!(
+                "NetworkPolicy {}/{} deleted (table generation {})\n",
+                d.target.0, d.target.1, r.generation
+            )
+        }
+        Command::Policy(PolicyCommand::List(f)) => {
+            let v = rpc(Request::PolicyList)?;
+            if f.json {
+                json_line(&v)
+            } else {
+                let list: Vec<PolicyInfo> = decode(v, "policy list")?;
+                let rows: Vec<Vec<String>> = list
+                    .iter()
+                    .map(|p| {
+                        vec![
+                            p.namespace.clone(),
+                            p.name.clone(),
+                            p.policy_types.join(","),
+                            p.ingress_rules.to_string(),
+                            p.egress_rules.to_string(),
+                            p.selected.to_string(),
+                            p.hits.to_string(),
+                        ]
+                    })
+                    .collect();
+                table(
+                    &[
+                        "NAMESPACE",
+                        "NAME",
+                        "TYPES",
+                        "INGRESS",
+                        "EGRESS",
+                        "PODS",
+                        "HITS",
+                    ],
+                    &rows,
+                )
+            }
+        }
+        Command::Policy(PolicyCommand::Matrix(_)) => unreachable!("handled offline above"),
+        Command::Pod(PodCommand::Label(l)) => {
+            let mut labels = BTreeMap::new();
+            let mut remove = Vec::new();
+            for arg in &l.labels {
+                if let Some(k) = arg.strip_suffix('-').filter(|_| !arg.contains('=')) {
+                    remove.push(k.to_string());
+                } else {
+                    let (k, v) = parse_label(arg).map_err(anyhow::Error::msg)?;
+                    labels.insert(k, v);
+                }
+            }
+            let v = rpc(Request::PodLabel {
+                namespace: l.target.0.clone(),
+                name: l.target.1.clone(),
+                labels,
+                remove,
+                replace: l.replace,
+                overwrite: l.overwrite,
+            })?;
+            let now: BTreeMap<String, String> = decode(v, "pod label")?;
+            let shown: Vec<String> = now.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            format!(
+                "{}/{} labeled: {}\n",
+                l.target.0,
+                l.target.1,
+                shown.join(",")
+            )
+        }
+        Command::Trace(t) => {
+            let port = match t.port.parse::<u16>() {
+                Ok(n) => Value::from(n),
+                Err(_) => Value::from(t.port.clone()),
+            };
+            let v = rpc(Request::Trace {
+                from: t.from.clone(),
+                to: t.to.clone(),
+                port,
+                protocol: Some(t.protocol.to_string()),
+            })?;
+            if t.json {
+                json_line(&v)
+            } else {
+                let tr: Trace = decode(v, "trace")?;
+                format!("{}\n", tr.summary)
+            }
+        }
         Command::Endpoint(EndpointCommand::Del(d)) => {
             rpc(Request::EndpointDel {
                 ifname: d.ifname.clone(),
@@ -206,6 +444,63 @@ fn run(cli: &Cli) -> anyhow::Result<String> {
                 (None, None) => "deleted\n".to_string(),
             }
         }
+    })
+}
+
+/// The YAML of a file, or of every *.yaml/*.yml file of a directory (in name order,
+/// joined as one multi-document stream).
+fn read_yaml_arg(path: &std::path::Path) -> anyhow::Result<String> {
+    let read = |p: &std::path::Path| {
+        std::fs::read_to_string(p).map_err(|e| anyhow::anyhow!("read {}: {e}", p.display()))
+    };
+    if !path.is_dir() {
+        return read(path);
+    }
+    let mut files: Vec<PathBuf> = std::fs::read_dir(path)
+        .map_err(|e| anyhow::anyhow!("read {}: {e}", path.display()))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.is_file()
+                && p.extension()
+                    .and_then(|x| x.to_str())
+                    .is_some_and(|x| x == "yaml" || x == "yml")
+        })
+        .collect();
+    files.sort();
+    let mut out = String::new();
+    for f in files {
+        out.push_str("---\n");
+        out.push_str(&read(&f)?);
+        out.push('\n');
+    }
+    Ok(out)
+}
+
+/// `policy matrix`: offline, through the same compile and pipeline code as the daemon.
+fn policy_matrix(m: &MatrixArgs) -> anyhow::Result<String> {
+    let objects = if m.file.is_dir() {
+        k8s::parse_dir(&m.file)
+    } else {
+        k8s::parse_file(&m.file)
+    }
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut store = PolicyStore::new();
+    store
+        .apply_objects(objects)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let missing = store.pods_without_ip();
+    if !missing.is_empty() {
+        eprintln!(
+            "xsknetctl: pods without status.podIP left out: {}",
+            missing.join(", ")
+        );
+    }
+    let matrix = reach::matrix(&store, &ProbePort::parse(&m.port), m.protocol);
+    Ok(if m.json {
+        format!("{}\n", serde_json::to_string(&matrix)?)
+    } else {
+        matrix.grid()
     })
 }
 

@@ -71,6 +71,77 @@ pub enum Request {
     },
     /// Every allocation. Result: a JSON array of [`IpamAllocation`].
     IpamList,
+    /// Apply Kubernetes YAML (NetworkPolicy, Namespace, Pod documents), all or
+    /// nothing: on any error nothing in force changes and the message names the
+    /// object and field. `file` names the source in errors. Result: [`PolicyApplied`].
+    PolicyApply {
+        yaml: String,
+        #[serde(default)]
+        file: Option<String>,
+    },
+    /// Delete a NetworkPolicy. Result: [`PolicyApplied`] (its `deleted`).
+    PolicyDelete { namespace: String, name: String },
+    /// Every NetworkPolicy in force with its hit count. Result: a JSON array of
+    /// [`PolicyInfo`].
+    PolicyList,
+    /// Set a pod's labels (a live endpoint, else a pod given as YAML). Without
+    /// `replace` the labels are merged into the current ones and changing a label's
+    /// value needs `overwrite`; `remove` deletes keys. Result: the pod's labels.
+    PodLabel {
+        namespace: String,
+        name: String,
+        #[serde(default)]
+        labels: BTreeMap<String, String>,
+        #[serde(default)]
+        remove: Vec<String>,
+        #[serde(default)]
+        replace: bool,
+        #[serde(default)]
+        overwrite: bool,
+    },
+    /// Run a synthetic connection `from` → `to` (`ns/pod` of live endpoints) through
+    /// the live tables' classifiers and connection-table code. `port` is a number or
+    /// a named port of the destination; `protocol` TCP (default), UDP or SCTP.
+    /// Result: [`crate::control::reach::Trace`].
+    Trace {
+        from: String,
+        to: String,
+        port: serde_json::Value,
+        #[serde(default)]
+        protocol: Option<String>,
+    },
+}
+
+/// The `policy_apply` / `policy_delete` result.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PolicyApplied {
+    /// Objects as `Kind ns/name`.
+    #[serde(default)]
+    pub created: Vec<String>,
+    #[serde(default)]
+    pub configured: Vec<String>,
+    #[serde(default)]
+    pub unchanged: Vec<String>,
+    #[serde(default)]
+    pub deleted: Vec<String>,
+    /// Table generation the change is in force from (every worker runs on it).
+    pub generation: u64,
+}
+
+/// One `policy_list` entry.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PolicyInfo {
+    pub namespace: String,
+    pub name: String,
+    /// Effective policyTypes (`Ingress`, `Egress`).
+    pub policy_types: Vec<String>,
+    pub ingress_rules: usize,
+    pub egress_rules: usize,
+    /// Local endpoints the policy selects.
+    pub selected: usize,
+    /// Flows its rules admitted (connection-table misses allowed by one of its rules),
+    /// summed over workers since the daemon started.
+    pub hits: u64,
 }
 
 /// The CNI attachment an endpoint belongs to (set by the CNI plugin).
@@ -346,6 +417,20 @@ pub struct WorkerStats {
     pub sleeps: u64,
     /// Table generation the worker runs on.
     pub generation: u64,
+    /// Connection table: entries (live or not yet swept), inserts, early-drop
+    /// evictions, refused inserts (full buckets).
+    #[serde(default)]
+    pub conntrack: ConntrackStats,
+}
+
+/// A worker's connection-table counters.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ConntrackStats {
+    pub entries: u64,
+    pub capacity: u64,
+    pub inserts: u64,
+    pub evictions: u64,
+    pub full: u64,
 }
 
 /// The `stats` result.
@@ -353,6 +438,9 @@ pub struct WorkerStats {
 pub struct Stats {
     pub workers: Vec<WorkerStats>,
     pub ports: Vec<PortStats>,
+    /// Flows admitted per policy (`ns/name`), summed over workers.
+    #[serde(default)]
+    pub policy_hits: BTreeMap<String, u64>,
 }
 
 /// The `status` result.
@@ -406,7 +494,11 @@ pub fn decode_request(line: &[u8]) -> Result<Request, ControlError> {
         .map_err(|e| invalid(e.to_string()))?;
     // serde ignores extra fields on the unit variants of an internally tagged enum.
     if let (
-        Request::EndpointList | Request::Stats | Request::Status | Request::IpamList,
+        Request::EndpointList
+        | Request::Stats
+        | Request::Status
+        | Request::IpamList
+        | Request::PolicyList,
         Some(field),
     ) = (&request, first_field)
     {
