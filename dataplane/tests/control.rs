@@ -66,6 +66,7 @@ fn stats() -> Stats {
             drops: [("no_route".to_string(), 3)].into(),
             xdp: None,
         }],
+        policy_hits: Default::default(),
     }
 }
 

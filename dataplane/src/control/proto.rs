@@ -677,6 +677,7 @@ mod tests {
                 xdp: Some(XdpRingStats::default()),
                 ..Default::default()
             }],
+            policy_hits: [("x/deny".to_string(), 4)].into(),
         };
         let v = serde_json::to_value(&stats).unwrap();
         assert_eq!(serde_json::from_value::<Stats>(v).unwrap(), stats);

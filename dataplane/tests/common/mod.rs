@@ -455,3 +455,106 @@ pub fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
 pub fn path_str(p: &Path) -> String {
     p.display().to_string()
 }
+
+impl Daemon {
+    /// Attach `pod` as `namespace/name` with labels (what the CNI plugin reports).
+    pub fn attach_as(&self, pod: &Pod, namespace: &str, name: &str, labels: &[(&str, &str)]) {
+        let ip = pod.ip.to_string();
+        let mut args = vec![
+            "endpoint".to_string(),
+            "add".into(),
+            "--ifname".into(),
+            pod.host_if.clone(),
+            "--ip".into(),
+            ip,
+            "--mac".into(),
+            pod.mac.clone(),
+            "--namespace".into(),
+            namespace.into(),
+            "--name".into(),
+            name.into(),
+        ];
+        for (k, v) in labels {
+            args.push("--label".into());
+            args.push(format!("{k}={v}"));
+        }
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.ctl_ok(&refs);
+    }
+}
+
+/// Serve TCP and UDP on each of `ports` inside `pod` until the process exits: a TCP
+/// connection gets one byte `k` and then an echo of whatever it sends; a UDP datagram
+/// is echoed. Sockets are created in the pod's namespace; the threads are detached.
+pub fn serve(pod: &Pod, ports: &[u16]) {
+    use std::io::{Read, Write};
+    for &port in ports {
+        let ip = pod.ip;
+        let (tcp, udp): (TcpListener, UdpSocket) = pod.ns.run(|| {
+            (
+                TcpListener::bind((ip, port)).expect("tcp bind in pod"),
+                UdpSocket::bind((ip, port)).expect("udp bind in pod"),
+            )
+        });
+        std::thread::spawn(move || {
+            for s in tcp.incoming() {
+                let Ok(mut s) = s else { continue };
+                std::thread::spawn(move || {
+                    let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
+                    if s.write_all(b"k").is_err() {
+                        return;
+                    }
+                    let mut buf = [0u8; 1024];
+                    while let Ok(n) = s.read(&mut buf) {
+                        if n == 0 || s.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 2048];
+            while let Ok((n, from)) = udp.recv_from(&mut buf) {
+                let _ = udp.send_to(&buf[..n], from);
+            }
+        });
+    }
+}
+
+/// A TCP connection from `from` to `dst:port` that got the server's first byte
+/// within `timeout` (SYN, SYN-ACK and data both ways went through).
+pub fn tcp_connects(from: &Pod, dst: Ipv4Addr, port: u16, timeout: Duration) -> bool {
+    use std::io::Read;
+    from.ns.run(|| {
+        let Ok(mut s) = TcpStream::connect_timeout(&(dst, port).into(), timeout) else {
+            return false;
+        };
+        let _ = s.set_read_timeout(Some(timeout));
+        let mut b = [0u8; 1];
+        matches!(s.read(&mut b), Ok(1) if b[0] == b'k')
+    })
+}
+
+/// A UDP datagram from `from` to `dst:port` whose echo came back (two tries, each
+/// waiting `timeout / 2`).
+pub fn udp_answers(from: &Pod, dst: Ipv4Addr, port: u16, timeout: Duration) -> bool {
+    let src = from.ip;
+    from.ns.run(|| {
+        let s = UdpSocket::bind((src, 0)).expect("udp bind");
+        let _ = s.set_read_timeout(Some(timeout / 2));
+        let mut buf = [0u8; 64];
+        for i in 0..2u8 {
+            let msg = [b'p', i, port as u8];
+            if s.send_to(&msg, (dst, port)).is_err() {
+                continue;
+            }
+            if let Ok((n, _)) = s.recv_from(&mut buf) {
+                if buf[..n] == msg {
+                    return true;
+                }
+            }
+        }
+        false
+    })
+}
