@@ -12,7 +12,8 @@
 //! "any" rule are dropped, they can never be the answer). A lookup is then a binary
 //! search of the address in the interval starts and a binary search of `(protocol,
 //! port)` in that interval's ranges: `O(log I + log P)` with `I` intervals and `P` ranges
-//! in the set, no matter how many rules there are, and no allocation.
+//! in the set (twice at most, see the tiers), no matter how many rules there are, and no
+//! allocation.
 //!
 //! Why this one: NetworkPolicy rules are a union of (address set × port set) boxes whose
 //! answer is "the lowest rule that matches", which is exactly a 2-D stabbing query; a
@@ -21,6 +22,14 @@
 //! ranges per interval in practice) is the simplest structure with a logarithmic bound
 //! and compact arrays a worker can search from cache. Tuple-space search or tries would
 //! win only with many more dimensions than two.
+//!
+//! **Two tiers.** A rule is in every port set of every interval its blocks cover, so a
+//! few broad rules (`0.0.0.0/0 except 10.0.0.0/8`, "the cluster /8") would copy their
+//! ranges into every set of the narrow rules below them. Rules with a peer of prefix
+//! [`BROAD_PREFIX`] or shorter are therefore built into a second, separate structure and
+//! a lookup takes the lower answer of the two (the second search is skipped when no rule
+//! is broad). With 5 broad rules over 1,000 pod rules this stores 1,005 ranges instead
+//! of 6,000 (unit test `broad_rules_are_not_copied_into_narrow_sets`).
 //!
 //! **Sharing.** Neighbouring intervals with the same port set are merged, and identical
 //! port sets are stored once: the sweep keys sets by the list of rules covering an
@@ -38,12 +47,26 @@
 
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, BinaryHeap, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
 
 use super::{CompiledRule, RuleRef};
 
 /// Compiled allow rules of one endpoint in one direction.
 #[derive(Debug, Default)]
 pub struct Classifier {
+    /// Rules whose peers are all narrower than [`BROAD_PREFIX`].
+    narrow: Tier,
+    /// Rules with a peer of prefix [`BROAD_PREFIX`] or shorter.
+    broad: Tier,
+    rules: usize,
+}
+
+/// Peers this wide or wider put their rule in the broad tier.
+pub const BROAD_PREFIX: u8 = 8;
+
+/// One interval structure (see the module doc).
+#[derive(Debug, Default)]
+struct Tier {
     /// Start address of each elementary interval, ascending; `bounds[0] == 0` unless
     /// empty. Interval `k` is `bounds[k] ..= bounds[k + 1] - 1`.
     bounds: Box<[u32]>,
@@ -51,7 +74,6 @@ pub struct Classifier {
     interval_set: Box<[u32]>,
     sets: Box<[PortSet]>,
     ranges: Box<[PortRange]>,
-    rules: usize,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -86,24 +108,98 @@ impl Classifier {
     /// Build from rules (control thread). Rules may overlap freely; malformed blocks
     /// (prefix above 32) match nothing.
     pub fn build(rules: &[CompiledRule]) -> Classifier {
+        let (broad, narrow): (Vec<&CompiledRule>, Vec<&CompiledRule>) = rules
+            .iter()
+            .partition(|r| r.peers.iter().any(|p| p.prefix <= BROAD_PREFIX));
+        Classifier {
+            narrow: Tier::build(narrow),
+            broad: Tier::build(broad),
+            rules: rules.len(),
+        }
+    }
+
+    /// The first rule (lowest `RuleRef`) allowing a flow with this peer address (host
+    /// order), protocol and destination port (0 for ICMP), if any.
+    #[inline]
+    pub fn lookup(&self, peer: u32, proto: u8, port: u16) -> Option<RuleRef> {
+        let narrow = self.narrow.lookup(peer, proto, port);
+        if self.broad.bounds.is_empty() {
+            return narrow;
+        }
+        min_ref(narrow, self.broad.lookup(peer, proto, port))
+    }
+
+    /// Number of rules compiled in.
+    pub fn len(&self) -> usize {
+        self.rules
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rules == 0
+    }
+
+    /// Sizes of the built structure (both tiers).
+    pub fn stats(&self) -> ClassifierStats {
+        let (n, b) = (self.narrow.stats(), self.broad.stats());
+        ClassifierStats {
+            rules: self.rules,
+            intervals: n.intervals + b.intervals,
+            port_sets: n.port_sets + b.port_sets,
+            port_ranges: n.port_ranges + b.port_ranges,
+            bytes: n.bytes + b.bytes,
+        }
+    }
+}
+
+#[inline]
+fn min_ref(a: Option<RuleRef>, b: Option<RuleRef>) -> Option<RuleRef> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+impl Tier {
+    fn build(mut order: Vec<&CompiledRule>) -> Tier {
+        if order.is_empty() {
+            return Tier::default(); // no bounds: lookups end at once
+        }
         // Priority = position after a stable sort by origin: lower wins.
-        let mut order: Vec<&CompiledRule> = rules.iter().collect();
         order.sort_by_key(|r| r.origin);
 
-        // Interval ends as events: (address, rule, +1 / -1); u64 so the end of the
-        // space (2^32) is representable.
-        let mut events: Vec<(u64, u32, i32)> = Vec::new();
-        let mut spans = Vec::new();
+        // Rules covering the same addresses form one group (selector peers repeat the
+        // same pod list across many rules): the sweep then tracks groups, not rules.
+        let mut group_of: FxMap<Vec<(u64, u64)>, u32> = FxMap::default();
+        let mut group_rules: Vec<Vec<u32>> = Vec::new();
         for (prio, rule) in order.iter().enumerate() {
-            spans.clear();
+            let mut spans = Vec::new();
             for peer in &rule.peers {
                 block_spans(peer.net, peer.prefix, &peer.except, &mut spans);
             }
-            for &(s, e) in &spans {
-                events.push((s, prio as u32, 1));
-                events.push((e, prio as u32, -1));
+            normalise(&mut spans);
+            if spans.is_empty() {
+                continue;
+            }
+            let next = group_rules.len() as u32;
+            let g = *group_of.entry(spans).or_insert(next);
+            if g == next {
+                group_rules.push(Vec::new());
+            }
+            if let Some(members) = group_rules.get_mut(g as usize) {
+                members.push(prio as u32);
             }
         }
+
+        // Interval ends as events: (address, group, +1 / -1); u64 so the end of the
+        // space (2^32) is representable.
+        let mut events: Vec<(u64, u32, i32)> = Vec::new();
+        for (spans, &g) in &group_of {
+            for &(s, e) in spans {
+                events.push((s, g, 1));
+                events.push((e, g, -1));
+            }
+        }
+        drop(group_of);
         events.sort_unstable();
 
         let mut b = Builder::default();
@@ -111,26 +207,28 @@ impl Classifier {
         b.intern_content(None, Vec::new());
         let mut bounds: Vec<u32> = vec![0];
         let mut interval_set: Vec<u32> = vec![0];
-        let mut counts = vec![0u32; order.len()];
+        let mut counts = vec![0u32; group_rules.len()];
         let mut active: BTreeSet<u32> = BTreeSet::new();
-        let mut by_active: HashMap<Vec<u32>, u32> = HashMap::new();
+        let mut by_active: FxMap<Vec<u32>, u32> = FxMap::default();
         by_active.insert(Vec::new(), 0);
+        let mut key: Vec<u32> = Vec::new();
 
         let mut i = 0;
         while i < events.len() {
             let pos = events[i].0;
             while i < events.len() && events[i].0 == pos {
-                let (_, prio, delta) = events[i];
-                let c = &mut counts[prio as usize];
-                if delta > 0 {
-                    *c += 1;
-                    if *c == 1 {
-                        active.insert(prio);
-                    }
-                } else {
-                    *c = c.saturating_sub(1);
-                    if *c == 0 {
-                        active.remove(&prio);
+                let (_, g, delta) = events[i];
+                if let Some(c) = counts.get_mut(g as usize) {
+                    if delta > 0 {
+                        *c += 1;
+                        if *c == 1 {
+                            active.insert(g);
+                        }
+                    } else {
+                        *c = c.saturating_sub(1);
+                        if *c == 0 {
+                            active.remove(&g);
+                        }
                     }
                 }
                 i += 1;
@@ -138,12 +236,13 @@ impl Classifier {
             if pos > u64::from(u32::MAX) {
                 break; // end of the address space
             }
-            let key: Vec<u32> = active.iter().copied().collect();
+            key.clear();
+            key.extend(active.iter().copied());
             let set = match by_active.get(&key) {
                 Some(&s) => s,
                 None => {
-                    let s = b.merge(&order, &key);
-                    by_active.insert(key, s);
+                    let s = b.merge(&order, &group_rules, &key);
+                    by_active.insert(key.clone(), s);
                     s
                 }
             };
@@ -157,19 +256,16 @@ impl Classifier {
             }
         }
 
-        Classifier {
+        Tier {
             bounds: bounds.into_boxed_slice(),
             interval_set: interval_set.into_boxed_slice(),
             sets: b.sets.into_boxed_slice(),
             ranges: b.ranges.into_boxed_slice(),
-            rules: rules.len(),
         }
     }
 
-    /// The first rule (lowest `RuleRef`) allowing a flow with this peer address (host
-    /// order), protocol and destination port (0 for ICMP), if any.
     #[inline]
-    pub fn lookup(&self, peer: u32, proto: u8, port: u16) -> Option<RuleRef> {
+    fn lookup(&self, peer: u32, proto: u8, port: u16) -> Option<RuleRef> {
         let k = self.bounds.partition_point(|&b| b <= peer).checked_sub(1)?;
         let set = self.sets.get(*self.interval_set.get(k)? as usize)?;
         let ranges = self.ranges.get(set.start as usize..set.end as usize)?;
@@ -178,25 +274,12 @@ impl Classifier {
             .get(i)
             .filter(|r| r.proto == proto && r.lo <= port)
             .map(|r| r.rule);
-        match (set.any, hit) {
-            (Some(a), Some(h)) => Some(a.min(h)),
-            (a, h) => a.or(h),
-        }
+        min_ref(set.any, hit)
     }
 
-    /// Number of rules compiled in.
-    pub fn len(&self) -> usize {
-        self.rules
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.rules == 0
-    }
-
-    /// Sizes of the built structure.
-    pub fn stats(&self) -> ClassifierStats {
+    fn stats(&self) -> ClassifierStats {
         ClassifierStats {
-            rules: self.rules,
+            rules: 0,
             intervals: self.bounds.len(),
             port_sets: self.sets.len(),
             port_ranges: self.ranges.len(),
@@ -232,6 +315,19 @@ fn block_spans(net: u32, prefix: u8, except: &[(u32, u8)], out: &mut Vec<(u64, u
     }
 }
 
+/// Sort spans and merge overlapping or touching ones: a canonical address set.
+fn normalise(spans: &mut Vec<(u64, u64)>) {
+    spans.sort_unstable();
+    let mut out: Vec<(u64, u64)> = Vec::with_capacity(spans.len());
+    for &(s, e) in spans.iter() {
+        match out.last_mut() {
+            Some(last) if s <= last.1 => last.1 = last.1.max(e),
+            _ => out.push((s, e)),
+        }
+    }
+    *spans = out;
+}
+
 fn span(net: u32, prefix: u8) -> Option<(u64, u64)> {
     if prefix > 32 {
         return None;
@@ -241,20 +337,71 @@ fn span(net: u32, prefix: u8) -> Option<(u64, u64)> {
     Some((start, start + size))
 }
 
+/// Build-time maps keyed by integer vectors: a multiply-rotate hash (FxHash's) is
+/// several times cheaper than SipHash here, and the keys come from the operator's own
+/// policies, not from the network.
+type FxMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
+
+#[derive(Default, Clone, Copy)]
+struct FxHasher(u64);
+
+impl Hasher for FxHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.write_u64(u64::from_le_bytes(word));
+        }
+    }
+
+    fn write_u64(&mut self, v: u64) {
+        self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+
+    fn write_u32(&mut self, v: u32) {
+        self.write_u64(u64::from(v));
+    }
+
+    fn write_u16(&mut self, v: u16) {
+        self.write_u64(u64::from(v));
+    }
+
+    fn write_u8(&mut self, v: u8) {
+        self.write_u64(u64::from(v));
+    }
+
+    fn write_usize(&mut self, v: usize) {
+        self.write_u64(v as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
 #[derive(Default)]
 struct Builder {
     sets: Vec<PortSet>,
     ranges: Vec<PortRange>,
-    by_content: HashMap<(Option<RuleRef>, Vec<PortRange>), u32>,
+    by_content: FxMap<(Option<RuleRef>, Vec<PortRange>), u32>,
 }
 
 impl Builder {
-    /// Merge the rules `active` (priorities, ascending) into a port set; returns its
-    /// index, shared with an identical earlier set.
-    fn merge(&mut self, order: &[&CompiledRule], active: &[u32]) -> u32 {
+    /// Merge the rules of the `active` groups into a port set; returns its index,
+    /// shared with an identical earlier set.
+    fn merge(&mut self, order: &[&CompiledRule], groups: &[Vec<u32>], active: &[u32]) -> u32 {
+        let mut prios: Vec<u32> = active
+            .iter()
+            .filter_map(|&g| groups.get(g as usize))
+            .flatten()
+            .copied()
+            .collect();
+        if active.len() > 1 {
+            prios.sort_unstable();
+        }
         let mut any = None;
         let mut raw: Vec<PortRange> = Vec::new();
-        for &prio in active {
+        for prio in prios {
             let Some(rule) = order.get(prio as usize) else {
                 continue;
             };
@@ -492,6 +639,34 @@ mod tests {
     }
 
     #[test]
+    fn broad_rules_are_not_copied_into_narrow_sets() {
+        let mut rules: Vec<CompiledRule> = (0..1000u32)
+            .map(|k| CompiledRule {
+                peers: vec![IpBlock {
+                    net: 0x0a00_0000 + 2 * k,
+                    prefix: 32,
+                    except: vec![],
+                }],
+                ports: vec![pm(PROTO_TCP, 1000 + k as u16, 1000 + k as u16)],
+                origin: rr(1, k as u16),
+            })
+            .collect();
+        for k in 0..5u16 {
+            rules.push(CompiledRule {
+                peers: vec![block("10.0.0.0/8")],
+                ports: vec![pm(PROTO_UDP, k, k)],
+                origin: rr(0, k),
+            });
+        }
+        let c = Classifier::build(&rules);
+        assert_eq!(c.stats().port_ranges, 1005, "{:?}", c.stats());
+        assert_eq!(c.lookup(0x0a00_0002, PROTO_TCP, 1001), Some(rr(1, 1)));
+        assert_eq!(c.lookup(0x0a00_0002, PROTO_UDP, 3), Some(rr(0, 3)));
+        assert_eq!(c.lookup(0x0a00_0003, PROTO_TCP, 1001), None);
+        assert_eq!(c.lookup(0x0b00_0000, PROTO_UDP, 3), None);
+    }
+
+    #[test]
     fn disjoint_ranges_keep_the_lowest_rule() {
         let r = |lo, hi, p| PortRange {
             proto: PROTO_TCP,
@@ -620,6 +795,9 @@ mod tests {
             }
         }
         // Both answers are well represented.
-        assert!(hits > lookups / 5 && hits < lookups * 4 / 5, "{hits}/{lookups}");
+        assert!(
+            hits > lookups / 5 && hits < lookups * 4 / 5,
+            "{hits}/{lookups}"
+        );
     }
 }

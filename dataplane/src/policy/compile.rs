@@ -36,7 +36,9 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::k8s::{NamedPort, NetworkPolicy, Peer, PolicyPort, PolicyType, PortRef, Protocol};
+use super::k8s::{
+    LabelSelector, NamedPort, NetworkPolicy, Peer, PolicyPort, PolicyType, PortRef, Protocol,
+};
 use super::store::PolicyStore;
 use super::{Classifier, CompiledRule, IpBlock, PolicySnapshot, PortMatch, PortPolicy, RuleRef};
 use crate::tables::PortId;
@@ -74,7 +76,8 @@ const ANY_ADDRESS: IpBlock = IpBlock {
 struct PreparedRule {
     /// `from`/`to` absent or empty.
     all_peers: bool,
-    blocks: Vec<IpBlock>,
+    /// Every address the peers cover: ipBlocks, then the peer pods' /32s.
+    peers: Vec<IpBlock>,
     /// Indices into the compile's pod list, sorted, unique.
     pod_peers: Vec<usize>,
     /// `ports` absent or empty.
@@ -111,14 +114,15 @@ pub fn compile(
             .entry(p.namespace.as_str())
             .or_insert_with(|| store.namespace_labels(&p.namespace));
     }
-    let resolver = PeerResolver {
+    let mut resolver = PeerResolver {
         pods,
         ns_labels: &ns_labels,
+        selected: HashMap::new(),
     };
 
     let prepared: Vec<PreparedPolicy<'_>> = policies
         .iter()
-        .map(|p| {
+        .map(|&p| {
             let ingress: Vec<PreparedRule> = p
                 .ingress_rules()
                 .iter()
@@ -181,7 +185,7 @@ pub fn compile(
                 let ingress = key
                     .0
                     .as_ref()
-                    .map(|(set, _)| Classifier::build(&ingress_rules(&prepared, set, pod, pods)));
+                    .map(|(set, _)| Classifier::build(&ingress_rules(&prepared, set, pod)));
                 let egress = key
                     .1
                     .as_ref()
@@ -205,12 +209,7 @@ pub fn compile(
 }
 
 /// The rules allowing traffic *into* `pod` (the destination of every named port).
-fn ingress_rules(
-    prepared: &[PreparedPolicy<'_>],
-    set: &[u32],
-    pod: &PodView,
-    pods: &[PodView],
-) -> Vec<CompiledRule> {
+fn ingress_rules(prepared: &[PreparedPolicy<'_>], set: &[u32], pod: &PodView) -> Vec<CompiledRule> {
     let mut out = Vec::new();
     for &i in set {
         let Some(pp) = prepared.get(i as usize) else {
@@ -231,7 +230,7 @@ fn ingress_rules(
                 }
                 ports
             };
-            let peers = r.peers(pods);
+            let peers = r.peers.clone();
             if !peers.is_empty() {
                 out.push(CompiledRule {
                     peers,
@@ -261,7 +260,7 @@ fn egress_rules(
                 rule: j as u16,
             };
             if r.all_ports || !r.numeric.is_empty() {
-                let peers = r.peers(pods);
+                let peers = r.peers.clone();
                 if !peers.is_empty() {
                     out.push(CompiledRule {
                         peers,
@@ -337,43 +336,51 @@ fn host(ip: u32) -> IpBlock {
     }
 }
 
-impl PreparedRule {
-    /// Every address this rule's peers cover.
-    fn peers(&self, pods: &[PodView]) -> Vec<IpBlock> {
-        if self.all_peers {
-            return vec![ANY_ADDRESS];
-        }
-        let mut ips: Vec<u32> = self
-            .pod_peers
-            .iter()
-            .filter_map(|&k| pods.get(k))
-            .map(|p| u32::from(p.ip))
-            .collect();
-        ips.sort_unstable();
-        ips.dedup();
-        let mut peers = self.blocks.clone();
-        peers.extend(ips.into_iter().map(host));
-        peers
-    }
-}
+type SelectorKey<'a> = (
+    &'a str,
+    Option<&'a LabelSelector>,
+    Option<&'a LabelSelector>,
+);
 
 struct PeerResolver<'a> {
     pods: &'a [PodView],
     ns_labels: &'a HashMap<&'a str, BTreeMap<String, String>>,
+    /// Pods selected by (policy namespace, podSelector, namespaceSelector): thousands
+    /// of rules repeat a handful of selectors.
+    selected: HashMap<SelectorKey<'a>, Vec<usize>>,
 }
 
-impl PeerResolver<'_> {
+impl<'a> PeerResolver<'a> {
+    fn select(&mut self, key: SelectorKey<'a>) -> &[usize] {
+        let (pods, ns_labels) = (self.pods, self.ns_labels);
+        self.selected.entry(key).or_insert_with(|| {
+            let (policy_ns, pod_selector, namespace_selector) = key;
+            (0..pods.len())
+                .filter(|&k| {
+                    let pod = &pods[k];
+                    let ns_ok = match namespace_selector {
+                        None => pod.namespace == policy_ns,
+                        Some(sel) => ns_labels
+                            .get(pod.namespace.as_str())
+                            .is_some_and(|l| sel.matches(l)),
+                    };
+                    ns_ok && pod_selector.is_none_or(|sel| sel.matches(&pod.labels))
+                })
+                .collect()
+        })
+    }
+
     fn prepare(
-        &self,
-        policy: &NetworkPolicy,
-        peers: Option<&[Peer]>,
-        ports: Option<&[PolicyPort]>,
+        &mut self,
+        policy: &'a NetworkPolicy,
+        peers: Option<&'a [Peer]>,
+        ports: Option<&'a [PolicyPort]>,
     ) -> PreparedRule {
         let peers = peers.unwrap_or(&[]);
         let ports = ports.unwrap_or(&[]);
         let mut rule = PreparedRule {
             all_peers: peers.is_empty(),
-            blocks: Vec::new(),
+            peers: Vec::new(),
             pod_peers: Vec::new(),
             all_ports: ports.is_empty(),
             numeric: Vec::new(),
@@ -388,8 +395,8 @@ impl PeerResolver<'_> {
                         prefix,
                         except: b.except.iter().filter_map(|e| e.v4()).collect(),
                     };
-                    if !rule.blocks.contains(&block) {
-                        rule.blocks.push(block);
+                    if !rule.peers.contains(&block) {
+                        rule.peers.push(block);
                     }
                 }
                 continue;
@@ -397,25 +404,29 @@ impl PeerResolver<'_> {
             if peer.pod_selector.is_none() && peer.namespace_selector.is_none() {
                 continue; // refused by validation; matches nothing if it ever got here
             }
-            for (k, pod) in self.pods.iter().enumerate() {
-                let ns_ok = match &peer.namespace_selector {
-                    None => pod.namespace == policy.metadata.namespace,
-                    Some(sel) => self
-                        .ns_labels
-                        .get(pod.namespace.as_str())
-                        .is_some_and(|l| sel.matches(l)),
-                };
-                let pod_ok = peer
-                    .pod_selector
-                    .as_ref()
-                    .is_none_or(|sel| sel.matches(&pod.labels));
-                if ns_ok && pod_ok {
-                    rule.pod_peers.push(k);
-                }
-            }
+            let key = (
+                policy.metadata.namespace.as_str(),
+                peer.pod_selector.as_ref(),
+                peer.namespace_selector.as_ref(),
+            );
+            let selected = self.select(key);
+            rule.pod_peers.extend_from_slice(selected);
         }
         rule.pod_peers.sort_unstable();
         rule.pod_peers.dedup();
+        if rule.all_peers {
+            rule.peers = vec![ANY_ADDRESS];
+        } else {
+            let mut ips: Vec<u32> = rule
+                .pod_peers
+                .iter()
+                .filter_map(|&k| self.pods.get(k))
+                .map(|p| u32::from(p.ip))
+                .collect();
+            ips.sort_unstable();
+            ips.dedup();
+            rule.peers.extend(ips.into_iter().map(host));
+        }
         for p in ports {
             let proto = p.protocol();
             match &p.port {
