@@ -604,3 +604,265 @@ fn run_install_cni_installs_when_ready_and_uninstalls_on_sigterm() {
         "binary left after SIGTERM"
     );
 }
+
+/// Every document of `config/kubernetes/xsknet.yaml` (empty ones skipped).
+fn manifest_documents() -> Vec<Value> {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../config/kubernetes/xsknet.yaml"
+    );
+    let text = fs::read_to_string(path).unwrap();
+    let mut docs = Vec::new();
+    for de in serde_yaml_ng::Deserializer::from_str(&text) {
+        let v: Value = serde::Deserialize::deserialize(de)
+            .unwrap_or_else(|e| panic!("{path}: document {}: {e}", docs.len()));
+        if !v.is_null() {
+            docs.push(v);
+        }
+    }
+    docs
+}
+
+fn str_of<'a>(v: &'a Value, ptr: &str) -> &'a str {
+    v.pointer(ptr)
+        .and_then(Value::as_str)
+        .unwrap_or_else(|| panic!("missing string {ptr} in {}", v["kind"]))
+}
+
+fn array_of<'a>(v: &'a Value, ptr: &str) -> &'a Vec<Value> {
+    v.pointer(ptr)
+        .and_then(Value::as_array)
+        .unwrap_or_else(|| panic!("missing list {ptr} in {}", v["kind"]))
+}
+
+#[test]
+fn kubernetes_manifest_is_complete_and_consistent() {
+    let docs = manifest_documents();
+    let kinds: Vec<&str> = docs.iter().map(|d| str_of(d, "/kind")).collect();
+    assert_eq!(
+        kinds,
+        [
+            "ServiceAccount",
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "ConfigMap",
+            "DaemonSet"
+        ]
+    );
+    let by_kind = |k: &str| docs.iter().find(|d| d["kind"] == k).unwrap();
+    for d in &docs {
+        str_of(d, "/apiVersion");
+        str_of(d, "/metadata/name");
+        if !str_of(d, "/kind").starts_with("Cluster") {
+            assert_eq!(
+                str_of(d, "/metadata/namespace"),
+                "kube-system",
+                "{}",
+                d["kind"]
+            );
+        }
+    }
+
+    // RBAC: read nodes, pods, namespaces, networkpolicies; bound to the DaemonSet's SA.
+    let sa = str_of(by_kind("ServiceAccount"), "/metadata/name");
+    let role = by_kind("ClusterRole");
+    for resource in ["nodes", "pods", "namespaces", "networkpolicies"] {
+        let rule = array_of(role, "/rules")
+            .iter()
+            .find(|r| {
+                r["resources"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|x| x == resource)
+            })
+            .unwrap_or_else(|| panic!("no rule for {resource}"));
+        for verb in ["get", "list", "watch"] {
+            assert!(
+                rule["verbs"].as_array().unwrap().iter().any(|v| v == verb),
+                "{resource} {verb}"
+            );
+        }
+    }
+    let binding = by_kind("ClusterRoleBinding");
+    assert_eq!(
+        str_of(binding, "/roleRef/name"),
+        str_of(role, "/metadata/name")
+    );
+    assert_eq!(str_of(binding, "/roleRef/kind"), "ClusterRole");
+    assert_eq!(str_of(binding, "/subjects/0/name"), sa);
+    assert_eq!(str_of(binding, "/subjects/0/namespace"), "kube-system");
+
+    // ConfigMap: a valid node.yaml once the node's pod CIDR is appended, as the
+    // render-config init container does; without one it has no podCidr of its own.
+    let cm = by_kind("ConfigMap");
+    let node_yaml = str_of(cm, "/data/node.yaml");
+    assert!(!node_yaml.lines().any(|l| l.starts_with("podCidr:")));
+    let rendered = format!("{node_yaml}podCidr: 10.244.3.0/24\n");
+    let cfg = xsknet_dataplane::config::Config::from_yaml_str(&rendered)
+        .unwrap_or_else(|e| panic!("ConfigMap node.yaml: {e}"));
+    assert_eq!(cfg.socket, PathBuf::from("/run/xsknet/xsknetd.sock"));
+    assert_eq!(cfg.state_dir, PathBuf::from("/var/lib/xsknet"));
+
+    // DaemonSet.
+    let ds = by_kind("DaemonSet");
+    let pod = &ds["spec"]["template"]["spec"];
+    assert_eq!(
+        ds["spec"]["selector"]["matchLabels"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .find(|(k, v)| ds["spec"]["template"]["metadata"]["labels"][k.as_str()] != **v),
+        None,
+        "selector must match the template labels"
+    );
+    assert_eq!(pod["hostNetwork"], true);
+    assert_ne!(pod["hostPID"], true);
+    assert_eq!(pod["priorityClassName"], "system-node-critical");
+    assert_eq!(pod["serviceAccountName"], sa);
+    let tolerated: Vec<&str> = array_of(pod, "/tolerations")
+        .iter()
+        .filter_map(|t| t["key"].as_str())
+        .collect();
+    for key in [
+        "node.kubernetes.io/not-ready",
+        "node.kubernetes.io/network-unavailable",
+        "node.cloudprovider.kubernetes.io/uninitialized",
+        "node-role.kubernetes.io/control-plane",
+    ] {
+        assert!(tolerated.contains(&key), "no toleration for {key}");
+    }
+
+    let volumes = array_of(pod, "/volumes");
+    let host_path = |path: &str| {
+        volumes
+            .iter()
+            .find(|v| v["hostPath"]["path"] == path)
+            .map(|v| v["name"].as_str().unwrap())
+            .unwrap_or_else(|| panic!("no hostPath volume {path}"))
+    };
+    let containers = array_of(pod, "/containers");
+    let main = &containers[0];
+    let mount_of = |c: &Value, volume: &str| -> Value {
+        c["volumeMounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["name"] == volume)
+            .cloned()
+            .unwrap_or_else(|| panic!("{} does not mount {volume}", c["name"]))
+    };
+    for path in [
+        "/opt/cni/bin",
+        "/etc/cni/net.d",
+        "/var/lib/xsknet",
+        "/run/xsknet",
+    ] {
+        mount_of(main, host_path(path));
+    }
+    assert_eq!(
+        mount_of(main, host_path("/sys/fs/bpf"))["mountPropagation"],
+        "Bidirectional"
+    );
+    assert_eq!(
+        mount_of(main, host_path("/run/netns"))["mountPropagation"],
+        "HostToContainer"
+    );
+    // Bidirectional propagation is only allowed for privileged containers.
+    assert_eq!(main["securityContext"]["privileged"], true);
+    let caps = array_of(main, "/securityContext/capabilities/add");
+    for cap in [
+        "NET_ADMIN",
+        "SYS_ADMIN",
+        "BPF",
+        "PERFMON",
+        "IPC_LOCK",
+        "SYS_RESOURCE",
+    ] {
+        assert!(caps.iter().any(|c| c == cap), "capability {cap}");
+    }
+    // The state and socket are mounted at the paths the conflist names.
+    assert_eq!(
+        mount_of(main, host_path("/var/lib/xsknet"))["mountPath"],
+        "/var/lib/xsknet"
+    );
+    assert_eq!(
+        mount_of(main, host_path("/run/xsknet"))["mountPath"],
+        "/run/xsknet"
+    );
+    // Every mount of every container names a declared volume; the ConfigMap is used.
+    let names: BTreeSet<&str> = volumes
+        .iter()
+        .map(|v| v["name"].as_str().unwrap())
+        .collect();
+    let inits = array_of(pod, "/initContainers");
+    for c in containers.iter().chain(inits) {
+        for m in c["volumeMounts"].as_array().unwrap() {
+            assert!(
+                names.contains(m["name"].as_str().unwrap()),
+                "{} mounts {}",
+                c["name"],
+                m["name"]
+            );
+        }
+        assert!(c["image"].is_string(), "{} has no image", c["name"]);
+    }
+    assert!(volumes
+        .iter()
+        .any(|v| v["configMap"]["name"] == str_of(cm, "/metadata/name")));
+
+    // The commands are ones this xsknetd accepts: cli flags are checked by running
+    // them with --help appended (clap rejects an unknown flag before printing help).
+    let command: Vec<&str> = array_of(main, "/command")
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert_eq!(&command[..3], ["xsknetd", "run", "--install-cni"]);
+    let config_at = command
+        .iter()
+        .position(|a| *a == "--config")
+        .expect("--config");
+    assert_eq!(command[config_at + 1], "/etc/xsknet/node.yaml");
+    let cni_bin = command[command.iter().position(|a| *a == "--cni-bin-dir").unwrap() + 1];
+    assert_eq!(
+        mount_of(main, host_path("/opt/cni/bin"))["mountPath"],
+        cni_bin
+    );
+    let cni_conf = command[command.iter().position(|a| *a == "--cni-conf-dir").unwrap() + 1];
+    assert_eq!(
+        mount_of(main, host_path("/etc/cni/net.d"))["mountPath"],
+        cni_conf
+    );
+    let readiness: Vec<&str> = array_of(main, "/readinessProbe/exec/command")
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    for argv in [&command, &readiness] {
+        assert_eq!(argv[0], "xsknetd");
+        let out = xsknetd().args(&argv[1..]).arg("--help").output().unwrap();
+        assert!(out.status.success(), "{argv:?}: {}", text(&out));
+    }
+    assert!(readiness.contains(&"probe"), "{readiness:?}");
+}
+
+#[test]
+fn example_conflist_is_what_install_writes_by_default() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../config/cni/10-xsknet.conflist"
+    );
+    let example: Value = serde_json::from_slice(&fs::read(path).unwrap()).unwrap();
+    let opts = xsknet_dataplane::install::InstallOptions {
+        cni_bin_dir: "/opt/cni/bin".into(),
+        cni_conf_dir: "/etc/cni/net.d".into(),
+        plugin_binary: "xsknet".into(),
+        conflist_name: CONFLIST.into(),
+        socket: xsknet_dataplane::config::DEFAULT_SOCKET.into(),
+        state_dir: xsknet_dataplane::config::DEFAULT_STATE_DIR.into(),
+        mtu: xsknet_dataplane::install::DEFAULT_MTU,
+        chain: xsknet_dataplane::install::parse_chain(xsknet_dataplane::install::DEFAULT_CHAIN)
+            .unwrap(),
+        wait_ready_timeout: Duration::from_secs(1),
+    };
+    assert_eq!(example, opts.conflist());
+}
