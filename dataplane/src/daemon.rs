@@ -15,9 +15,11 @@ use crossbeam_channel::{bounded, Sender};
 
 use crate::config::Config;
 use crate::control::proto::{
-    ControlError, Endpoint, EndpointSpec, ErrorKind, Handler, PortStats, Request, Stats, Status,
-    WorkerStats,
+    ControlError, Endpoint, EndpointCheck, EndpointSpec, ErrorKind, Handler, IpamAllocation,
+    IpamLease, IpamReleased, PendingDel, PortStats, Request, Stats, Status, WorkerStats,
+    PENDING_DEL_DIR, POD_GATEWAY,
 };
+use crate::ipam::{Ipam, IpamError, IPAM_FILE};
 use crate::loader::{XdpAttachment, XdpLoader};
 use crate::pipeline::{DropReason, PortCounters};
 use crate::state::StateDir;
@@ -99,6 +101,7 @@ pub struct Daemon {
     host_ip: Option<Ipv4Addr>,
     state: StateDir,
     persist_errors: u64,
+    ipam: Ipam,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -181,7 +184,21 @@ impl Daemon {
             });
         }
 
+        let ipam_path = state.root.join(IPAM_FILE);
+        let ipam = match Ipam::load(cfg.pod_cidr, &ipam_path) {
+            Ok(i) => i,
+            Err(IpamError::Persist(crate::state::StateError::Corrupt { .. })) => {
+                // Keep the evidence; starting empty may hand out a live pod's address
+                // again, which the operator is told about loudly.
+                let moved = crate::state::quarantine(&ipam_path)
+                    .map_err(|e| setup("quarantine corrupt IP allocations", &e))?;
+                tracing::error!(moved_to = %moved.display(), "corrupt IP allocation file moved aside; starting with no allocations");
+                Ipam::in_memory(cfg.pod_cidr)
+            }
+            Err(e) => return Err(setup("load IP allocations", &e)),
+        };
         let mut d = Daemon {
+            ipam,
             free_slots: (0..max_ports as PortId).rev().collect(),
             cfg,
             started: Instant::now(),
@@ -204,7 +221,114 @@ impl Daemon {
             }
         }
         d.restore();
+        d.finish_pending_dels();
         Ok(d)
+    }
+
+    /// Completes the DELs the CNI plugin recorded while the daemon was unreachable:
+    /// detach the endpoint (its veth is already gone), release the address, remove the
+    /// record. A record that cannot be read is moved aside, never retried forever.
+    fn finish_pending_dels(&mut self) {
+        let dir = self.state.root.join(PENDING_DEL_DIR);
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return;
+        };
+        let mut done = 0;
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.extension().is_none_or(|e| e != "json") {
+                continue;
+            }
+            let rec: PendingDel = match crate::state::load_json(&path) {
+                Ok(Some(r)) => r,
+                Ok(None) => continue,
+                Err(e) => {
+                    tracing::error!(error = %e, "unreadable pending DEL record");
+                    let _ = crate::state::quarantine(&path);
+                    continue;
+                }
+            };
+            if self.endpoints.contains_key(&rec.host_ifname) {
+                let _ = self.del_endpoint(Some(rec.host_ifname.clone()), None);
+            }
+            match self.ipam.release(&rec.container_id, &rec.ifname) {
+                Ok(_) => {
+                    let _ = std::fs::remove_file(&path);
+                    done += 1;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, container_id = %rec.container_id, "pending DEL: release address")
+                }
+            }
+        }
+        if done > 0 {
+            tracing::info!(done, "finished DELs recorded while the daemon was down");
+            self.persist();
+        }
+    }
+
+    fn endpoint_check(&self, ifname: &str) -> Result<EndpointCheck, ControlError> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let (ep, att) = self.endpoints.get(ifname).ok_or_else(|| {
+            err(
+                ErrorKind::NotFound,
+                format!("no endpoint on {ifname}: the dataplane does not forward for it"),
+            )
+        })?;
+        let w = &self.workers[att.info.worker as usize];
+        if w.join.as_ref().is_none_or(|j| j.is_finished()) {
+            return Err(err(
+                ErrorKind::System,
+                format!("worker {} owning {ifname} has exited", w.shared.id),
+            ));
+        }
+        let gen = self.publisher.current().generation;
+        let running = w.shared.counters.generation.load(Relaxed);
+        if running < gen {
+            return Err(err(
+                ErrorKind::System,
+                format!(
+                    "worker {} runs table generation {running}, not the current {gen}",
+                    w.shared.id
+                ),
+            ));
+        }
+        Ok(EndpointCheck {
+            endpoint: ep.clone(),
+            generation: running,
+        })
+    }
+
+    fn ipam_allocate(
+        &mut self,
+        container_id: &str,
+        ifname: &str,
+        ip: Option<Ipv4Addr>,
+    ) -> Result<IpamLease, ControlError> {
+        let used: Vec<Ipv4Addr> = self.endpoints.values().map(|(e, _)| e.ip).collect();
+        let taken = |ip: Ipv4Addr| used.contains(&ip);
+        let ip = self
+            .ipam
+            .allocate(container_id, ifname, ip, &taken)
+            .map_err(|e| {
+                let kind = match &e {
+                    IpamError::Exhausted { .. } => ErrorKind::Capacity,
+                    IpamError::InUse { .. } | IpamError::KeyHoldsOther { .. } => {
+                        ErrorKind::Conflict
+                    }
+                    IpamError::NotAssignable { .. } | IpamError::EmptyKey => {
+                        ErrorKind::InvalidRequest
+                    }
+                    IpamError::Persist(_) => ErrorKind::System,
+                };
+                err(kind, e.to_string())
+            })?;
+        tracing::info!(%ip, container_id, ifname, "address allocated");
+        Ok(IpamLease {
+            ip,
+            prefix: 32,
+            gateway: POD_GATEWAY,
+        })
     }
 
     fn host_ip_of(&self) -> Ipv4Addr {
@@ -448,6 +572,7 @@ impl Daemon {
                 namespace: ep.namespace.clone(),
                 name: ep.name.clone(),
                 labels: ep.labels.clone(),
+                cni: ep.cni.clone(),
             };
             match self.add_endpoint(spec) {
                 Ok(_) => restored += 1,
@@ -550,6 +675,7 @@ impl Daemon {
             namespace: spec.namespace,
             name: spec.name,
             labels: spec.labels,
+            cni: spec.cni,
             port: att.id,
             worker: att.info.worker,
         };
@@ -728,6 +854,44 @@ impl Handler for Daemon {
             }
             Request::Stats => to_json(serde_json::to_value(self.stats())),
             Request::Status => to_json(serde_json::to_value(self.status())),
+            Request::EndpointCheck { ifname } => {
+                to_json(serde_json::to_value(self.endpoint_check(&ifname)?))
+            }
+            Request::IpamAllocate {
+                container_id,
+                ifname,
+                ip,
+            } => to_json(serde_json::to_value(self.ipam_allocate(
+                &container_id,
+                &ifname,
+                ip,
+            )?)),
+            Request::IpamRelease {
+                container_id,
+                ifname,
+            } => {
+                let released = self
+                    .ipam
+                    .release(&container_id, &ifname)
+                    .map_err(|e| err(ErrorKind::System, e.to_string()))?;
+                if let Some(ip) = released {
+                    tracing::info!(%ip, container_id, ifname, "address released");
+                }
+                to_json(serde_json::to_value(IpamReleased { released }))
+            }
+            Request::IpamList => {
+                let list: Vec<IpamAllocation> = self
+                    .ipam
+                    .list()
+                    .into_iter()
+                    .map(|a| IpamAllocation {
+                        ip: a.ip,
+                        container_id: a.container_id,
+                        ifname: a.ifname,
+                    })
+                    .collect();
+                to_json(serde_json::to_value(list))
+            }
         }
     }
 

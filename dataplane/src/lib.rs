@@ -10,6 +10,7 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod install;
+pub mod ipam;
 pub mod loader;
 pub mod packet;
 pub mod pipeline;

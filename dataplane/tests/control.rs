@@ -90,6 +90,7 @@ impl Handler for Fake {
                     namespace: spec.namespace,
                     name: spec.name,
                     labels: spec.labels,
+                    cni: spec.cni,
                     port: self.endpoints.len() as u16 + 1,
                     worker: 0,
                 };
@@ -104,6 +105,10 @@ impl Handler for Fake {
                     .ok_or_else(|| ControlError::new(ErrorKind::NotFound, "no such endpoint"))?;
                 Ok(to_json(&self.endpoints.remove(pos)))
             }
+            other => Err(ControlError::new(
+                ErrorKind::InvalidRequest,
+                format!("the test handler does not serve {other:?}"),
+            )),
         }
     }
 

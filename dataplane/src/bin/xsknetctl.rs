@@ -180,6 +180,7 @@ fn run(cli: &Cli) -> anyhow::Result<String> {
                 namespace: a.namespace.clone(),
                 name: a.name.clone(),
                 labels: a.labels.iter().cloned().collect::<BTreeMap<_, _>>(),
+                cni: None,
             };
             let v = rpc(Request::EndpointAdd(spec))?;
             if a.json {

@@ -50,7 +50,91 @@ pub enum Request {
     Stats,
     /// Daemon readiness and summary. Result: [`Status`].
     Status,
+    /// Whether the dataplane forwards for the endpoint on host interface `ifname`:
+    /// attached, in the tables every worker runs on, its worker alive.
+    /// Result: [`EndpointCheck`]; `not_found` when there is no such endpoint.
+    EndpointCheck { ifname: String },
+    /// Allocate the pod address of CNI attachment `(container_id, ifname)` from the
+    /// node's pod CIDR; the same attachment asking again gets the same address.
+    /// `ip` requests a specific address. Result: [`IpamLease`].
+    IpamAllocate {
+        container_id: String,
+        ifname: String,
+        #[serde(default)]
+        ip: Option<Ipv4Addr>,
+    },
+    /// Release the attachment's address; releasing nothing is fine.
+    /// Result: [`IpamReleased`].
+    IpamRelease {
+        container_id: String,
+        ifname: String,
+    },
+    /// Every allocation. Result: a JSON array of [`IpamAllocation`].
+    IpamList,
 }
+
+/// The CNI attachment an endpoint belongs to (set by the CNI plugin).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct CniAttachment {
+    /// `CNI_CONTAINERID`.
+    pub container_id: String,
+    /// `CNI_IFNAME`: the interface name inside the pod.
+    pub ifname: String,
+    /// `CNI_NETNS`: the pod's network namespace path.
+    #[serde(default)]
+    pub netns: Option<String>,
+}
+
+/// The `endpoint_check` result.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct EndpointCheck {
+    pub endpoint: Endpoint,
+    /// Table generation every worker runs on (at least the one with the endpoint).
+    pub generation: u64,
+}
+
+/// The `ipam_allocate` result.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct IpamLease {
+    pub ip: Ipv4Addr,
+    /// Always 32: pods get a host route, the gateway is link-local.
+    pub prefix: u8,
+    /// The link-local gateway pods route through.
+    pub gateway: Ipv4Addr,
+}
+
+/// The `ipam_release` result.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct IpamReleased {
+    /// The address released, `null` when the attachment held none.
+    pub released: Option<Ipv4Addr>,
+}
+
+/// One `ipam_list` entry.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct IpamAllocation {
+    pub ip: Ipv4Addr,
+    pub container_id: String,
+    pub ifname: String,
+}
+
+/// Subdirectory of the state dir where the CNI plugin records DELs it could not finish
+/// because the daemon was unreachable; the daemon completes and removes them at start.
+pub const PENDING_DEL_DIR: &str = "pending-del";
+
+/// One `<stateDir>/pending-del/<container_id>-<ifname>.json` record.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PendingDel {
+    pub container_id: String,
+    /// The interface name inside the pod (`CNI_IFNAME`).
+    pub ifname: String,
+    /// The host-side veth the endpoint was attached on.
+    pub host_ifname: String,
+}
+
+/// The gateway address every pod routes through (answered by the dataplane).
+pub const POD_GATEWAY: Ipv4Addr = Ipv4Addr::new(169, 254, 1, 1);
 
 /// A pod endpoint as a client describes it.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -70,6 +154,9 @@ pub struct EndpointSpec {
     pub name: Option<String>,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// The CNI attachment, when the CNI plugin added the endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cni: Option<CniAttachment>,
 }
 
 /// An attached endpoint as the daemon stores and reports it.
@@ -84,6 +171,9 @@ pub struct Endpoint {
     pub name: Option<String>,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// The CNI attachment, when the CNI plugin added the endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cni: Option<CniAttachment>,
     /// Port slot and worker (informational; reassigned on restart).
     #[serde(default)]
     pub port: u16,
@@ -315,8 +405,10 @@ pub fn decode_request(line: &[u8]) -> Result<Request, ControlError> {
     let request: Request = serde_json::from_value(serde_json::Value::Object(obj))
         .map_err(|e| invalid(e.to_string()))?;
     // serde ignores extra fields on the unit variants of an internally tagged enum.
-    if let (Request::EndpointList | Request::Stats | Request::Status, Some(field)) =
-        (&request, first_field)
+    if let (
+        Request::EndpointList | Request::Stats | Request::Status | Request::IpamList,
+        Some(field),
+    ) = (&request, first_field)
     {
         return Err(invalid(format!(
             "unknown field `{field}`: this op takes no fields"
@@ -349,6 +441,11 @@ mod tests {
             namespace: Some("default".into()),
             name: Some("a".into()),
             labels: [("app".to_string(), "web".to_string())].into(),
+            cni: Some(CniAttachment {
+                container_id: "c0ffee".into(),
+                ifname: "eth0".into(),
+                netns: Some("/run/netns/p".into()),
+            }),
         }
     }
 
@@ -367,6 +464,24 @@ mod tests {
             Request::EndpointList,
             Request::Stats,
             Request::Status,
+            Request::EndpointCheck {
+                ifname: "xsk1".into(),
+            },
+            Request::IpamAllocate {
+                container_id: "c".into(),
+                ifname: "eth0".into(),
+                ip: None,
+            },
+            Request::IpamAllocate {
+                container_id: "c".into(),
+                ifname: "eth0".into(),
+                ip: Some(Ipv4Addr::new(10, 244, 0, 7)),
+            },
+            Request::IpamRelease {
+                container_id: "c".into(),
+                ifname: "eth0".into(),
+            },
+            Request::IpamList,
         ];
         for r in requests {
             let bytes = serde_json::to_vec(&Envelope::new(r.clone())).unwrap();
@@ -422,6 +537,8 @@ mod tests {
         for extra in [
             &br#"{"v":1,"op":"status","x":1}"#[..],
             br#"{"v":1,"op":"endpoint_list","x":1}"#,
+            br#"{"v":1,"op":"ipam_list","x":1}"#,
+            br#"{"v":1,"op":"ipam_release","container_id":"c","ifname":"e","x":1}"#,
             br#"{"v":1,"op":"endpoint_del","ifname":"a","x":1}"#,
             br#"{"v":1,"op":"endpoint_add","ifname":"a","ip":"10.0.0.1","x":1}"#,
         ] {

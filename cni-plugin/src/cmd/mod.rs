@@ -1,0 +1,159 @@
+//! One module per CNI verb, and [`Call`]: what a verb gets (parsed environment and
+//! configuration, the raw environment for delegation, the [`Platform`]) plus the
+//! helpers they share: daemon calls mapped to actionable CNI errors and the
+//! plugin-side lock.
+//!
+//! Locking: the daemon serialises its own state on its control thread, so ADD, DEL and
+//! CHECK of different pods run in parallel under a *shared* `flock` on
+//! `<stateDir>/cni.lock`; GC, which lists and removes attachments, takes it
+//! *exclusively* so it never races an ADD halfway through.
+
+pub mod add;
+pub mod check;
+pub mod del;
+pub mod gc;
+pub mod status;
+pub mod version;
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::time::Duration;
+
+use serde_json::Value;
+use xsknet_dataplane::control::client::ClientError;
+use xsknet_dataplane::control::proto::{ErrorKind, Request};
+
+use crate::config::{CniEnv, NetConf};
+use crate::errors::{code, CniError};
+use crate::platform::Platform;
+use crate::wire::host_ifname;
+
+/// Budget of one daemon request during ADD/DEL/CHECK/GC (the daemon answers an
+/// endpoint add once the worker forwards, normally in milliseconds; 32 pods at once
+/// queue behind each other on its control thread).
+pub const DAEMON_TIMEOUT: Duration = Duration::from_secs(15);
+/// Budget of STATUS: runtimes poll it, it must answer in milliseconds.
+pub const STATUS_TIMEOUT: Duration = Duration::from_millis(500);
+/// Lock file under the state dir.
+pub const LOCK_FILE: &str = "cni.lock";
+
+/// One plugin invocation.
+pub struct Call<'a> {
+    pub env: CniEnv,
+    pub raw_env: &'a HashMap<String, String>,
+    pub conf: NetConf,
+    pub platform: &'a dyn Platform,
+}
+
+/// A held `flock`, released on drop.
+#[derive(Debug)]
+pub struct LockGuard {
+    _file: File,
+}
+
+/// Whether a daemon failure means "not reachable right now".
+pub fn unreachable(e: &ClientError) -> bool {
+    matches!(e, ClientError::Connect { .. } | ClientError::Timeout { .. })
+}
+
+impl Call<'_> {
+    /// The deterministic host-side veth name of this attachment.
+    pub fn host_ifname(&self) -> String {
+        host_ifname(&self.env.container_id, &self.env.ifname)
+    }
+
+    /// Sends `req`; errors become CNI errors saying what `doing` needed. Unreachable
+    /// daemon: code 11 (try again later). Refusals: `refused_code`.
+    pub fn daemon(&self, req: &Request, doing: &str, refused_code: u32) -> Result<Value, CniError> {
+        self.platform
+            .daemon_call(&self.conf.socket, req, DAEMON_TIMEOUT)
+            .map_err(|e| self.daemon_error(&e, doing, refused_code))
+    }
+
+    /// Maps a client error to a CNI error.
+    pub fn daemon_error(&self, e: &ClientError, doing: &str, refused_code: u32) -> CniError {
+        let socket = self.conf.socket.display();
+        match e {
+            ClientError::Connect { source, .. } => CniError::new(
+                code::TRY_AGAIN_LATER,
+                format!(
+                    "xsknetd not reachable at {socket}: {source} (is the xsknet DaemonSet running?)"
+                ),
+            )
+            .with_details(format!("needed to {doing}")),
+            ClientError::Timeout { timeout, .. } => CniError::new(
+                code::TRY_AGAIN_LATER,
+                format!("xsknetd at {socket} did not answer within {timeout:?} (is it overloaded or wedged?)"),
+            )
+            .with_details(format!("needed to {doing}")),
+            ClientError::Daemon { kind, message } => {
+                let c = match kind {
+                    ErrorKind::UnsupportedVersion => code::INCOMPATIBLE_VERSION,
+                    _ => refused_code,
+                };
+                CniError::new(c, format!("xsknetd could not {doing}: {message}"))
+            }
+            other => CniError::new(refused_code, format!("xsknetd could not {doing}: {other}")),
+        }
+    }
+
+    /// Takes the plugin lock (see the module doc), creating the state dir if needed.
+    pub fn lock(&self, exclusive: bool) -> Result<LockGuard, CniError> {
+        let dir = &self.conf.state_dir;
+        let io = |what: &str, e: std::io::Error| {
+            CniError::new(
+                code::IO_FAILURE,
+                format!(
+                    "{what} {}: {e} (check stateDir in the network config)",
+                    dir.display()
+                ),
+            )
+        };
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| io("create state directory", e))?;
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(dir.join(LOCK_FILE))
+            .map_err(|e| io("open lock file in", e))?;
+        let op = if exclusive {
+            libc::LOCK_EX
+        } else {
+            libc::LOCK_SH
+        };
+        loop {
+            // SAFETY: flock on a descriptor we own for the duration of the call.
+            let rc = unsafe { libc::flock(file.as_raw_fd(), op) };
+            if rc == 0 {
+                break;
+            }
+            let e = std::io::Error::last_os_error();
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                return Err(io("lock", e));
+            }
+        }
+        Ok(LockGuard { _file: file })
+    }
+
+    /// A `CNI_ARGS` value (`K8S_POD_NAME`, ...), if set and not empty.
+    pub fn arg(&self, key: &str) -> Option<String> {
+        self.env.args.get(key).filter(|v| !v.is_empty()).cloned()
+    }
+}
+
+/// Maps a wiring error to a CNI error with what was being done.
+pub fn wire_error(e: crate::wire::WireError, doing: &str) -> CniError {
+    match e {
+        crate::wire::WireError::NetnsGone { .. } => {
+            CniError::new(code::UNKNOWN_CONTAINER, format!("{doing}: {e}"))
+        }
+        other => CniError::new(code::WIRING, format!("{doing}: {other}")),
+    }
+}

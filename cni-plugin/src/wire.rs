@@ -1,0 +1,243 @@
+//! Pod wiring through netlink and ioctl (never by running `ip` or `ethtool`): the veth
+//! between the node namespace (where `xsknetd` and the plugin run) and the pod's
+//! `CNI_NETNS`, its MAC, MTU, /32 address, the link-local gateway routes and the
+//! offload settings the AF_XDP dataplane needs.
+//!
+//! The veth's host end gets a deterministic name derived from `(container id, ifname)`
+//! ([`host_ifname`]), so DEL, CHECK and GC find it without any plugin-side state. The
+//! peer is created directly inside the pod namespace under its final name, so it never
+//! appears in the node namespace. Pod-side work runs on a dedicated OS thread that
+//! entered the pod namespace (`sys::netns::run_in_netns_fd`); the plugin's own thread
+//! never changes namespace. [`create_pod_link`] removes the veth again if any later
+//! step fails, so a failed call leaves no link behind.
+
+use std::net::Ipv4Addr;
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+
+use xsknet_dataplane::control::proto::POD_GATEWAY;
+use xsknet_dataplane::sys::netlink::{format_mac, Netlink, NetlinkError, RouteSpec};
+use xsknet_dataplane::sys::netns::{open_netns, run_in_netns_fd, NetnsError};
+
+/// Prefix of every host-side veth xsknet creates.
+pub const HOST_IFNAME_PREFIX: &str = "xsk";
+
+/// Wiring failures.
+#[derive(Debug, thiserror::Error)]
+pub enum WireError {
+    #[error("network namespace {path} does not exist (was the container removed?)")]
+    NetnsGone { path: PathBuf },
+    #[error("{0}")]
+    Netns(#[from] NetnsError),
+    #[error("{0}")]
+    Netlink(#[from] NetlinkError),
+    #[error("{what}: {source}")]
+    Ethtool {
+        what: String,
+        source: xsknet_dataplane::sys::ethtool::EthtoolError,
+    },
+    #[error("{0}")]
+    Other(String),
+}
+
+/// 64-bit FNV-1a: tiny, stable across builds and platforms (names must not change when
+/// the plugin is upgraded, or DEL would miss veths created by the old version).
+pub fn fnv1a64(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+/// `xsk` + 11 hex digits of the hash of `container_id` NUL `ifname` (14 bytes).
+pub fn host_ifname(container_id: &str, ifname: &str) -> String {
+    let mut key = Vec::with_capacity(container_id.len() + ifname.len() + 1);
+    key.extend_from_slice(container_id.as_bytes());
+    key.push(0);
+    key.extend_from_slice(ifname.as_bytes());
+    let hex = format!("{:016x}", fnv1a64(&key));
+    format!("{HOST_IFNAME_PREFIX}{}", &hex[..11])
+}
+
+/// What ADD wants wired.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LinkPlan {
+    pub host_ifname: String,
+    /// `CNI_IFNAME`.
+    pub ifname: String,
+    pub netns: PathBuf,
+    pub mac: Option<[u8; 6]>,
+    pub mtu: u32,
+    pub ip: Ipv4Addr,
+    pub disable_ipv6: bool,
+}
+
+/// What ADD wired.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodLink {
+    pub host_mac: String,
+    pub pod_mac: String,
+}
+
+/// The pod interface as CHECK sees it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PodView {
+    pub mac: String,
+    pub mtu: u32,
+    pub up: bool,
+    pub addresses: Vec<(Ipv4Addr, u8)>,
+    /// `(dst, prefix, gateway)` of main-table routes through the interface.
+    pub routes: Vec<(Ipv4Addr, u8, Option<Ipv4Addr>)>,
+}
+
+fn open_pod_netns(path: &Path) -> Result<std::os::fd::OwnedFd, WireError> {
+    open_netns(path).map_err(|e| match &e {
+        NetnsError::Open { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+            WireError::NetnsGone {
+                path: path.to_path_buf(),
+            }
+        }
+        _ => WireError::Netns(e),
+    })
+}
+
+/// The pod routes: the gateway as a link-scope host route, the default via it.
+pub fn pod_routes(oif: u32) -> [RouteSpec; 2] {
+    [
+        RouteSpec {
+            dst: POD_GATEWAY,
+            prefix_len: 32,
+            gateway: None,
+            oif,
+            onlink: false,
+            src: None,
+            scope_link: true,
+        },
+        RouteSpec {
+            dst: Ipv4Addr::UNSPECIFIED,
+            prefix_len: 0,
+            gateway: Some(POD_GATEWAY),
+            oif,
+            onlink: true,
+            src: None,
+            scope_link: false,
+        },
+    ]
+}
+
+/// Creates and configures the veth; on failure nothing is left behind.
+pub fn create_pod_link(plan: &LinkPlan) -> Result<PodLink, WireError> {
+    let ns = open_pod_netns(&plan.netns)?;
+    let mut nl = Netlink::new()?;
+    nl.create_veth(&plan.host_ifname, &plan.ifname, Some(ns.as_fd()))?;
+    let done = (|| {
+        let host = nl
+            .link_by_name(&plan.host_ifname)?
+            .ok_or_else(|| WireError::Other(format!("veth {} vanished", plan.host_ifname)))?;
+        nl.set_mtu(host.index, plan.mtu)?;
+        let pod_mac = run_in_netns_fd(ns.as_fd(), || configure_pod_side(plan))??;
+        nl.set_link_up(host.index, true)?;
+        let host_mac = host.mac.map(|m| format_mac(&m)).unwrap_or_default();
+        Ok(PodLink { host_mac, pod_mac })
+    })();
+    if done.is_err() {
+        let _ = nl.delete_link(&plan.host_ifname);
+    }
+    done
+}
+
+fn configure_pod_side(plan: &LinkPlan) -> Result<String, WireError> {
+    let mut nl = Netlink::new()?;
+    let link = nl.link_by_name(&plan.ifname)?.ok_or_else(|| {
+        WireError::Other(format!(
+            "{} did not appear in the pod namespace",
+            plan.ifname
+        ))
+    })?;
+    if let Some(mac) = plan.mac {
+        nl.set_mac(link.index, mac)?;
+    }
+    nl.set_mtu(link.index, plan.mtu)?;
+    if plan.disable_ipv6 {
+        let key = format!("net/ipv6/conf/{}/disable_ipv6", plan.ifname);
+        xsknet_dataplane::sys::write_sysctl(&key, "1")
+            .map_err(|e| WireError::Other(format!("disable IPv6 in the pod: {e}")))?;
+    }
+    nl.set_link_up(link.index, true)?;
+    nl.add_address(link.index, plan.ip, 32)?;
+    for r in pod_routes(link.index) {
+        nl.add_route(&r)?;
+    }
+    xsknet_dataplane::sys::ethtool::prepare_pod_interface(&plan.ifname).map_err(|source| {
+        WireError::Ethtool {
+            what: format!("turn off transmit offloads of {} in the pod", plan.ifname),
+            source,
+        }
+    })?;
+    let link = nl
+        .link_by_index(link.index)?
+        .ok_or_else(|| WireError::Other(format!("{} vanished", plan.ifname)))?;
+    Ok(link.mac.map(|m| format_mac(&m)).unwrap_or_default())
+}
+
+/// Deletes the host end (the pod end goes with it). `Ok(false)`: it was not there.
+pub fn delete_host_link(host_ifname: &str) -> Result<bool, WireError> {
+    Ok(Netlink::new()?.delete_link(host_ifname)?)
+}
+
+/// Whether the node namespace has a link `name`.
+pub fn host_link_exists(name: &str) -> Result<bool, WireError> {
+    Ok(Netlink::new()?.link_by_name(name)?.is_some())
+}
+
+/// Reads `ifname` inside `netns`; `Ok(None)` when the interface does not exist.
+pub fn inspect_pod(netns: &Path, ifname: &str) -> Result<Option<PodView>, WireError> {
+    let ns = open_pod_netns(netns)?;
+    run_in_netns_fd(ns.as_fd(), || -> Result<Option<PodView>, WireError> {
+        let mut nl = Netlink::new()?;
+        let Some(link) = nl.link_by_name(ifname)? else {
+            return Ok(None);
+        };
+        let addresses = nl.list_addresses(link.index)?;
+        let routes = nl
+            .list_routes_v4()?
+            .into_iter()
+            .filter(|r| r.table == 254 && r.oif == Some(link.index))
+            .map(|r| (r.dst, r.prefix_len, r.gateway))
+            .collect();
+        Ok(Some(PodView {
+            mac: link.mac.map(|m| format_mac(&m)).unwrap_or_default(),
+            mtu: link.mtu,
+            up: link.up,
+            addresses,
+            routes,
+        }))
+    })?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_names_are_stable_short_and_distinct() {
+        let a = host_ifname("abc", "eth0");
+        assert_eq!(a, host_ifname("abc", "eth0"));
+        assert_eq!(a.len(), 14);
+        assert!(a.starts_with("xsk"));
+        assert!(xsknet_dataplane::sys::netlink::check_ifname(&a).is_ok());
+        assert_ne!(a, host_ifname("abc", "eth1"));
+        assert_ne!(host_ifname("ab", "ceth0"), host_ifname("abc", "eth0"));
+        // Pinned: a change here renames every host veth across an upgrade.
+        assert_eq!(fnv1a64(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a64(b"a"), 0xaf63_dc4c_8601_ec8c);
+    }
+
+    #[test]
+    fn missing_netns_is_recognised() {
+        let e = inspect_pod(Path::new("/nonexistent/xsknet-ns"), "eth0").unwrap_err();
+        assert!(matches!(e, WireError::NetnsGone { .. }), "{e}");
+    }
+}
