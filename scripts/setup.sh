@@ -4,7 +4,8 @@
 set -euo pipefail
 
 PKGS=(clang llvm libelf-dev zlib1g-dev pkg-config m4 libbpf-dev linux-libc-dev gcc-multilib
-      iproute2 ethtool iputils-ping netcat-openbsd iperf3 tcpdump procps)
+      iproute2 ethtool iputils-ping netcat-openbsd iperf3 tcpdump procps
+      containernetworking-plugins iptables)
 
 missing=()
 for p in "${PKGS[@]}"; do

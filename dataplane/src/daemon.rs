@@ -102,7 +102,12 @@ pub struct Daemon {
     state: StateDir,
     persist_errors: u64,
     ipam: Ipam,
+    last_pending_scan: Instant,
 }
+
+/// How often the control thread looks for pending-DEL records (a DEL made while the
+/// daemon was unreachable but still running, e.g. its socket wedged).
+const PENDING_SCAN_INTERVAL: Duration = Duration::from_secs(5);
 
 impl std::fmt::Debug for Daemon {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -199,6 +204,7 @@ impl Daemon {
         };
         let mut d = Daemon {
             ipam,
+            last_pending_scan: Instant::now(),
             free_slots: (0..max_ports as PortId).rev().collect(),
             cfg,
             started: Instant::now(),
@@ -225,8 +231,8 @@ impl Daemon {
         Ok(d)
     }
 
-    /// Completes the DELs the CNI plugin recorded while the daemon was unreachable:
-    /// detach the endpoint (its veth is already gone), release the address, remove the
+    /// Completes the DELs the CNI plugin recorded while the daemon was unreachable (at
+    /// start, then every [`PENDING_SCAN_INTERVAL`]): detach the endpoint (its veth is already gone), release the address, remove the
     /// record. A record that cannot be read is moved aside, never retried forever.
     fn finish_pending_dels(&mut self) {
         let dir = self.state.root.join(PENDING_DEL_DIR);
@@ -360,6 +366,11 @@ impl Daemon {
         // counted as unsupported_ethertype drops.
         let _ = crate::sys::write_sysctl(&format!("net/ipv6/conf/{name}/disable_ipv6"), "1");
         let _ = crate::sys::write_sysctl(&format!("net/ipv6/conf/{peer}/disable_ipv6"), "1");
+        // The node's stack transmits into the dataplane through `name` exactly like a
+        // pod does through its eth0: without this, node → pod TCP (kubelet probes,
+        // portmap's hostPort DNAT) leaves with partial checksums and the pod drops it.
+        crate::sys::ethtool::prepare_pod_interface(&name)
+            .map_err(|e| format!("turn off transmit offloads of {name}: {e}"))?;
         self.nl
             .set_link_up(dp.index, true)
             .map_err(|e| e.to_string())?;
@@ -897,6 +908,10 @@ impl Handler for Daemon {
 
     fn tick(&mut self) {
         self.publisher.collect();
+        if self.last_pending_scan.elapsed() >= PENDING_SCAN_INTERVAL {
+            self.last_pending_scan = Instant::now();
+            self.finish_pending_dels();
+        }
         for w in &self.workers {
             if w.join.as_ref().is_some_and(|j| j.is_finished()) {
                 tracing::error!(worker = w.shared.id, "worker thread has exited");

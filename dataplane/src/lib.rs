@@ -14,6 +14,7 @@ pub mod ipam;
 pub mod loader;
 pub mod packet;
 pub mod pipeline;
+pub mod policy;
 pub mod state;
 pub mod sys;
 pub mod tables;

@@ -111,6 +111,9 @@ pub struct Worker {
     counters: Arc<[PortCounters]>,
     idle: IdlePolicy,
     pollfds: Vec<libc::pollfd>,
+    /// Per-round scratch, kept here so a round does not re-initialise 1.3 KiB.
+    descs: [XdpDesc; BURST],
+    verdicts: [Verdict; BURST],
 }
 
 impl std::fmt::Debug for Worker {
@@ -163,6 +166,8 @@ impl Worker {
             counters,
             idle,
             pollfds: Vec::new(),
+            descs: [XdpDesc::default(); BURST],
+            verdicts: [Verdict::Drop(DropReason::Truncated); BURST],
         };
         w.rebuild_pollfds();
         w
@@ -236,8 +241,6 @@ impl Worker {
     /// One round over every port and handoff ring. Returns packets received.
     #[inline]
     pub fn poll_once(&mut self) -> usize {
-        let mut descs = [XdpDesc::default(); BURST];
-        let mut verdicts = [Verdict::Drop(DropReason::Truncated); BURST];
         let mut total = 0;
         let me = self.shared.id;
         let Worker {
@@ -249,6 +252,8 @@ impl Worker {
             handoff_rx,
             pushed_to,
             shared,
+            descs,
+            verdicts,
             ..
         } = self;
         let tables = tables.tables();
@@ -256,7 +261,7 @@ impl Worker {
         for pi in 0..ports.len() {
             let ingress = ports[pi].id();
             ports[pi].reap();
-            let n = ports[pi].rx_burst(&mut descs);
+            let n = ports[pi].rx_burst(descs);
             total += n;
             for i in 0..n {
                 let d = descs[i];

@@ -4,8 +4,8 @@
 //! unknown one), byte 1 adds spare capacity after the frame (room for replies to
 //! grow, or none), byte 2 bit 0 makes `len` claim one byte more than the buffer; the
 //! rest is the frame. Beyond "never panics", it checks the invariants the worker
-//! relies on: a `Forward` names a known port, keeps the length and carries a valid
-//! IPv4 header checksum; a `Reply` fits the buffer.
+//! relies on: a `Forward` names a known port and carries a valid IPv4 header checksum;
+//! a `Reply` fits the buffer and, if IPv4, has valid IPv4 and ICMP checksums.
 #![no_main]
 
 use std::net::Ipv4Addr;
@@ -62,7 +62,22 @@ fuzz_target!(|data: &[u8]| {
                 "forwarded a bad IPv4 checksum"
             );
         }
-        Verdict::Reply { len } => assert!(usize::from(len) <= buf.len()),
+        Verdict::Reply { len } => {
+            let len = usize::from(len);
+            assert!(len <= buf.len());
+            // Replies built on IPv4 (echo reply, time exceeded) must verify end to end.
+            if buf[12..14] == [0x08, 0x00] {
+                let hl = usize::from(buf[14] & 0x0f) * 4;
+                assert!(
+                    checksum::verifies(&buf[14..14 + hl]),
+                    "reply with a bad IPv4 checksum"
+                );
+                assert!(
+                    checksum::verifies(&buf[14 + hl..len]),
+                    "reply with a bad ICMP checksum"
+                );
+            }
+        }
         Verdict::Drop(_) => {}
     }
 });

@@ -155,6 +155,11 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
 
     /// Turn a (verified) echo request into an echo reply: only the type/code word
     /// changes, so the checksum is patched incrementally instead of re-summing the data.
+    /// A patched checksum of 0x0000 on an otherwise all-zero reply (id 0, sequence 0,
+    /// zero data) is the one case the patch gets wrong: only 0xFFFF verifies there.
+    /// That case is checked for and fixed, without re-summing into a valid checksum a
+    /// request that did not verify (the fuzz target checks validity is preserved both
+    /// ways).
     #[inline]
     pub fn make_echo_reply(&mut self) {
         let b = self.buffer.as_mut();
@@ -164,6 +169,11 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
         let new = read_u16(b, field::TYPE);
         let c = checksum::update_word(read_u16(b, field::CHECKSUM), old, new);
         write_u16(b, field::CHECKSUM, c);
+        // Summing is needed only in the rare 0x0000 case; with the checksum field 0,
+        // the message sums to 0 exactly when it is all zeros.
+        if c == 0 && checksum::sum(b) == 0 {
+            write_u16(b, field::CHECKSUM, 0xffff);
+        }
     }
 }
 
@@ -190,6 +200,39 @@ mod tests {
         let s = etherparse::Icmpv4Slice::from_slice(&b).unwrap();
         let want = etherparse::Icmpv4Header::with_checksum(s.icmp_type(), s.payload());
         assert_eq!(s.checksum(), want.checksum);
+    }
+
+    /// Regression for the `views` fuzz crash: an echo request that becomes an all-zero
+    /// reply (id 0, seq 0, no data) must get checksum 0xFFFF, not eqn. 3's 0x0000.
+    #[test]
+    fn all_zero_echo_reply_gets_ffff() {
+        let mut b = [8, 0, 0, 0, 0, 0, 0, 0];
+        let mut p = Packet::new_checked(&mut b[..]).unwrap();
+        p.fill_checksum();
+        assert_eq!(p.checksum(), 0xf7ff);
+        p.make_echo_reply();
+        assert!(p.verify_checksum());
+        assert_eq!(p.checksum(), 0xffff);
+        // The fuzzer's input: a nonzero code also zeroes out.
+        let mut c = [8, 0x0a, 0xf7, 0xf5, 0, 0, 0, 0, 0, 0, 0, 0];
+        let mut p = Packet::new_checked(&mut c[..]).unwrap();
+        assert!(p.verify_checksum());
+        p.make_echo_reply();
+        assert!(p.verify_checksum());
+    }
+
+    /// Second fuzz finding: the fix must not turn a request that failed verification
+    /// into a reply that passes (it would hide corruption from the pod).
+    #[test]
+    fn invalid_request_stays_invalid() {
+        for hc in [0xf7fe_u16, 0x0000, 0xffff, 0x1234] {
+            let mut b = [8, 0, 0, 0, 0, 0, 0, 0];
+            b[2..4].copy_from_slice(&hc.to_be_bytes());
+            let mut p = Packet::new_checked(&mut b[..]).unwrap();
+            assert!(!p.verify_checksum());
+            p.make_echo_reply();
+            assert!(!p.verify_checksum(), "checksum {hc:#06x} laundered");
+        }
     }
 
     #[test]

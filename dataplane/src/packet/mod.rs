@@ -15,6 +15,9 @@
 //!
 //! Nothing here allocates, logs or decides: a malformed header is a [`WireError`], and
 //! the pipeline maps it to a counted drop reason.
+//!
+//! Cost: checking an Ethernet + IPv4 header and verifying its checksum (the
+//! `parse_only` bench) is ~5.5 ns/pkt at burst 64, see bench/RESULTS.md.
 
 pub mod arp;
 pub mod checksum;

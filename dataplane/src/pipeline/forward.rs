@@ -59,7 +59,9 @@ fn wire_to_drop(e: WireError) -> DropReason {
 /// back to the host port), TTL (a time-exceeded reply, or `TtlExpired` when none may
 /// or can be sent).
 ///
-/// Measured cost: ~N ns/pkt at burst 64, see bench/RESULTS.md.
+/// Measured cost: ~15 ns/pkt at burst 64 (64-byte UDP, FIB hit, 1 or 100 pods; ~66
+/// Mpps on one core), ~23 ns/pkt with 10,000 pods once the FIB and port table no longer
+/// sit in L1/L2; a bad-checksum drop ~8 ns/pkt. See bench/RESULTS.md.
 #[inline]
 pub fn forward(
     buf: &mut [u8],
@@ -524,6 +526,16 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert_eq!(icmp.payload(), &f[42..], "echo data returned unchanged");
+    }
+
+    #[test]
+    fn ping_with_id_and_seq_zero_and_no_data_gets_a_valid_reply() {
+        let mut f = ping(POD_A, IP_A, GATEWAY_IP, 0);
+        f[38..42].copy_from_slice(&[0; 4]); // id 0, seq 0
+        f[36..38].copy_from_slice(&0xf7ffu16.to_be_bytes()); // checksum of 08 00 00…
+        let (v, out) = run(&f, POD_A);
+        assert_eq!(v, Verdict::Reply { len: 42 });
+        assert_eq!(out[34..42], [0, 0, 0xff, 0xff, 0, 0, 0, 0]);
     }
 
     #[test]

@@ -540,15 +540,23 @@ impl Port {
     /// Move completed TX frames back to the pool. Returns how many.
     #[inline]
     pub fn reap(&mut self) -> usize {
-        let mut done = [0u64; BURST];
         let mut total = 0;
         loop {
-            let n = self.comp.pop(&mut done);
-            for &a in &done[..n] {
-                self.recycle(a);
+            // Completed addresses go straight into the pool's spare capacity: no
+            // scratch array to initialise, no copy.
+            let len = self.pool.len();
+            let room = (self.pool.capacity() - len).min(BURST);
+            if room == 0 {
+                return total;
             }
+            self.pool.resize(len + room, 0);
+            let n = self.comp.pop(&mut self.pool[len..]);
+            for a in &mut self.pool[len..len + n] {
+                *a = self.area.frame_of(*a);
+            }
+            self.pool.truncate(len + n);
             total += n;
-            if n < BURST {
+            if n < room {
                 return total;
             }
         }
