@@ -6,9 +6,11 @@
 //! private `$W` that also holds podman's containers.conf, storage, conflist directory
 //! and CNI binary directory (built by `scripts/podman-setup.sh $W`).
 //!
+//! The network is what `xsknetd install-cni` writes (xsknet chained with portmap).
 //! Checked like a user would: two containers ping each other and move a 5 MB TCP stream
 //! (busybox nc, checksummed) through the dataplane, seen in the daemon's counters;
-//! `podman stop`/`start` restores connectivity; 100 `podman run -d` / `podman rm -f`
+//! `podman stop`/`start` restores connectivity; a `-p` published port answers from the
+//! node and its portmap rules go with the container; 100 `podman run -d` / `podman rm -f`
 //! cycles leave no host veth, no address allocation, no endpoint and the daemon's fd
 //! count at its baseline. A guard removes every container (by name), stops the daemon
 //! (by pid), deletes its host port and `$W`, also when an assertion fails.
@@ -96,6 +98,8 @@ struct World {
     daemon_log: PathBuf,
     containers: BTreeSet<String>,
     tag: String,
+    /// Picks this run's pod CIDR (10.244.n.0/24), host port name and published port.
+    n: u32,
 }
 
 impl World {
@@ -114,6 +118,7 @@ impl World {
             daemon: None,
             containers: BTreeSet::new(),
             tag,
+            n,
         };
         world.setup(n);
         world
@@ -127,20 +132,7 @@ impl World {
             .unwrap();
         assert!(out.status.success(), "podman-setup.sh: {}", show(&out));
 
-        let cni_bin = self.w.join("cni-bin");
-        fs::copy(env!("CARGO_BIN_EXE_xsknet"), cni_bin.join("xsknet")).unwrap();
         let state = self.w.join("state");
-        let conflist = serde_json::json!({
-            "cniVersion": "1.0.0",
-            "name": NETWORK,
-            "plugins": [{"type": "xsknet", "socket": self.socket, "stateDir": state, "mtu": 1500}]
-        });
-        fs::write(
-            self.w.join("net.d").join("10-xsknet.conflist"),
-            serde_json::to_vec_pretty(&conflist).unwrap(),
-        )
-        .unwrap();
-
         let config = self.w.join("node.yaml");
         fs::write(
             &config,
@@ -179,6 +171,29 @@ impl World {
             );
             std::thread::sleep(Duration::from_millis(100));
         }
+        // The network podman uses is the one `install-cni` writes for a node: the
+        // plugin copied into the CNI binary directory and the default conflist,
+        // xsknet chained with the reference portmap plugin.
+        let out = Command::new(xsknetd_bin())
+            .arg("--config")
+            .arg(&config)
+            .arg("install-cni")
+            .arg("--cni-bin-dir")
+            .arg(self.w.join("cni-bin"))
+            .arg("--cni-conf-dir")
+            .arg(self.w.join("net.d"))
+            .arg("--plugin-binary")
+            .arg(env!("CARGO_BIN_EXE_xsknet"))
+            .args(["--wait-ready-timeout", "20"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "install-cni: {}", show(&out));
+        let conflist: Value = serde_json::from_slice(
+            &fs::read(self.w.join("net.d").join("10-xsknet.conflist")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(conflist["name"], NETWORK);
+        assert_eq!(conflist["plugins"][1]["type"], "portmap");
     }
 
     fn log(&self) -> String {
@@ -245,6 +260,27 @@ impl World {
             IMAGE,
             "sleep",
             "600",
+        ])
+    }
+
+    /// A container serving `reply` on port 8080, published on the node's `host_port`.
+    fn run_published(&mut self, name: &str, host_port: u16, reply: &str) -> String {
+        self.containers.insert(name.to_string());
+        let publish = format!("{host_port}:8080");
+        let script = format!("echo {reply} > /tmp/r; while true; do nc -l -p 8080 < /tmp/r; done");
+        self.podman_ok(&[
+            "run",
+            "-d",
+            "--name",
+            name,
+            "--network",
+            NETWORK,
+            "-p",
+            &publish,
+            IMAGE,
+            "sh",
+            "-c",
+            &script,
         ])
     }
 
@@ -346,6 +382,17 @@ impl World {
             std::thread::sleep(Duration::from_millis(200));
         }
     }
+}
+
+/// Connects to `ip:port` from the node's own stack and reads until EOF.
+fn read_reply(ip: std::net::Ipv4Addr, port: u16) -> Option<String> {
+    use std::io::Read;
+    let mut s =
+        std::net::TcpStream::connect_timeout(&(ip, port).into(), Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    (!out.is_empty()).then_some(out)
 }
 
 fn tail(s: &str, n: usize) -> String {
@@ -459,6 +506,39 @@ fn podman_containers_talk_through_xsknet_and_leave_nothing_behind() {
     world.rm(&a);
     world.rm(&b);
     let mut ids = vec![id_a, id_b];
+
+    // `-p`: podman passes the mapping to portmap, chained after xsknet; the node's own
+    // stack reaches the container through the host port and the dataplane.
+    let t = Instant::now();
+    let web = format!("{}-web", world.tag);
+    let host_port = 18000 + world.n as u16;
+    let id_web = world.run_published(&web, host_port, "hello-from-xsknet");
+    let node_ip: std::net::Ipv4Addr = format!("10.244.{}.1", world.n).parse().unwrap();
+    let got = (0..50)
+        .find_map(|_| {
+            let reply = read_reply(node_ip, host_port);
+            if reply.is_none() {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            reply
+        })
+        .unwrap_or_default();
+    assert_eq!(
+        got.trim(),
+        "hello-from-xsknet",
+        "published port {host_port}"
+    );
+    world.rm(&web);
+    let nat = Command::new("iptables")
+        .args(["-t", "nat", "-S"])
+        .output()
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&nat.stdout).contains(&id_web),
+        "portmap rules of a removed container remain"
+    );
+    ids.push(id_web);
+    eprintln!("published port through portmap: {:?}", t.elapsed());
 
     // Create/remove cycles.
     let t = Instant::now();

@@ -115,19 +115,46 @@ impl InstallOptions {
 
     /// The conflist this install writes.
     pub fn conflist(&self) -> Value {
-        let mut plugins = vec![json!({
-            "type": PLUGIN_NAME,
-            "socket": self.socket,
-            "stateDir": self.state_dir,
-            "mtu": self.mtu,
-        })];
-        plugins.extend(self.chain.iter().cloned());
-        json!({
-            "cniVersion": CNI_VERSION,
-            "name": NETWORK_NAME,
-            "plugins": plugins,
-        })
+        serde_json::to_value(self.conflist_doc()).unwrap_or_default()
     }
+
+    /// The conflist as written: keys in the order people read them (`type` first).
+    fn conflist_doc(&self) -> ConflistDoc<'_> {
+        let mut plugins = vec![PluginDoc::Xsknet {
+            kind: PLUGIN_NAME,
+            socket: &self.socket,
+            state_dir: &self.state_dir,
+            mtu: self.mtu,
+        }];
+        plugins.extend(self.chain.iter().map(PluginDoc::Other));
+        ConflistDoc {
+            cni_version: CNI_VERSION,
+            name: NETWORK_NAME,
+            plugins,
+        }
+    }
+}
+
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ConflistDoc<'a> {
+    cni_version: &'a str,
+    name: &'a str,
+    plugins: Vec<PluginDoc<'a>>,
+}
+
+#[derive(serde::Serialize)]
+#[serde(untagged)]
+enum PluginDoc<'a> {
+    #[serde(rename_all = "camelCase")]
+    Xsknet {
+        #[serde(rename = "type")]
+        kind: &'a str,
+        socket: &'a Path,
+        state_dir: &'a Path,
+        mtu: u32,
+    },
+    Other(&'a Value),
 }
 
 /// The plugin object of a reference plugin known by name, with the capabilities a
@@ -285,7 +312,7 @@ impl io::Read for ReadTracking<'_> {
 pub fn write_conflist(opts: &InstallOptions) -> Result<PathBuf, InstallError> {
     create_dir(&opts.cni_conf_dir)?;
     let dest = opts.conflist_path();
-    let mut bytes = serde_json::to_vec_pretty(&opts.conflist()).unwrap_or_default();
+    let mut bytes = serde_json::to_vec_pretty(&opts.conflist_doc()).unwrap_or_default();
     bytes.push(b'\n');
     replace_atomically(&dest, 0o644, |f| f.write_all(&bytes))?;
     Ok(dest)
@@ -436,6 +463,20 @@ mod tests {
                 ]
             })
         );
+    }
+
+    #[test]
+    fn written_conflist_reads_top_down() {
+        let dir = tempfile::tempdir().unwrap();
+        let o = opts(dir.path());
+        let path = write_conflist(&o).unwrap();
+        let text = fs::read_to_string(path).unwrap();
+        let at = |k: &str| text.find(k).unwrap_or_else(|| panic!("{k} in {text}"));
+        assert!(at("\"cniVersion\"") < at("\"name\"") && at("\"name\"") < at("\"plugins\""));
+        assert!(at("\"type\": \"xsknet\"") < at("\"socket\""), "{text}");
+        assert!(at("\"socket\"") < at("\"stateDir\"") && at("\"stateDir\"") < at("\"mtu\""));
+        let v: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v, o.conflist());
     }
 
     #[test]
