@@ -11,15 +11,19 @@
 //! destination directory, so a runtime never executes a half-copied plugin and never
 //! parses a half-written conflist; a failed write removes its temp file. Everything here
 //! is idempotent: installing twice replaces the files with identical ones, removing
-//! missing files succeeds. This module runs off the dataplane's threads (the `xsknetd`
+//! missing files succeeds. Replacing by rename also works while a runtime is executing
+//! the old plugin (writing into it would fail with ETXTBSY). `xsknetd run --install-cni`
+//! removes on exit only what it put in place ([`uninstall_owned`], by inode), so a
+//! daemon shutting down never takes away files a newer installer wrote meanwhile. This module runs off the dataplane's threads (the `xsknetd`
 //! CLI, or a helper thread of `xsknetd run --install-cni`) and touches no packet path.
 
 use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -366,16 +370,72 @@ pub struct Installed {
     pub status: Status,
 }
 
-/// The whole install: binary, wait for a ready dataplane, conflist.
-pub fn install(opts: &InstallOptions, stop: &AtomicBool) -> Result<Installed, InstallError> {
+/// A file's identity (device, inode), recorded when this process put it in place.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FileId {
+    dev: u64,
+    ino: u64,
+}
+
+impl FileId {
+    fn of(path: &Path) -> Option<FileId> {
+        fs::symlink_metadata(path).ok().map(|m| FileId {
+            dev: m.dev(),
+            ino: m.ino(),
+        })
+    }
+}
+
+/// The files this process installed, filled in as [`install`] goes, so that an
+/// interrupted install can still be undone exactly.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Owned {
+    pub binary: Option<FileId>,
+    pub conflist: Option<FileId>,
+}
+
+/// The whole install: binary, wait for a ready dataplane, conflist. What was put in
+/// place is recorded in `owned` as soon as it is (see [`uninstall_owned`]).
+pub fn install(
+    opts: &InstallOptions,
+    stop: &AtomicBool,
+    owned: &Mutex<Owned>,
+) -> Result<Installed, InstallError> {
     let binary = install_binary(opts)?;
+    lock(owned).binary = FileId::of(&binary);
     let status = wait_ready(&opts.socket, opts.wait_ready_timeout, stop)?;
     let conflist = write_conflist(opts)?;
+    lock(owned).conflist = FileId::of(&conflist);
     Ok(Installed {
         binary,
         conflist,
         status,
     })
+}
+
+fn lock(owned: &Mutex<Owned>) -> std::sync::MutexGuard<'_, Owned> {
+    // Plain data: a panic while holding the lock cannot leave it inconsistent.
+    owned
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Removes, conflist first, only the files `owned` says this process put in place and
+/// that are still those files: one replaced since (by another installer, a newer
+/// version, an operator) stays, so a shutting-down daemon never takes away the
+/// configuration of whoever installed after it.
+pub fn uninstall_owned(
+    opts: &InstallOptions,
+    owned: &Mutex<Owned>,
+) -> Result<Uninstalled, InstallError> {
+    let owned = *lock(owned);
+    let remove_if_ours = |path: &Path, id: Option<FileId>| match id {
+        Some(id) if FileId::of(path) == Some(id) => remove_if_present(path),
+        _ => Ok(false),
+    };
+    let conflist = remove_if_ours(&opts.conflist_path(), owned.conflist)?;
+    let binary = remove_if_ours(&opts.binary_path(), owned.binary)?;
+    Ok(Uninstalled { conflist, binary })
 }
 
 /// Removes `path`; a missing file is success. Returns whether it existed.
@@ -477,6 +537,38 @@ mod tests {
         assert!(at("\"socket\"") < at("\"stateDir\"") && at("\"stateDir\"") < at("\"mtu\""));
         let v: Value = serde_json::from_str(&text).unwrap();
         assert_eq!(v, o.conflist());
+    }
+
+    #[test]
+    fn uninstall_owned_leaves_files_replaced_since() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut o = opts(dir.path());
+        fs::write(&o.plugin_binary, b"bin").unwrap();
+        let owned = Mutex::new(Owned::default());
+        // Nothing installed yet: nothing removed, even if files exist.
+        install_binary(&o).unwrap();
+        write_conflist(&o).unwrap();
+        let none = uninstall_owned(&o, &owned).unwrap();
+        assert!(!none.conflist && !none.binary);
+        // Ours: removed.
+        let stop = AtomicBool::new(false);
+        let fake_ready = dir.path().join("ready.sock");
+        o.socket = fake_ready.clone();
+        o.wait_ready_timeout = Duration::from_millis(50);
+        // No daemon: install stops after the binary, which is recorded.
+        assert!(install(&o, &stop, &owned).is_err());
+        assert!(lock(&owned).binary.is_some() && lock(&owned).conflist.is_none());
+        write_conflist(&o).unwrap(); // someone else's conflist
+        let done = uninstall_owned(&o, &owned).unwrap();
+        assert!(done.binary && !done.conflist);
+        assert!(o.conflist_path().exists());
+        // Replaced after we installed it: left alone.
+        let owned = Mutex::new(Owned::default());
+        install_binary(&o).unwrap();
+        lock(&owned).binary = FileId::of(&o.binary_path());
+        install_binary(&o).unwrap(); // a newer installer's copy
+        assert!(!uninstall_owned(&o, &owned).unwrap().binary);
+        assert!(o.binary_path().exists());
     }
 
     #[test]

@@ -452,6 +452,40 @@ fn install_refuses_a_missing_plugin_binary() {
     assert!(!node.conf.join(CONFLIST).exists());
 }
 
+/// A runtime may be executing the plugin while a new version is installed (DaemonSet
+/// upgrade on a busy node). Writing into the running file fails with ETXTBSY; the
+/// rename puts a new inode in place and the running process keeps the old one.
+#[test]
+fn install_replaces_a_plugin_while_it_runs() {
+    let node = Node::new();
+    let _daemon = FakeDaemon::start(&node.socket, Some(Duration::ZERO));
+    fs::copy("/bin/sleep", &node.plugin).unwrap();
+    let out = node.install("5").output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let running = Reaped(
+        Command::new(node.bin.join("xsknet"))
+            .arg("30")
+            .spawn()
+            .unwrap(),
+    );
+    std::thread::sleep(Duration::from_millis(100));
+    // The premise: the running executable cannot be written in place.
+    let in_place = fs::OpenOptions::new()
+        .write(true)
+        .open(format!("/proc/{}/exe", running.0.id()));
+    assert_eq!(
+        in_place.err().and_then(|e| e.raw_os_error()),
+        Some(libc::ETXTBSY)
+    );
+    let mut v2 = fs::read("/bin/sleep").unwrap();
+    v2.extend_from_slice(b"\0xsknet-v2");
+    fs::write(&node.plugin, &v2).unwrap();
+    let out = node.install("5").output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(fs::read(node.bin.join("xsknet")).unwrap(), v2);
+    node.assert_no_temp_files();
+}
+
 #[test]
 fn chain_flag_shapes_the_conflist() {
     let node = Node::new();

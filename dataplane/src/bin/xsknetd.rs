@@ -10,6 +10,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -226,10 +227,11 @@ fn probe(cfg: &Config, timeout: f64) -> anyhow::Result<()> {
 fn spawn_installer(
     opts: InstallOptions,
     stop: &'static AtomicBool,
+    owned: Arc<Mutex<install::Owned>>,
 ) -> anyhow::Result<std::thread::JoinHandle<Result<(), install::InstallError>>> {
     std::thread::Builder::new()
         .name("install-cni".into())
-        .spawn(move || match install::install(&opts, stop) {
+        .spawn(move || match install::install(&opts, stop, &owned) {
             Ok(done) => {
                 tracing::info!(binary = %done.binary.display(), conflist = %done.conflist.display(), "CNI installed; the node can turn Ready");
                 Ok(())
@@ -281,8 +283,9 @@ fn run(args: Args) -> anyhow::Result<()> {
     let listener = server::bind(&socket)?;
     tracing::info!(socket = %socket.display(), state = %cfg.state_dir.display(), workers = cfg.workers.len(), "starting");
     let mut daemon = Daemon::start(cfg, state)?;
+    let owned = Arc::new(Mutex::new(install::Owned::default()));
     let installer = match &cni {
-        Some(opts) => Some(spawn_installer(opts.clone(), stop)?),
+        Some(opts) => Some(spawn_installer(opts.clone(), stop, owned.clone())?),
         None => None,
     };
     let served = server::serve_listener(
@@ -304,14 +307,17 @@ fn run(args: Args) -> anyhow::Result<()> {
     });
     let uninstalled = match &cni {
         // Conflist first, while the dataplane still forwards: the node goes NotReady
-        // before anything stops working.
-        Some(opts) if !run_args.keep_cni_on_exit => match install::uninstall(opts) {
-            Ok(_) => {
-                tracing::info!("CNI configuration and plugin removed");
-                Ok(())
-            }
-            Err(e) => Err(e),
-        },
+        // before anything stops working. Only files this process put in place (and
+        // nobody replaced since) are removed.
+        Some(opts) if !run_args.keep_cni_on_exit => {
+            install::uninstall_owned(opts, &owned).map(|removed| {
+                tracing::info!(
+                    conflist = removed.conflist,
+                    binary = removed.binary,
+                    "CNI files removed"
+                );
+            })
+        }
         _ => Ok(()),
     };
     daemon.shutdown();
