@@ -13,7 +13,9 @@ pub struct Classifier {
 impl Classifier {
     /// Build from rules (control thread).
     pub fn build(rules: &[CompiledRule]) -> Classifier {
-        Classifier { rules: rules.to_vec() }
+        Classifier {
+            rules: rules.to_vec(),
+        }
     }
 
     /// The first rule (lowest `RuleRef`) allowing a flow with this peer address (host
