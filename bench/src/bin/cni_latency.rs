@@ -22,9 +22,10 @@
 //! | 100 pods, 1 at a time (7bd809f) | 5.0 | 23.7 / 39.5 ms | 56.0 / 68.0 ms | 2056 KiB |
 //! | 100 pods, 4 at a time (7bd809f) | 5.0 | 59.6 / 100.1 ms | 95.5 / 134.8 ms | 2056 KiB |
 //!
-//! Concurrent calls queue (the plugin serialises on a file lock), so the latency of one
-//! call grows with the calls in flight; the RSS per pod is its UMEM (1000 × 2 KiB) and
-//! rings, returned on DEL.
+//! Concurrent calls share two CPUs and the daemon's single control thread, so the
+//! latency of one call grows with the calls in flight (where the time goes inside one
+//! call was not broken down). The RSS per pod matches its UMEM (1000 × 2 KiB) plus
+//! rings, and is returned on DEL.
 
 use std::fs;
 use std::io::Write;
