@@ -27,8 +27,8 @@ use crossbeam_channel::{bounded, Sender};
 use crate::config::Config;
 use crate::control::proto::{
     ConntrackStats, ControlError, Endpoint, EndpointCheck, EndpointSpec, ErrorKind, Handler,
-    IpamAllocation, IpamLease, IpamReleased, PendingDel, PolicyApplied, PolicyInfo, PortStats,
-    Request, Stats, Status, WorkerStats, PENDING_DEL_DIR, POD_GATEWAY,
+    IpamAllocation, IpamLease, IpamReleased, PendingDel, PolicyApplied, PolicyInfo, PolicyRequest,
+    PortStats, Request, Stats, Status, WorkerStats, PENDING_DEL_DIR, POD_GATEWAY,
 };
 use crate::control::reach::{self, ProbePort};
 use crate::ipam::{Ipam, IpamError, IPAM_FILE};
@@ -1389,7 +1389,15 @@ impl Handler for Daemon {
                     .collect();
                 to_json(serde_json::to_value(list))
             }
-            Request::PolicyApply { yaml, file } => {
+        }
+    }
+
+    fn handle_policy(&mut self, request: PolicyRequest) -> Result<serde_json::Value, ControlError> {
+        let to_json = |v: Result<serde_json::Value, serde_json::Error>| {
+            v.map_err(|e| err(ErrorKind::System, format!("encode result: {e}")))
+        };
+        match request {
+            PolicyRequest::PolicyApply { yaml, file } => {
                 let (summary, gen) = self.change_policy(|s| match &file {
                     Some(f) => s.apply_yaml_named(&yaml, f),
                     None => s.apply_yaml(&yaml),
@@ -1398,7 +1406,7 @@ impl Handler for Daemon {
                 tracing::info!(created = ?applied.created, configured = ?applied.configured, generation = gen, "policy applied");
                 to_json(serde_json::to_value(applied))
             }
-            Request::PolicyDelete { namespace, name } => {
+            PolicyRequest::PolicyDelete { namespace, name } => {
                 let (np, gen) = self.change_policy(|s| s.delete(&namespace, &name))?;
                 self.dir_policies.remove(&(namespace.clone(), name.clone()));
                 tracing::info!(policy = %format!("{namespace}/{name}"), generation = gen, "policy deleted");
@@ -1411,8 +1419,8 @@ impl Handler for Daemon {
                     ..PolicyApplied::default()
                 }))
             }
-            Request::PolicyList => to_json(serde_json::to_value(self.policy_list())),
-            Request::PodLabel {
+            PolicyRequest::PolicyList => to_json(serde_json::to_value(self.policy_list())),
+            PolicyRequest::PodLabel {
                 namespace,
                 name,
                 labels,
@@ -1423,7 +1431,7 @@ impl Handler for Daemon {
                 let l = self.pod_label(namespace, name, labels, remove, replace, overwrite)?;
                 to_json(serde_json::to_value(l))
             }
-            Request::Trace {
+            PolicyRequest::Trace {
                 from,
                 to,
                 port,

@@ -29,6 +29,9 @@ const PROBE_TIMEOUT: Duration = Duration::from_millis(1500);
 
 type Table = BTreeMap<(String, String), bool>;
 
+/// A hand-written expectation: may `from` open a connection to `to`?
+type Hand<'a> = Option<&'a dyn Fn(&str, &str) -> bool>;
+
 struct World {
     t: String,
     node: Netns,
@@ -215,14 +218,7 @@ impl World {
 
     /// The live table for `port`/`proto` equals the matrix for `policies` (and `hand`,
     /// when given, equals both).
-    fn check(
-        &self,
-        set: &str,
-        policies: &str,
-        port: u16,
-        proto: &str,
-        hand: Option<&dyn Fn(&str, &str) -> bool>,
-    ) {
+    fn check(&self, set: &str, policies: &str, port: u16, proto: &str, hand: Hand<'_>) {
         let want = self.matrix(policies, &port.to_string(), proto);
         if let Some(h) = hand {
             let hand_table: Table = want

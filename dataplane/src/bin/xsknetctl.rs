@@ -19,9 +19,9 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use serde_json::Value;
 use xsknet_dataplane::config::DEFAULT_SOCKET;
-use xsknet_dataplane::control::client::{call, ClientError};
+use xsknet_dataplane::control::client::{call, call_policy, ClientError};
 use xsknet_dataplane::control::proto::{
-    Endpoint, EndpointSpec, PolicyApplied, PolicyInfo, Request, Stats, Status,
+    Endpoint, EndpointSpec, PolicyApplied, PolicyInfo, PolicyRequest, Request, Stats, Status,
 };
 use xsknet_dataplane::control::reach::{self, ProbePort, Trace};
 use xsknet_dataplane::policy::k8s::{self, Protocol};
@@ -263,6 +263,7 @@ fn run(cli: &Cli) -> anyhow::Result<String> {
     }
     let socket = socket_path(cli.socket.clone(), std::env::var_os("XSKNET_SOCKET"));
     let rpc = |req: Request| call(&socket, &req, CALL_TIMEOUT);
+    let prpc = |req: PolicyRequest| call_policy(&socket, &req, CALL_TIMEOUT);
     let json_line = |v: &Value| format!("{v}\n");
     Ok(match &cli.command {
         Command::Status(f) => {
@@ -318,7 +319,7 @@ fn run(cli: &Cli) -> anyhow::Result<String> {
             let docs = read_yaml_arg(&a.file)?;
             let mut applied = Vec::new();
             // A directory goes as one request, so it stays one all-or-nothing apply.
-            let v = rpc(Request::PolicyApply {
+            let v = prpc(PolicyRequest::PolicyApply {
                 yaml: docs,
                 file: Some(a.file.display().to_string()),
             })?;
@@ -341,7 +342,7 @@ fn run(cli: &Cli) -> anyhow::Result<String> {
         }
         Command::Policy(PolicyCommand::Delete(d)) => {
             let r: PolicyApplied = decode(
-                rpc(Request::PolicyDelete {
+                prpc(PolicyRequest::PolicyDelete {
                     namespace: d.target.0.clone(),
                     name: d.target.1.clone(),
                 })?,
@@ -353,7 +354,7 @@ fn run(cli: &Cli) -> anyhow::Result<String> {
             )
         }
         Command::Policy(PolicyCommand::List(f)) => {
-            let v = rpc(Request::PolicyList)?;
+            let v = prpc(PolicyRequest::PolicyList)?;
             if f.json {
                 json_line(&v)
             } else {
@@ -398,7 +399,7 @@ fn run(cli: &Cli) -> anyhow::Result<String> {
                     labels.insert(k, v);
                 }
             }
-            let v = rpc(Request::PodLabel {
+            let v = prpc(PolicyRequest::PodLabel {
                 namespace: l.target.0.clone(),
                 name: l.target.1.clone(),
                 labels,
@@ -420,7 +421,7 @@ fn run(cli: &Cli) -> anyhow::Result<String> {
                 Ok(n) => Value::from(n),
                 Err(_) => Value::from(t.port.clone()),
             };
-            let v = rpc(Request::Trace {
+            let v = prpc(PolicyRequest::Trace {
                 from: t.from.clone(),
                 to: t.to.clone(),
                 port,

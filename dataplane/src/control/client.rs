@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 
-use super::proto::{Envelope, ErrorKind, Request, Response};
+use super::proto::{Envelope, ErrorKind, PolicyRequest, Request, Response, PROTOCOL_VERSION};
 
 /// Largest response accepted (an endpoint list of a full node is far smaller).
 pub const MAX_RESPONSE_BYTES: usize = 64 << 20;
@@ -57,6 +57,36 @@ pub fn call(
     req: &Request,
     timeout: Duration,
 ) -> Result<serde_json::Value, ClientError> {
+    let line =
+        serde_json::to_vec(&Envelope::new(req.clone())).map_err(|e| ClientError::BadResponse {
+            path: path.to_path_buf(),
+            message: format!("encode request: {e}"),
+        })?;
+    call_line(path, line, timeout)
+}
+
+/// [`call`] for a NetworkPolicy request.
+pub fn call_policy(
+    path: &Path,
+    req: &PolicyRequest,
+    timeout: Duration,
+) -> Result<serde_json::Value, ClientError> {
+    let encode = |e: serde_json::Error| ClientError::BadResponse {
+        path: path.to_path_buf(),
+        message: format!("encode request: {e}"),
+    };
+    let mut v = serde_json::to_value(req).map_err(encode)?;
+    if let serde_json::Value::Object(m) = &mut v {
+        m.insert("v".into(), PROTOCOL_VERSION.into());
+    }
+    call_line(path, serde_json::to_vec(&v).map_err(encode)?, timeout)
+}
+
+fn call_line(
+    path: &Path,
+    mut line: Vec<u8>,
+    timeout: Duration,
+) -> Result<serde_json::Value, ClientError> {
     let deadline = Instant::now() + timeout;
     let timed_out = || ClientError::Timeout {
         path: path.to_path_buf(),
@@ -67,11 +97,6 @@ pub fn call(
         source,
     })?;
 
-    let mut line =
-        serde_json::to_vec(&Envelope::new(req.clone())).map_err(|e| ClientError::BadResponse {
-            path: path.to_path_buf(),
-            message: format!("encode request: {e}"),
-        })?;
     line.push(b'\n');
     set_timeout(&stream, deadline, false).ok_or_else(timed_out)?;
     if let Err(source) = stream.write_all(&line) {

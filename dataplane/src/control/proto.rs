@@ -71,6 +71,15 @@ pub enum Request {
     },
     /// Every allocation. Result: a JSON array of [`IpamAllocation`].
     IpamList,
+}
+
+/// NetworkPolicy requests. Same envelope and framing as [`Request`] (`"v": 1`,
+/// `"op"`); kept in their own enum so clients matching every [`Request`] variant (the
+/// CNI plugin's fake daemon) are not affected. [`decode_any`] tells them apart by
+/// `op`; a [`Handler`] serves them in [`Handler::handle_policy`].
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+pub enum PolicyRequest {
     /// Apply Kubernetes YAML (NetworkPolicy, Namespace, Pod documents), all or
     /// nothing: on any error nothing in force changes and the message names the
     /// object and field. `file` names the source in errors. Result: [`PolicyApplied`].
@@ -111,6 +120,15 @@ pub enum Request {
         protocol: Option<String>,
     },
 }
+
+/// The `op` names of [`PolicyRequest`].
+pub const POLICY_OPS: [&str; 5] = [
+    "policy_apply",
+    "policy_delete",
+    "policy_list",
+    "pod_label",
+    "trace",
+];
 
 /// The `policy_apply` / `policy_delete` result.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -365,6 +383,14 @@ impl ControlError {
 pub trait Handler {
     /// Serve one decoded request.
     fn handle(&mut self, request: Request) -> Result<serde_json::Value, ControlError>;
+    /// Serve one NetworkPolicy request; daemons without policy refuse them.
+    fn handle_policy(&mut self, request: PolicyRequest) -> Result<serde_json::Value, ControlError> {
+        let _ = request;
+        Err(ControlError::new(
+            ErrorKind::InvalidRequest,
+            "this daemon does not serve policy requests",
+        ))
+    }
     /// Called at least every 100 ms from the control thread (housekeeping).
     fn tick(&mut self) {}
 }
@@ -469,6 +495,61 @@ pub fn decode_request(line: &[u8]) -> Result<Request, ControlError> {
     let serde_json::Value::Object(mut obj) = value else {
         return Err(invalid("a request must be a JSON object".to_string()));
     };
+    check_version(&mut obj)?;
+    // Decoded without `Envelope`'s flatten, which lets unknown fields through.
+    let first_field = obj.keys().find(|k| *k != "op").cloned();
+    let request: Request = serde_json::from_value(serde_json::Value::Object(obj))
+        .map_err(|e| invalid(e.to_string()))?;
+    // serde ignores extra fields on the unit variants of an internally tagged enum.
+    if let (
+        Request::EndpointList | Request::Stats | Request::Status | Request::IpamList,
+        Some(field),
+    ) = (&request, first_field)
+    {
+        return Err(invalid(format!(
+            "unknown field `{field}`: this op takes no fields"
+        )));
+    }
+    Ok(request)
+}
+
+/// A decoded request of either family.
+#[derive(Clone, Debug, PartialEq)]
+pub enum AnyRequest {
+    Core(Request),
+    Policy(PolicyRequest),
+}
+
+/// Decodes one request line of either family: a [`POLICY_OPS`] op becomes a
+/// [`PolicyRequest`], anything else goes through [`decode_request`]. Never panics.
+pub fn decode_any(line: &[u8]) -> Result<AnyRequest, ControlError> {
+    let invalid = |m: String| ControlError::new(ErrorKind::InvalidRequest, m);
+    let Ok(serde_json::Value::Object(mut obj)) = serde_json::from_slice(line) else {
+        return decode_request(line).map(AnyRequest::Core);
+    };
+    let is_policy = obj
+        .get("op")
+        .and_then(|o| o.as_str())
+        .is_some_and(|o| POLICY_OPS.contains(&o));
+    if !is_policy {
+        return decode_request(line).map(AnyRequest::Core);
+    }
+    check_version(&mut obj)?;
+    let first_field = obj.keys().find(|k| *k != "op").cloned();
+    let request: PolicyRequest = serde_json::from_value(serde_json::Value::Object(obj))
+        .map_err(|e| invalid(e.to_string()))?;
+    if let (PolicyRequest::PolicyList, Some(field)) = (&request, first_field) {
+        return Err(invalid(format!(
+            "unknown field `{field}`: this op takes no fields"
+        )));
+    }
+    Ok(AnyRequest::Policy(request))
+}
+
+/// Removes and checks `v`: the version is checked before the operation, so a future
+/// client gets `unsupported_version` rather than a confusing "unknown op".
+fn check_version(obj: &mut serde_json::Map<String, serde_json::Value>) -> Result<(), ControlError> {
+    let invalid = |m: String| ControlError::new(ErrorKind::InvalidRequest, m);
     let v = obj
         .remove("v")
         .ok_or_else(|| invalid("missing field `v`".to_string()))?;
@@ -488,25 +569,7 @@ pub fn decode_request(line: &[u8]) -> Result<Request, ControlError> {
             )))
         }
     }
-    // Decoded without `Envelope`'s flatten, which lets unknown fields through.
-    let first_field = obj.keys().find(|k| *k != "op").cloned();
-    let request: Request = serde_json::from_value(serde_json::Value::Object(obj))
-        .map_err(|e| invalid(e.to_string()))?;
-    // serde ignores extra fields on the unit variants of an internally tagged enum.
-    if let (
-        Request::EndpointList
-        | Request::Stats
-        | Request::Status
-        | Request::IpamList
-        | Request::PolicyList,
-        Some(field),
-    ) = (&request, first_field)
-    {
-        return Err(invalid(format!(
-            "unknown field `{field}`: this op takes no fields"
-        )));
-    }
-    Ok(request)
+    Ok(())
 }
 
 /// Encodes a response as one line, newline included.
@@ -656,6 +719,44 @@ mod tests {
             ErrorKind::UnsupportedVersion.to_string(),
             "unsupported_version"
         );
+    }
+
+    #[test]
+    fn policy_ops_decode_into_their_own_family() {
+        let d = |s: &str| decode_any(s.as_bytes());
+        assert_eq!(
+            d(r#"{"v":1,"op":"policy_delete","namespace":"x","name":"p"}"#).unwrap(),
+            AnyRequest::Policy(PolicyRequest::PolicyDelete {
+                namespace: "x".into(),
+                name: "p".into()
+            })
+        );
+        assert_eq!(
+            d(r#"{"v":1,"op":"status"}"#).unwrap(),
+            AnyRequest::Core(Request::Status)
+        );
+        let e = d(r#"{"v":2,"op":"policy_list"}"#).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::UnsupportedVersion);
+        let e = d(r#"{"v":1,"op":"policy_list","x":1}"#).unwrap_err();
+        assert!(e.message.contains("unknown field `x`"), "{}", e.message);
+        let e = d(r#"{"v":1,"op":"policy_apply"}"#).unwrap_err();
+        assert!(e.message.contains("yaml"), "{}", e.message);
+        let e =
+            d(r#"{"v":1,"op":"trace","from":"x/a","to":"y/b","port":80,"bogus":1}"#).unwrap_err();
+        assert!(e.message.contains("bogus"), "{}", e.message);
+        assert!(d("not json").is_err());
+        // The client's encoding decodes back.
+        let req = PolicyRequest::PodLabel {
+            namespace: "x".into(),
+            name: "a".into(),
+            labels: [("pod".to_string(), "b".to_string())].into(),
+            remove: vec![],
+            replace: false,
+            overwrite: true,
+        };
+        let mut v = serde_json::to_value(&req).unwrap();
+        v["v"] = 1.into();
+        assert_eq!(d(&v.to_string()).unwrap(), AnyRequest::Policy(req));
     }
 
     #[test]

@@ -25,7 +25,7 @@ use mio::net::{UnixListener, UnixStream};
 use mio::{Events, Interest, Poll, Token};
 
 use super::proto::{
-    decode_request, encode_response, ErrorKind, Handler, Response, MAX_REQUEST_BYTES,
+    decode_any, encode_response, AnyRequest, ErrorKind, Handler, Response, MAX_REQUEST_BYTES,
 };
 use crate::config::MAX_SOCKET_PATH_LEN;
 
@@ -414,8 +414,13 @@ impl<H: Handler> Server<'_, H> {
     }
 
     fn dispatch(&mut self, line: &[u8]) -> Response {
-        match decode_request(line) {
-            Ok(request) => match self.handler.handle(request) {
+        let served = match decode_any(line) {
+            Ok(AnyRequest::Core(request)) => Ok(self.handler.handle(request)),
+            Ok(AnyRequest::Policy(request)) => Ok(self.handler.handle_policy(request)),
+            Err(e) => Err(e),
+        };
+        match served {
+            Ok(result) => match result {
                 Ok(result) => Response::ok(result),
                 Err(e) => e.into(),
             },
