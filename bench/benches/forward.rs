@@ -11,7 +11,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use xsknet_dataplane::pipeline::policy::PolicyHits;
 use xsknet_dataplane::pipeline::{PortCounters, BURST};
+use xsknet_dataplane::policy::{
+    Classifier, CompiledRule, IpBlock, PolicySnapshot, PortMatch, PortPolicy, RuleRef,
+};
 use xsknet_dataplane::tables::publish::Publisher;
 use xsknet_dataplane::tables::{Fib, PortInfo, PortKind, Tables};
 use xsknet_dataplane::worker::{IdlePolicy, Worker, WorkerShared};
@@ -58,6 +62,54 @@ struct Rig {
 
 /// A worker owning pod ports A (0) and B (1), plus `extra_pods` more FIB entries.
 fn rig(extra_pods: u32) -> Rig {
+    rig_with(extra_pods, PolicySnapshot::default())
+}
+
+/// B isolated for ingress: 1,000 rules for other /32s on other ports, and the one
+/// that admits A on UDP 5678 (as compiled rules; the real classifier).
+fn isolating_b() -> PolicySnapshot {
+    let mut rules: Vec<CompiledRule> = (0..1000u32)
+        .map(|i| CompiledRule {
+            peers: vec![IpBlock {
+                net: 0x0a00_0000 + (i << 8),
+                prefix: 24,
+                except: vec![],
+            }],
+            ports: vec![PortMatch {
+                proto: 6,
+                lo: 1000 + i as u16,
+                hi: 1000 + i as u16,
+            }],
+            origin: RuleRef {
+                policy: 0,
+                rule: i as u16,
+            },
+        })
+        .collect();
+    rules.push(CompiledRule {
+        peers: vec![IpBlock {
+            net: u32::from(Ipv4Addr::new(10, 244, 0, 2)),
+            prefix: 32,
+            except: vec![],
+        }],
+        ports: vec![PortMatch {
+            proto: 17,
+            lo: 5678,
+            hi: 5678,
+        }],
+        origin: RuleRef { policy: 1, rule: 0 },
+    });
+    let b = PortPolicy {
+        ingress: Some(Classifier::build(&rules)),
+        egress: None,
+    };
+    PolicySnapshot {
+        ports: vec![None, Some(Arc::new(b)), None, None],
+        policies: vec!["bench/others".into(), "bench/a-to-b".into()],
+    }
+}
+
+fn rig_with(extra_pods: u32, policy: PolicySnapshot) -> Rig {
     let counters: Arc<[PortCounters]> = (0..4).map(|_| PortCounters::default()).collect();
     let cfg = PortConfig::default();
     let (pa, ka) = fake_port(0, &cfg, Arc::clone(&counters)).unwrap();
@@ -86,7 +138,8 @@ fn rig(extra_pods: u32) -> Rig {
         ports,
         fib: Fib::build(fib),
         host_port: None,
-        ..Tables::default()
+        policy_hits: Arc::from(vec![PolicyHits::new(policy.policies.len())]),
+        policy: Arc::new(policy),
     };
     let mut publisher = Publisher::new(tables);
     let shared = Arc::new(WorkerShared::new(0, 0).unwrap());
@@ -147,11 +200,26 @@ fn bench_forward(c: &mut Criterion) {
 /// The forward path when every packet is a connection-table hit across many flows:
 /// 1,024 UDP flows A → B (source ports 1024..2048), 64 distinct flows per burst,
 /// every flow admitted before timing starts. Pod-to-pod traffic is always tracked, so
-/// the benches above are single-flow hits; this one spreads over the table.
+/// the benches above are single-flow hits; these spread over the table, once with no
+/// policy and once with B isolated for ingress by 1,001 rules (the classifier then
+/// runs only for each flow's first packet, before timing).
 fn bench_conntrack_hit(c: &mut Criterion) {
     let mut g = c.benchmark_group("forward_path_fake_port");
     g.throughput(Throughput::Elements(BURST as u64));
-    let mut r = rig(0);
+    for (name, policy) in [
+        ("64B_conntrack_hit_1024flows", PolicySnapshot::default()),
+        ("64B_conntrack_hit_1024flows_b_isolated", isolating_b()),
+    ] {
+        conntrack_hit(&mut g, name, rig_with(0, policy));
+    }
+    g.finish();
+}
+
+fn conntrack_hit(
+    g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    name: &str,
+    mut r: Rig,
+) {
     let flows: Vec<Vec<u8>> = (0..1024u16)
         .map(|i| {
             let mut f = udp_frame(
@@ -175,7 +243,7 @@ fn bench_conntrack_hit(c: &mut Criterion) {
         r.worker.poll_once();
         assert_eq!(r.kb.drain_tx(|_| {}), BURST, "every packet forwarded");
     }
-    g.bench_function("64B_conntrack_hit_1024flows", |b| {
+    g.bench_function(name, |b| {
         b.iter_custom(|iters| {
             let mut total = Duration::ZERO;
             for _ in 0..iters {
@@ -189,7 +257,6 @@ fn bench_conntrack_hit(c: &mut Criterion) {
             total
         })
     });
-    g.finish();
 }
 
 criterion_group!(benches, bench_forward, bench_conntrack_hit);

@@ -661,13 +661,23 @@ fn host_mac(node: &Netns, ifname: &str) -> [u8; 6] {
 }
 
 #[test]
-fn sctp_by_crafted_frames_and_counters() {
+fn sctp_counters_trace_restart_and_policy_dir() {
     if !privileged() {
         return;
     }
     let t = prefix("ps");
     let node = Netns::new(&format!("{t}-node"));
-    let daemon = Daemon::start(&node, &t, "workers:\n- core: 0\n- core: 1\n");
+    let pdir = std::env::temp_dir().join(format!("xsknet-test-{t}-policies"));
+    let _ = std::fs::remove_dir_all(&pdir);
+    std::fs::create_dir_all(&pdir).unwrap();
+    let mut daemon = Daemon::start(
+        &node,
+        &t,
+        &format!(
+            "workers:\n- core: 0\n- core: 1\npolicyDir: {}\n",
+            pdir.display()
+        ),
+    );
     let mk = |i: usize, ns: &str, name: &str| {
         let p = Pod::new(
             &node,
@@ -788,4 +798,68 @@ fn sctp_by_crafted_frames_and_counters() {
     .unwrap();
     assert_eq!(tr["verdict"], "denied", "{tr}");
     assert_eq!(tr["reason"], "policy_denied");
+
+    // policyDir: a file appearing is applied within about a second, its removal
+    // deletes what it brought; a broken file changes nothing.
+    let names = |d: &Daemon| -> Vec<String> {
+        let v: Value = serde_json::from_str(&d.ctl_ok(&["policy", "list", "--json"])).unwrap();
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                format!(
+                    "{}/{}",
+                    p["namespace"].as_str().unwrap(),
+                    p["name"].as_str().unwrap()
+                )
+            })
+            .collect()
+    };
+    let dir_file = pdir.join("z.yaml");
+    std::fs::write(
+        &dir_file,
+        policy(
+            "z",
+            "from-dir",
+            "  podSelector: {}\n  policyTypes: [Ingress]",
+        ),
+    )
+    .unwrap();
+    wait_until("policyDir applied", Duration::from_secs(5), || {
+        names(&daemon).contains(&"z/from-dir".to_string())
+    });
+    std::fs::write(
+        pdir.join("broken.yaml"),
+        "kind: NetworkPolicy\nmetadata: {name: [}\n",
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(2500));
+    assert!(names(&daemon).contains(&"z/from-dir".to_string()));
+    assert!(daemon.log_text().contains("policyDir change refused"));
+    std::fs::remove_file(pdir.join("broken.yaml")).unwrap();
+    std::fs::remove_file(&dir_file).unwrap();
+    wait_until("policyDir removal applied", Duration::from_secs(5), || {
+        !names(&daemon).contains(&"z/from-dir".to_string())
+    });
+
+    // A restarted daemon keeps the policies (state dir) and enforces them at once.
+    let before = names(&daemon);
+    assert!(daemon.stop(), "clean stop");
+    daemon.spawn();
+    assert_eq!(names(&daemon), before);
+    let tr: Value = serde_json::from_str(&daemon.ctl_ok(&[
+        "trace",
+        "--from",
+        "z/a",
+        "--to",
+        "y/b",
+        "--port",
+        "80",
+        "--protocol",
+        "SCTP",
+        "--json",
+    ]))
+    .unwrap();
+    assert_eq!(tr["verdict"], "denied", "{tr}");
+    let _ = std::fs::remove_dir_all(&pdir);
 }
