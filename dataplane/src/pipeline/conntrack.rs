@@ -50,7 +50,14 @@
 //! the packet (`DropReason::ConntrackFull`). Evictions and refusals are counted.
 //!
 //! In a packet's way this sits inside the policy stage (`pipeline::policy`), after the
-//! route lookup. Measured cost: see `bench/benches/forward.rs` (`conntrack_hit`).
+//! route lookup. Measured cost (`cargo bench -p bench --bench forward -- --warm-up-time
+//! 1 --measurement-time 4`, 2 vCPU AMD EPYC VM shared with other builds, 2026-11-22,
+//! load ~1.5): the whole fake-port forward path is ~55 ns/pkt (18.3 Mpps) on one hot
+//! flow and ~61 ns/pkt (16.3 Mpps) over 1,024 flows, with or without a 1,001-rule
+//! ingress policy on the destination, against ~33 ns/pkt with the policy stage
+//! compiled out: the stage costs ~22-28 ns/pkt on a hit, most of it the bucket load
+//! (`lookup`, 14-21% of cycles in `perf`). Prefetching a burst's buckets before
+//! processing it is the obvious next step.
 
 use crate::packet::icmp;
 
