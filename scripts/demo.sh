@@ -1,14 +1,20 @@
 #!/usr/bin/env bash
-# The xsknet demo on a fresh machine (run as root): installs what it needs, builds,
-# starts xsknetd on a node made of network namespaces with three pods, shows the pods
-# pinging each other and the node, a TCP transfer through the AF_XDP dataplane, the
-# counters, and cleans everything up (also on failure or Ctrl-C).
+# The xsknet demo on a fresh machine (run as root). Installs what it needs, builds, then:
+#  1. starts xsknetd on a node made of a network namespace and creates three pods
+#     through the xsknet CNI plugin over the real CNI protocol (ADD with CNI_* env and
+#     a JSON config on stdin, as kubelet's runtime does); shows every pod pinging every
+#     other pod and the node, a TCP transfer through the AF_XDP dataplane, the counters,
+#     then CNI DEL for each pod;
+#  2. installs the plugin for podman (xsknetd install-cni: binary + conflist written
+#     atomically once the dataplane is ready) and shows two podman containers pinging
+#     each other and moving a TCP stream through xsknet.
+# Everything it creates is removed on exit, also on failure or Ctrl-C.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "demo: run as root (it creates namespaces and XDP programs)"; exit 1; }
 bash scripts/setup.sh
 echo "== building (release)"
-cargo build --release --locked -q -p dataplane --bins
+cargo build --release --locked -q --workspace --bins
 
 BIN=$PWD/target/release
 P=xd$$                      # per-run prefix for every name
@@ -17,15 +23,22 @@ WORK=$(mktemp -d /tmp/xsknet-demo.XXXXXX)
 SOCK=$WORK/xsknetd.sock
 DAEMON_PID=""
 IPERF_PID=""
+PODMAN_DAEMON_PID=""
+PW=""                       # podman's private directory
+CONTAINERS=()
 
+stop_pid() { # SIGTERM a process we started, by pid, and wait for it
+  local pid=$1
+  kill -TERM "$pid" 2>/dev/null || return 0
+  for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
+  kill -KILL "$pid" 2>/dev/null || true
+}
 cleanup() {
   set +e
   [ -n "$IPERF_PID" ] && kill "$IPERF_PID" 2>/dev/null
-  if [ -n "$DAEMON_PID" ]; then
-    kill -TERM "$DAEMON_PID" 2>/dev/null
-    for _ in $(seq 50); do kill -0 "$DAEMON_PID" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$DAEMON_PID" 2>/dev/null
-  fi
+  for c in "${CONTAINERS[@]}"; do pm rm -f -t 0 "$c" >/dev/null 2>&1; done
+  [ -n "$PODMAN_DAEMON_PID" ] && stop_pid "$PODMAN_DAEMON_PID"
+  [ -n "$DAEMON_PID" ] && stop_pid "$DAEMON_PID"
   for i in 1 2 3; do ip netns del "${P}pod$i" 2>/dev/null; done
   ip netns del "$NODE" 2>/dev/null
   rm -rf "$WORK"
@@ -34,54 +47,106 @@ trap cleanup EXIT INT TERM
 
 ctl() { "$BIN/xsknetctl" --socket "$SOCK" "$@"; }
 
-echo "== node namespace $NODE, xsknetd with its embedded defaults (state and socket in $WORK)"
+# One CNI call, as a container runtime makes it: env + config on stdin, JSON on stdout.
+cni() { # cni ADD|DEL pod-number
+  local cmd=$1 i=$2
+  ip netns exec "$NODE" env CNI_COMMAND="$cmd" CNI_CONTAINERID="demo-pod$i" \
+    CNI_NETNS="/run/netns/${P}pod$i" CNI_IFNAME=eth0 CNI_PATH="$BIN:/usr/lib/cni" \
+    CNI_ARGS="IgnoreUnknown=1;K8S_POD_NAMESPACE=demo;K8S_POD_NAME=pod$i" \
+    "$BIN/xsknet" <"$WORK/net.conf"
+}
+
+echo
+echo "== 1. node namespace $NODE, xsknetd on its embedded defaults"
 ip netns add "$NODE"
 ip -n "$NODE" link set lo up
 ip netns exec "$NODE" "$BIN/xsknetd" --socket "$SOCK" --state-dir "$WORK/state" 2>"$WORK/xsknetd.log" &
 DAEMON_PID=$!
-for _ in $(seq 100); do ctl status >/dev/null 2>&1 && break; sleep 0.1; done
+for _ in $(seq 100); do "$BIN/xsknetd" --socket "$SOCK" probe >/dev/null 2>&1 && break; sleep 0.1; done
 ctl status
 
+cat >"$WORK/net.conf" <<CONF
+{"cniVersion": "1.0.0", "name": "xsknet", "type": "xsknet",
+ "socket": "$SOCK", "stateDir": "$WORK/state", "mtu": 1500,
+ "args": {"labels": {"app": "demo"}}}
+CONF
+echo "== CNI ADD of three pods through the xsknet plugin (the result of the first one in full)"
 for i in 1 2 3; do
-  POD=${P}pod$i; HOST=${P}h$i; IP=10.244.0.$((i + 1))
-  ip netns add "$POD"
-  ip -n "$POD" link set lo up
-  ip -n "$NODE" link add "$HOST" type veth peer name eth0 netns "$POD"
-  ip -n "$POD" addr add "$IP/32" dev eth0
-  ip -n "$POD" link set eth0 up
-  ip -n "$POD" route add 169.254.1.1 dev eth0 scope link
-  ip -n "$POD" route add default via 169.254.1.1 dev eth0 onlink
-  # What the CNI plugin does through xsknet's prepare_pod_interface(): complete
-  # checksums and MTU-sized frames from the pod.
-  ip netns exec "$POD" ethtool -K eth0 tx off sg off tso off gso off >/dev/null 2>&1 || true
-  ip netns exec "$POD" sysctl -qw net.ipv6.conf.all.disable_ipv6=1
-  ctl endpoint add --ifname "$HOST" --ip "$IP" --namespace demo --name "pod$i" --label app=demo
+  ip netns add "${P}pod$i"
+  if [ "$i" = 1 ]; then cni ADD $i; echo; else cni ADD $i >/dev/null; fi
 done
-echo "== endpoints"
 ctl endpoint list
 
 echo "== every pod pings every other pod, and the node (10.244.0.1, the host port)"
+pod_ip() { ip -n "${P}pod$1" -4 -o addr show dev eth0 | awk '{print $4}' | cut -d/ -f1; }
 for i in 1 2 3; do
   for j in 1 2 3; do
     [ "$i" = "$j" ] && continue
-    ip netns exec "${P}pod$i" ping -c 2 -i 0.2 -W 2 -q "10.244.0.$((j + 1))" | tail -2 | head -1 | sed "s/^/pod$i -> pod$j: /"
+    ip netns exec "${P}pod$i" ping -c 2 -i 0.2 -W 2 -q "$(pod_ip $j)" | tail -2 | head -1 | sed "s/^/pod$i -> pod$j: /"
   done
   ip netns exec "${P}pod$i" ping -c 2 -i 0.2 -W 2 -q 10.244.0.1 | tail -2 | head -1 | sed "s/^/pod$i -> node: /"
 done
 echo "== the node pings pod1 over the host port"
-ip netns exec "$NODE" ping -c 2 -i 0.2 -W 2 -q 10.244.0.2 | tail -2 | head -1
+ip netns exec "$NODE" ping -c 2 -i 0.2 -W 2 -q "$(pod_ip 1)" | tail -2 | head -1
 
 echo "== TCP: iperf3 from pod1 to pod2 through the dataplane (5 s)"
-ip netns exec "${P}pod2" iperf3 -s -1 -B 10.244.0.3 >/dev/null 2>&1 &
+ip netns exec "${P}pod2" iperf3 -s -1 -B "$(pod_ip 2)" >/dev/null 2>&1 &
 IPERF_PID=$!
 sleep 0.5
-ip netns exec "${P}pod1" iperf3 -c 10.244.0.3 -t 5 -f g | grep -E 'sender|receiver'
+ip netns exec "${P}pod1" iperf3 -c "$(pod_ip 2)" -t 5 -f g | grep -E 'sender|receiver'
 wait "$IPERF_PID" 2>/dev/null || true
 IPERF_PID=""
 
 echo "== counters (xsknetctl stats)"
 ctl stats
+echo "== CNI DEL of the pods: endpoints, veths and addresses released"
+for i in 1 2 3; do cni DEL $i; done
+ctl endpoint list
 echo "== stopping the daemon: it detaches its XDP programs and removes the host port"
-kill -TERM "$DAEMON_PID"; wait "$DAEMON_PID" || true; DAEMON_PID=""
+stop_pid "$DAEMON_PID"; DAEMON_PID=""
 if ip -n "$NODE" -d link show | grep -q 'prog/xdp'; then echo "demo: XDP program left behind!"; exit 1; fi
+
+echo
+echo "== 2. podman (CNI backend) with xsknet"
+PW=$WORK/podman
+bash scripts/podman-setup.sh "$PW" | grep -v '^[A-Z_]*=' || true
+pm() { CONTAINERS_CONF="$PW/containers.conf" CONTAINERS_STORAGE_CONF="$PW/storage.conf" timeout -k 5 90 podman "$@"; }
+N=$(( $$ % 200 + 20 ))
+PSOCK=$WORK/podman-xsknetd.sock
+cat >"$WORK/podman-node.yaml" <<YAML
+socket: $PSOCK
+stateDir: $WORK/podman-state
+podCidr: 10.246.$N.0/24
+hostPort: {name: xsd$N, peerName: xsd${N}d}
+YAML
+"$BIN/xsknetd" --config "$WORK/podman-node.yaml" run 2>"$WORK/podman-xsknetd.log" &
+PODMAN_DAEMON_PID=$!
+"$BIN/xsknetd" --config "$WORK/podman-node.yaml" install-cni --cni-bin-dir "$PW/cni-bin" \
+  --cni-conf-dir "$PW/net.d" --plugin-binary "$BIN/xsknet" --wait-ready-timeout 20
+echo "conflist written once the dataplane was ready:"; cat "$PW/net.d/10-xsknet.conflist"; echo
+for c in a b; do
+  CONTAINERS+=("${P}-$c")
+  pm run -d --name "${P}-$c" --network xsknet localhost/busybox:local sleep 600 >/dev/null
+done
+cip() { pm inspect -f '{{.NetworkSettings.Networks.xsknet.IPAddress}}' "${P}-$1"; }
+echo "containers: ${P}-a $(cip a), ${P}-b $(cip b)"
+pm exec "${P}-a" ping -c 3 -W 2 "$(cip b)" | tail -2 | head -1 | sed "s/^/podman a -> b: /"
+echo "== TCP: 20 MiB from container a to container b with busybox nc"
+# busybox nc -l quits when its stdin closes, so the listener keeps one open.
+pm exec -d "${P}-b" sh -c "sleep 60 | nc -l -p 5000 > /tmp/got" >/dev/null
+sleep 0.5
+sent=$(pm exec "${P}-a" sh -c "head -c 20971520 /dev/urandom > /tmp/data && nc $(cip b) 5000 < /tmp/data && md5sum < /tmp/data" | awk '{print $1}')
+for _ in $(seq 100); do
+  size=$(pm exec "${P}-b" sh -c "wc -c < /tmp/got" | tr -d ' ')
+  [ "$size" = 20971520 ] && break
+  sleep 0.2
+done
+got=$(pm exec "${P}-b" sh -c "md5sum < /tmp/got" | awk '{print $1}')
+echo "sent 20971520 bytes md5 $sent; received $size bytes md5 $got"
+[ "$sent" = "$got" ] || { echo "demo: TCP stream corrupted or incomplete"; exit 1; }
+"$BIN/xsknetctl" --socket "$PSOCK" stats | sed -n '1,2p'
+for c in "${CONTAINERS[@]}"; do pm rm -f -t 0 "$c" >/dev/null; done
+CONTAINERS=()
+"$BIN/xsknetd" --config "$WORK/podman-node.yaml" uninstall-cni --cni-bin-dir "$PW/cni-bin" --cni-conf-dir "$PW/net.d"
+stop_pid "$PODMAN_DAEMON_PID"; PODMAN_DAEMON_PID=""
 echo "demo: ok"

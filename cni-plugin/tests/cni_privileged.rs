@@ -438,3 +438,61 @@ fn parallel_adds_and_dels() {
     }
     node.assert_empty();
 }
+
+#[test]
+fn daemon_restart_keeps_addresses_and_connectivity() {
+    if !privileged() {
+        return;
+    }
+    let t = prefix("cr");
+    let mut node = Node::start(&t);
+    let a = Pod::new(&t, "a");
+    let b = Pod::new(&t, "b");
+    let conf = node.conf("1.1.0");
+    let (rc, ra) = node.cni("ADD", &a, &conf);
+    assert_eq!(rc, 0, "ADD a: {ra}");
+    let (rc, rb) = node.cni("ADD", &b, &conf);
+    assert_eq!(rc, 0, "ADD b: {rb}");
+    let (ipa, ipb) = (result_ip(&ra), result_ip(&rb));
+    assert!(a.ns.ping(ipb, 1));
+
+    node.stop();
+    assert!(!a.ns.ping(ipb, 1), "no forwarding while the daemon is down");
+    node.spawn();
+
+    // Same addresses, traffic flows again, the runtime's CHECK is satisfied.
+    let eps = node.endpoints();
+    let ips: Vec<String> = eps
+        .iter()
+        .map(|e| e["ip"].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        ips.contains(&ipa.to_string()) && ips.contains(&ipb.to_string()),
+        "{eps:?}"
+    );
+    assert!(
+        a.ns.ping(ipb, 2),
+        "a → b after restart\n{}",
+        node.log_text()
+    );
+    assert!(
+        tcp_ok(&a, &b, ipb, 5301, 1 << 20),
+        "TCP a → b after restart"
+    );
+    let mut with_prev = conf.clone();
+    with_prev["prevResult"] = ra.clone();
+    let (rc, v) = node.cni("CHECK", &a, &with_prev);
+    assert_eq!(rc, 0, "CHECK after restart: {v}");
+
+    // The allocations survived: a new pod does not get a live pod's address.
+    let c = Pod::new(&t, "c");
+    let (rc, rc_res) = node.cni("ADD", &c, &conf);
+    assert_eq!(rc, 0, "ADD c: {rc_res}");
+    let ipc = result_ip(&rc_res);
+    assert!(ipc != ipa && ipc != ipb, "{ipc} reused a live address");
+    for p in [&a, &b, &c] {
+        let (rc, v) = node.cni("DEL", p, &conf);
+        assert_eq!(rc, 0, "DEL: {v}");
+    }
+    node.assert_empty();
+}
