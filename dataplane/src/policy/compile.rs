@@ -930,6 +930,49 @@ mod tests {
         assert_eq!(snap.policies.len(), 1);
     }
 
+    /// The samples in config/policies parse and mean what their comments say.
+    #[test]
+    fn sample_policies() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/policies");
+        let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap();
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let mut s = PolicyStore::new();
+            s.apply_path(&path).unwrap_or_else(|e| panic!("{e}"));
+        }
+        let world = |f: &str| {
+            let mut store = PolicyStore::new();
+            store.apply_yaml(&read("cluster.yaml")).unwrap();
+            store.apply_yaml(&read(f)).unwrap();
+            let pods = store.pod_views();
+            let snap = compile(&store, &pods, |p| {
+                pods.iter().position(|q| q == p).map(|k| k as PortId)
+            });
+            World { store, pods, snap }
+        };
+        let w = world("cluster.yaml");
+        assert_eq!(w.pods.len(), 9);
+        let w = world("default-deny-ingress.yaml");
+        assert!(!w.tcp("y/a", "x/a", 80) && w.tcp("x/a", "y/a", 80));
+        let w = world("default-deny-egress.yaml");
+        assert!(w.tcp("y/a", "x/a", 80) && !w.tcp("x/a", "y/a", 80));
+        let w = world("namespace-selector.yaml");
+        assert!(w.tcp("y/c", "x/a", 80) && w.tcp("z/c", "x/a", 81) && !w.tcp("x/b", "x/a", 80));
+        let w = world("pod-and-namespace-selector.yaml");
+        assert!(w.tcp("y/b", "x/a", 80) && !w.tcp("y/a", "x/a", 80) && !w.tcp("x/b", "x/a", 80));
+        let w = world("named-port.yaml");
+        assert!(w.tcp("z/a", "x/b", 80) && !w.tcp("z/a", "x/b", 81));
+        assert!(!w.can("z/a", "x/b", PROTO_UDP, 80));
+        let w = world("endport-range.yaml");
+        assert!(w.tcp("y/a", "x/c", 81) && w.can("y/a", "x/c", PROTO_UDP, 80));
+        assert!(!w.tcp("y/a", "x/c", 82) && !w.tcp("y/a", "z/c", 80));
+        let w = world("ipblock-except.yaml");
+        assert!(w.tcp("x/b", "x/a", 80) && w.tcp("z/a", "x/a", 80));
+        assert!(!w.tcp("y/a", "x/a", 80) && !w.tcp("y/c", "x/a", 80));
+        let w = world("allow-all.yaml");
+        assert!(w.grid(80).chars().all(|c| c != 'X'));
+    }
+
     #[test]
     fn pods_with_the_same_selection_share_one_policy() {
         let w = World::new(&np(
