@@ -1,6 +1,8 @@
 //! NetworkPolicy end to end: a real xsknetd (two workers) in a throwaway node
 //! namespace, nine pods (namespaces x, y, z × pods a, b, c, labels `pod=a|b|c`)
-//! attached as the CNI plugin attaches them, each serving TCP and UDP on 80 and 81.
+//! created through the real `xsknet` CNI plugin (CNI ADD inside the node namespace,
+//! fixed addresses through `CNI_ARGS IP=`, labels through `args.labels`; CNI DEL on
+//! teardown), each serving TCP and UDP on 80 and 81.
 //! For each policy set, real connections between all 81 ordered pairs are compared
 //! with `xsknetctl policy matrix` on the same objects, and for several sets also with a
 //! hand-written table (so the matrix itself is checked). Also: replies under
@@ -57,6 +59,16 @@ fn web_port(name: &str) -> u16 {
     }
 }
 
+impl Drop for World {
+    /// CNI DEL of every pod (best effort) while the daemon still runs; the fields'
+    /// own `Drop`s then remove the namespaces and the daemon.
+    fn drop(&mut self) {
+        for (_, pod) in &self.pods {
+            self.daemon.cni_del(&self.node, pod);
+        }
+    }
+}
+
 impl World {
     fn new() -> World {
         let t = prefix("po");
@@ -69,13 +81,14 @@ impl World {
         let mut i = 0;
         for ns in NAMESPACES {
             for name in NAMES {
-                let pod = Pod::new(
+                let pod = daemon.cni_pod(
                     &node,
                     &format!("{t}-{ns}{name}"),
-                    &format!("{t}{ns}{name}"),
+                    ns,
+                    name,
+                    &[("pod", name)],
                     pod_ip(i),
                 );
-                daemon.attach_as(&pod, ns, name, &[("pod", name)]);
                 serve(&pod, &[80, 81]);
                 let key = format!("{ns}/{name}");
                 labels.insert(

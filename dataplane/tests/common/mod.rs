@@ -103,6 +103,16 @@ pub struct Pod {
     pub host_if: String,
     pub ip: Ipv4Addr,
     pub mac: String,
+    /// Set when the pod was created by the real CNI plugin (what DEL needs).
+    pub cni: Option<CniAtt>,
+}
+
+/// The attachment-specific inputs of a CNI call, kept from ADD for DEL.
+#[derive(Debug, Clone)]
+pub struct CniAtt {
+    pub container_id: String,
+    pub args: String,
+    pub conf: serde_json::Value,
 }
 
 impl Pod {
@@ -157,6 +167,7 @@ impl Pod {
             host_if: host_if.to_string(),
             ip,
             mac,
+            cni: None,
         }
     }
 
@@ -557,4 +568,158 @@ pub fn udp_answers(from: &Pod, dst: Ipv4Addr, port: u16, timeout: Duration) -> b
         }
         false
     })
+}
+
+/// The `xsknet` CNI plugin binary: `XSKNET_PLUGIN_BIN`, or `xsknet` in the target
+/// profile directory this test runs from (`target/<profile>/deps/..`), where
+/// `cargo build --workspace --bins` puts it.
+pub fn plugin_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("XSKNET_PLUGIN_BIN") {
+        let p = PathBuf::from(p);
+        assert!(
+            p.exists(),
+            "XSKNET_PLUGIN_BIN={} does not exist",
+            p.display()
+        );
+        return p;
+    }
+    let exe = std::env::current_exe().expect("current exe");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target profile dir");
+    let p = dir.join("xsknet");
+    assert!(
+        p.exists(),
+        "CNI plugin binary {} not found: build it first (cargo build --workspace --bins, \
+         same profile) or set XSKNET_PLUGIN_BIN",
+        p.display()
+    );
+    p
+}
+
+impl Daemon {
+    /// Run the real `xsknet` plugin with `command` inside the node namespace `node`
+    /// (where this daemon runs), config on stdin; returns exit code, stdout JSON (Null
+    /// when empty) and stderr.
+    pub fn cni(
+        &self,
+        node: &Netns,
+        command: &str,
+        pod_ns: &Netns,
+        att: &CniAtt,
+    ) -> (i32, serde_json::Value, String) {
+        use std::io::Write;
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &node.name])
+            .arg(plugin_bin())
+            .env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .env("CNI_COMMAND", command)
+            .env("CNI_CONTAINERID", &att.container_id)
+            .env("CNI_NETNS", pod_ns.path())
+            .env("CNI_IFNAME", "eth0")
+            .env("CNI_PATH", "/usr/lib/cni")
+            .env("CNI_ARGS", &att.args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn xsknet CNI plugin");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(&serde_json::to_vec(&att.conf).unwrap())
+            .unwrap();
+        let out = child.wait_with_output().expect("wait for CNI plugin");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        let v = if text.trim().is_empty() {
+            serde_json::Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or_else(|e| {
+                panic!("xsknet {command}: stdout is not JSON ({e}): {text}\nstderr: {stderr}")
+            })
+        };
+        (out.status.code().unwrap_or(-1), v, stderr)
+    }
+
+    /// A pod created as the kubelet creates one: its netns first (no interfaces), then
+    /// CNI ADD of the real plugin with `K8S_POD_NAMESPACE`/`K8S_POD_NAME`, the fixed
+    /// address `ip` (`CNI_ARGS IP=`) and `labels` (`args.labels` of the config).
+    pub fn cni_pod(
+        &self,
+        node: &Netns,
+        netns: &str,
+        namespace: &str,
+        name: &str,
+        labels: &[(&str, &str)],
+        ip: Ipv4Addr,
+    ) -> Pod {
+        let ns = Netns::new(netns);
+        let labels: serde_json::Map<String, serde_json::Value> = labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), serde_json::Value::from(*v)))
+            .collect();
+        let att = CniAtt {
+            container_id: format!("{netns}-0123456789abcdef"),
+            args: format!(
+                "IgnoreUnknown=1;K8S_POD_NAMESPACE={namespace};K8S_POD_NAME={name};IP={ip}"
+            ),
+            conf: serde_json::json!({
+                "cniVersion": "1.0.0",
+                "name": "xsknet",
+                "type": "xsknet",
+                "socket": path_str(&self.socket),
+                "stateDir": path_str(&self.dir.join("state")),
+                "args": {"labels": labels},
+            }),
+        };
+        let (rc, v, stderr) = self.cni(node, "ADD", &ns, &att);
+        assert_eq!(
+            rc,
+            0,
+            "CNI ADD {namespace}/{name}: {v}\nstderr: {stderr}\n--- daemon log\n{}",
+            self.log_text()
+        );
+        let got: Ipv4Addr = v["ips"][0]["address"]
+            .as_str()
+            .and_then(|a| a.split('/').next())
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("no ips in ADD result {v}"));
+        assert_eq!(got, ip, "CNI ADD {namespace}/{name} honours IP=: {v}");
+        let ifs = v["interfaces"]
+            .as_array()
+            .expect("interfaces in ADD result");
+        let host_if = ifs
+            .iter()
+            .find(|i| i.get("sandbox").is_none())
+            .and_then(|i| i["name"].as_str())
+            .unwrap_or_else(|| panic!("no host interface in ADD result {v}"))
+            .to_string();
+        let mac = ifs
+            .iter()
+            .find(|i| i["name"] == "eth0" && i.get("sandbox").is_some())
+            .and_then(|i| i["mac"].as_str())
+            .unwrap_or_else(|| panic!("no eth0 in ADD result {v}"))
+            .to_string();
+        Pod {
+            ns,
+            host_if,
+            ip,
+            mac,
+            cni: Some(att),
+        }
+    }
+
+    /// CNI DEL of a pod made by [`Daemon::cni_pod`], best effort (for `Drop`).
+    pub fn cni_del(&self, node: &Netns, pod: &Pod) {
+        if let Some(att) = &pod.cni {
+            let (rc, v, stderr) = self.cni(node, "DEL", &pod.ns, att);
+            if rc != 0 {
+                eprintln!("CNI DEL {}: {v} {stderr}", att.container_id);
+            }
+        }
+    }
 }
