@@ -170,7 +170,7 @@ fn chained_with_portmap_and_bandwidth() {
         "ADD",
         Att {
             container_id: &a.container_id,
-            netns: &a.ns.path(),
+            netns: &a.ns.netns_path(),
             ifname: "eth0",
             args: "",
         },
@@ -189,7 +189,7 @@ fn chained_with_portmap_and_bandwidth() {
         "ADD",
         Att {
             container_id: &a.container_id,
-            netns: &a.ns.path(),
+            netns: &a.ns.netns_path(),
             ifname: "eth0",
             args: "",
         },
@@ -256,7 +256,7 @@ fn chained_with_portmap_and_bandwidth() {
         "DEL",
         Att {
             container_id: &a.container_id,
-            netns: &a.ns.path(),
+            netns: &a.ns.netns_path(),
             ifname: "eth0",
             args: "",
         },
@@ -270,7 +270,7 @@ fn chained_with_portmap_and_bandwidth() {
         "DEL",
         Att {
             container_id: &a.container_id,
-            netns: &a.ns.path(),
+            netns: &a.ns.netns_path(),
             ifname: "eth0",
             args: "",
         },

@@ -66,18 +66,7 @@ fn can_run() -> bool {
 /// `xsknetd` from the same target directory as this test (built by
 /// `cargo build --release --bins`), or `$XSKNETD`.
 fn xsknetd_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("XSKNETD") {
-        return PathBuf::from(p);
-    }
-    let exe = std::env::current_exe().unwrap();
-    // target/<profile>/deps/podman-<hash> -> target/<profile>/xsknetd
-    let bin = exe.parent().unwrap().parent().unwrap().join("xsknetd");
-    assert!(
-        bin.exists(),
-        "{} missing: build it first (cargo build --release -p dataplane --bins) or set XSKNETD",
-        bin.display()
-    );
-    bin
+    testkit::workspace_bin("xsknetd", "XSKNETD")
 }
 
 fn show(out: &Output) -> String {

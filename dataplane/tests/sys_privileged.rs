@@ -18,40 +18,22 @@ use xsknet_dataplane::sys::{read_sysctl, write_sysctl};
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() == 0 }
-}
-
+/// Skip (or, under the README's test command, fail) without root.
 macro_rules! require_root {
     () => {
-        if !is_root() {
-            eprintln!("SKIP: needs root ({})", module_path!());
+        if !testkit::privileged() {
             return;
         }
     };
 }
 
-/// Runs a command, panics with its stderr if it fails, returns stdout.
+/// Runs a command, panics with its output if it fails, returns stdout.
 fn run(args: &[&str]) -> String {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .unwrap_or_else(|e| panic!("spawn {args:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    String::from_utf8_lossy(&testkit::sh(args).stdout).into_owned()
 }
 
 fn succeeds(args: &[&str]) -> bool {
-    Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false)
+    testkit::try_sh(args).status.success()
 }
 
 /// Owns the namespaces and root-namespace links a test creates.

@@ -9,130 +9,35 @@
 use std::io::Write;
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use xsknet_dataplane::sys::netns::run_in_netns;
+pub use testkit::{prefix, privileged, sh, Netns};
 
-/// Whether the privileged tier can run (root); with XSKNET_REQUIRE_PRIVILEGED set a
-/// non-root run fails instead of skipping.
-pub fn privileged() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    if !root {
-        if std::env::var_os("XSKNET_REQUIRE_PRIVILEGED").is_some() {
-            panic!("privileged integration tests must run as root");
-        }
-        eprintln!("SKIP: privileged CNI test needs root");
-    }
-    root
+fn sibling_binary(name: &str) -> PathBuf {
+    testkit::workspace_bin(name, "XSKNETD_BIN")
 }
 
-/// A short unique prefix (netns names, container ids).
-pub fn prefix(tag: &str) -> String {
-    static N: AtomicU32 = AtomicU32::new(0);
-    let n = N.fetch_add(1, Ordering::Relaxed);
-    format!("{tag}{}{n}", std::process::id() % 10000)
+/// What the CNI tests ask of a namespace beyond the shared fixture.
+pub trait NetnsExt {
+    /// The host veths the plugin created in it (`xsk` + 11 hex digits).
+    fn pod_veths(&self) -> Vec<String>;
+    /// `/run/netns/NAME` as the string CNI_NETNS carries.
+    fn netns_path(&self) -> String;
 }
 
-pub fn sh(args: &[&str]) -> Output {
-    let out = try_sh(args);
-    assert!(
-        out.status.success(),
-        "{args:?} failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-pub fn try_sh(args: &[&str]) -> Output {
-    Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .unwrap_or_else(|e| panic!("run {args:?}: {e}"))
-}
-
-/// A network namespace, deleted on drop.
-#[derive(Debug)]
-pub struct Netns {
-    pub name: String,
-}
-
-impl Netns {
-    pub fn new(name: &str) -> Netns {
-        let _ = try_sh(&["ip", "netns", "del", name]);
-        sh(&["ip", "netns", "add", name]);
-        sh(&["ip", "-n", name, "link", "set", "lo", "up"]);
-        Netns {
-            name: name.to_string(),
-        }
+impl NetnsExt for Netns {
+    fn netns_path(&self) -> String {
+        self.path().display().to_string()
     }
 
-    pub fn path(&self) -> String {
-        format!("/run/netns/{}", self.name)
-    }
-
-    pub fn exec(&self, args: &[&str]) -> Output {
-        let mut v = vec!["ip", "netns", "exec", &self.name];
-        v.extend_from_slice(args);
-        try_sh(&v)
-    }
-
-    pub fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
-        run_in_netns(Path::new(&self.path()), f).expect("enter netns")
-    }
-
-    /// The host veths the plugin created (`xsk` + 11 hex digits).
-    pub fn pod_veths(&self) -> Vec<String> {
+    fn pod_veths(&self) -> Vec<String> {
         self.links("xsk")
             .into_iter()
             .filter(|n| n.len() == 14 && n[3..].chars().all(|c| c.is_ascii_hexdigit()))
             .collect()
     }
-
-    /// Names of links whose name starts with `prefix`.
-    pub fn links(&self, prefix: &str) -> Vec<String> {
-        let out = sh(&["ip", "-n", &self.name, "-o", "link", "show"]);
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| l.split(": ").nth(1))
-            .map(|n| n.split('@').next().unwrap_or(n).to_string())
-            .filter(|n| n.starts_with(prefix))
-            .collect()
-    }
-
-    pub fn ping(&self, dst: Ipv4Addr, count: u32) -> bool {
-        let c = count.to_string();
-        let d = dst.to_string();
-        self.exec(&["ping", "-c", &c, "-i", "0.2", "-W", "2", "-q", &d])
-            .status
-            .success()
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = try_sh(&["ip", "netns", "del", &self.name]);
-    }
-}
-
-fn sibling_binary(name: &str) -> PathBuf {
-    if let Some(p) = std::env::var_os("XSKNETD_BIN") {
-        return PathBuf::from(p);
-    }
-    // tests run from target/<profile>/deps/; the dataplane binaries sit in target/<profile>/.
-    let exe = std::env::current_exe().expect("current exe");
-    let dir = exe.parent().and_then(Path::parent).expect("target dir");
-    let p = dir.join(name);
-    assert!(
-        p.exists(),
-        "{} not found: build it first (cargo build -p dataplane, same profile) or set XSKNETD_BIN",
-        p.display()
-    );
-    p
 }
 
 /// The attachment-specific `CNI_*` variables of a call (empty: unset).
@@ -339,7 +244,7 @@ impl Node {
             command,
             Att {
                 container_id: &pod.container_id,
-                netns: &pod.ns.path(),
+                netns: &pod.ns.netns_path(),
                 ifname: "eth0",
                 args: &pod.args,
             },

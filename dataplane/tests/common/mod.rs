@@ -8,93 +8,10 @@
 use std::net::{Ipv4Addr, TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use xsknet_dataplane::sys::netns::run_in_netns;
-
-/// Whether the privileged tier can run; when it cannot, the README's test command
-/// (which sets XSKNET_REQUIRE_PRIVILEGED) fails instead of skipping.
-pub fn privileged() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    if !root {
-        if std::env::var_os("XSKNET_REQUIRE_PRIVILEGED").is_some() {
-            panic!("privileged integration tests must run as root");
-        }
-        eprintln!("SKIP: privileged integration test needs root");
-    }
-    root
-}
-
-/// A short unique prefix for this test's names (netns, links ≤ 15 chars).
-pub fn prefix(tag: &str) -> String {
-    static N: AtomicU32 = AtomicU32::new(0);
-    let n = N.fetch_add(1, Ordering::Relaxed);
-    format!("{tag}{}{n}", std::process::id() % 10000)
-}
-
-/// Run a command, panic with its output unless it succeeds.
-pub fn sh(args: &[&str]) -> Output {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .unwrap_or_else(|e| panic!("run {args:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{args:?} failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-/// Run a command and return its output whatever the status.
-pub fn try_sh(args: &[&str]) -> Output {
-    Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .unwrap_or_else(|e| panic!("run {args:?}: {e}"))
-}
-
-/// A network namespace, deleted on drop.
-#[derive(Debug)]
-pub struct Netns {
-    pub name: String,
-}
-
-impl Netns {
-    pub fn new(name: &str) -> Netns {
-        let _ = try_sh(&["ip", "netns", "del", name]);
-        sh(&["ip", "netns", "add", name]);
-        sh(&["ip", "-n", name, "link", "set", "lo", "up"]);
-        Netns {
-            name: name.to_string(),
-        }
-    }
-
-    pub fn path(&self) -> PathBuf {
-        PathBuf::from(format!("/run/netns/{}", self.name))
-    }
-
-    /// `ip netns exec NAME args…`
-    pub fn exec(&self, args: &[&str]) -> Output {
-        let mut v = vec!["ip", "netns", "exec", &self.name];
-        v.extend_from_slice(args);
-        try_sh(&v)
-    }
-
-    /// Run `f` inside the namespace (sockets it creates stay there).
-    pub fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
-        run_in_netns(&self.path(), f).expect("enter netns")
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = try_sh(&["ip", "netns", "del", &self.name]);
-    }
-}
+#[allow(unused_imports, reason = "each test binary uses a different subset")]
+pub use testkit::{prefix, privileged, sh, try_sh, wait_until, Netns};
 
 /// A pod: its own namespace with `eth0`, whose host end lives in the node namespace.
 #[derive(Debug)]
@@ -455,14 +372,6 @@ pub fn inject_frames(ns: &Netns, ifname: &str, frames: &[Vec<u8>]) {
     });
 }
 
-pub fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 pub fn path_str(p: &Path) -> String {
     p.display().to_string()
 }
@@ -570,32 +479,9 @@ pub fn udp_answers(from: &Pod, dst: Ipv4Addr, port: u16, timeout: Duration) -> b
     })
 }
 
-/// The `xsknet` CNI plugin binary: `XSKNET_PLUGIN_BIN`, or `xsknet` in the target
-/// profile directory this test runs from (`target/<profile>/deps/..`), where
-/// `cargo build --workspace --bins` puts it.
+/// The `xsknet` CNI plugin binary (`XSKNET_PLUGIN_BIN` overrides).
 pub fn plugin_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("XSKNET_PLUGIN_BIN") {
-        let p = PathBuf::from(p);
-        assert!(
-            p.exists(),
-            "XSKNET_PLUGIN_BIN={} does not exist",
-            p.display()
-        );
-        return p;
-    }
-    let exe = std::env::current_exe().expect("current exe");
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target profile dir");
-    let p = dir.join("xsknet");
-    assert!(
-        p.exists(),
-        "CNI plugin binary {} not found: build it first (cargo build --workspace --bins, \
-         same profile) or set XSKNET_PLUGIN_BIN",
-        p.display()
-    );
-    p
+    testkit::workspace_bin("xsknet", "XSKNET_PLUGIN_BIN")
 }
 
 impl Daemon {
