@@ -8,7 +8,7 @@
 //! daemon that exits (or crashes) leaves nothing attached, because the kernel destroys
 //! links whose last fd is closed. Nothing is pinned in bpffs.
 
-use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::os::fd::RawFd;
 
 use libbpf_rs::{Link, MapCore, MapFlags, MapHandle, Object, ObjectBuilder};
 
@@ -172,11 +172,6 @@ impl XdpLoader {
         // Missing entries are fine: unregister is idempotent.
         let _ = self.ports.delete(as_bytes(&key));
         let _ = self.xsks.delete(&slot.to_ne_bytes());
-    }
-
-    /// fd of the XSKMAP (diagnostics).
-    pub fn xskmap_fd(&self) -> RawFd {
-        self.xsks.as_fd().as_raw_fd()
     }
 }
 

@@ -606,11 +606,6 @@ impl Port {
     pub fn pool_len(&self) -> usize {
         self.pool.len()
     }
-
-    /// TX descriptors not yet completed by the kernel.
-    pub fn tx_outstanding(&self) -> u32 {
-        self.tx.outstanding()
-    }
 }
 
 /// Kernel ring statistics of an AF_XDP socket fd (XDP_STATISTICS).

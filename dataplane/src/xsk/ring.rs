@@ -130,12 +130,6 @@ impl<T: Copy> RingProd<T> {
         // SAFETY: mapped for our lifetime.
         unsafe { self.raw.flags.as_ref() }.load(Ordering::Relaxed) & XDP_RING_NEED_WAKEUP != 0
     }
-
-    /// Entries produced but not yet consumed by the other side.
-    pub fn outstanding(&self) -> u32 {
-        self.cached_prod
-            .wrapping_sub(self.consumer().load(Ordering::Acquire))
-    }
 }
 
 impl<T: Copy> RingCons<T> {
