@@ -1,4 +1,6 @@
 //! Checked zero-copy views over packet bytes: Ethernet II, ARP (Ethernet/IPv4), IPv4,
+//! ICMPv4, the Internet checksum, and the address-family keys tables use ([`addr`]).
+//! Views:
 //! ICMPv4, and the Internet checksum.
 //!
 //! This is the "knows bytes" layer of a packet's way: the pipeline stages read and
@@ -19,6 +21,7 @@
 //! Cost: checking an Ethernet + IPv4 header and verifying its checksum (the
 //! `parse_only` bench) is ~5.5 ns/pkt at burst 64, see bench/RESULTS.md.
 
+pub mod addr;
 pub mod arp;
 pub mod checksum;
 pub mod ethernet;
