@@ -1,7 +1,5 @@
 //! Checked zero-copy views over packet bytes: Ethernet II, ARP (Ethernet/IPv4), IPv4,
 //! ICMPv4, the Internet checksum, and the address-family keys tables use ([`addr`]).
-//! Views:
-//! ICMPv4, and the Internet checksum.
 //!
 //! This is the "knows bytes" layer of a packet's way: the pipeline stages read and
 //! rewrite frames in the UMEM through these views and nothing else. Each view wraps a
