@@ -18,15 +18,15 @@ use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
 use serde_json::{Map, Value};
+use xsknet_proto::MacAddr;
 
 use crate::errors::{code, CniError};
 
 /// The CNI versions this plugin speaks.
 pub const SUPPORTED_VERSIONS: [&str; 3] = ["0.4.0", "1.0.0", "1.1.0"];
-/// Default daemon control socket.
-pub const DEFAULT_SOCKET: &str = "/run/xsknet/xsknetd.sock";
-/// Default plugin/daemon state directory.
-pub const DEFAULT_STATE_DIR: &str = "/var/lib/xsknet";
+/// Default daemon control socket and plugin/daemon state directory (the daemon's own
+/// defaults, from `xsknet-proto`).
+pub use xsknet_proto::consts::{DEFAULT_SOCKET, DEFAULT_STATE_DIR};
 /// Default pod MTU.
 pub const DEFAULT_MTU: u32 = 1500;
 
@@ -51,7 +51,7 @@ pub struct NetConf {
     pub ipam_type: Option<String>,
     pub labels: BTreeMap<String, String>,
     /// `runtimeConfig.mac`.
-    pub runtime_mac: Option<[u8; 6]>,
+    pub runtime_mac: Option<MacAddr>,
     /// `runtimeConfig.ips`, IPv4 only (other families are refused).
     pub runtime_ips: Vec<Ipv4Addr>,
     pub prev_result: Option<Value>,
@@ -59,12 +59,6 @@ pub struct NetConf {
     pub valid_attachments: Option<Vec<Attachment>>,
     /// The bytes the runtime sent (for delegation).
     pub raw: Vec<u8>,
-}
-
-/// Parse a MAC `aa:bb:cc:dd:ee:ff` (also `-` separated).
-pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
-    let s = s.replace('-', ":");
-    xsknet_dataplane::daemon::parse_mac(&s.to_ascii_lowercase())
 }
 
 /// Parse `10.1.2.3` or `10.1.2.3/24` (the prefix is ignored: pods get a /32).
@@ -234,7 +228,7 @@ impl NetConf {
             Some(Value::Object(rc)) => {
                 if let Some(m) = opt_str(rc, "mac")? {
                     runtime_mac =
-                        Some(parse_mac(m).ok_or_else(|| {
+                        Some(m.parse::<MacAddr>().map_err(|_| {
                             bad("runtimeConfig.mac", format!("{m:?} is not a MAC"))
                         })?);
                 }
@@ -379,7 +373,7 @@ impl CniEnv {
             }
         }
         if !e.ifname.is_empty() {
-            xsknet_dataplane::sys::netlink::check_ifname(&e.ifname)
+            xsknet_sys::netlink::check_ifname(&e.ifname)
                 .map_err(|why| CniError::invalid_env(format!("CNI_IFNAME: {why}")))?;
         }
         if e.container_id.contains(['/', '\0']) || e.container_id.len() > 256 {
@@ -401,12 +395,13 @@ impl CniEnv {
     }
 
     /// `MAC=` of `CNI_ARGS`, validated.
-    pub fn requested_mac(&self) -> Result<Option<[u8; 6]>, CniError> {
+    pub fn requested_mac(&self) -> Result<Option<MacAddr>, CniError> {
         match self.args.get("MAC") {
             None => Ok(None),
-            Some(s) => parse_mac(s).map(Some).ok_or_else(|| {
-                CniError::invalid_env(format!("CNI_ARGS MAC={s}: not a MAC address"))
-            }),
+            Some(s) => s
+                .parse()
+                .map(Some)
+                .map_err(|_| CniError::invalid_env(format!("CNI_ARGS MAC={s}: not a MAC address"))),
         }
     }
 }
@@ -460,7 +455,10 @@ mod tests {
         assert_eq!(c.ipam_type.as_deref(), Some("host-local"));
         assert_eq!(c.labels.get("app").map(String::as_str), Some("web"));
         assert_eq!(c.labels.get("tier").map(String::as_str), Some("fe"));
-        assert_eq!(c.runtime_mac, Some([2, 0xaa, 0xbb, 0xcc, 0xdd, 0xee]));
+        assert_eq!(
+            c.runtime_mac,
+            Some(MacAddr([2, 0xaa, 0xbb, 0xcc, 0xdd, 0xee]))
+        );
         assert_eq!(c.runtime_ips, vec![Ipv4Addr::new(10, 1, 0, 9)]);
         assert!(c.prev_result.is_some());
         assert_eq!(c.valid_attachments.unwrap().len(), 1);

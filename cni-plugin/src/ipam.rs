@@ -12,7 +12,7 @@ use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
 use serde_json::Value;
-use xsknet_dataplane::control::proto::{IpamLease, Request};
+use xsknet_proto::wire::{IpamLease, Request};
 
 use crate::cmd::Call;
 use crate::errors::{code, CniError};

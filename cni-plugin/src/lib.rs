@@ -9,6 +9,8 @@
 //! output types; [`ipam`] is the daemon IPAM client and IPAM-plugin delegation;
 //! [`wire`] does the netlink work; [`platform`] joins them to the real system.
 
+#![deny(unsafe_code)]
+
 pub mod cmd;
 pub mod config;
 pub mod errors;

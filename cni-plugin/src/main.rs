@@ -2,6 +2,8 @@
 //! Everything happens in [`xsknet_cni::skel::run`], which takes the environment,
 //! stdin and stdout as parameters; this file only hands it the real ones.
 
+#![deny(unsafe_code)]
+
 fn main() {
     let env: std::collections::HashMap<String, String> = std::env::vars().collect();
     let platform = xsknet_cni::platform::System;

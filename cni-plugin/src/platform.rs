@@ -9,8 +9,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
-use xsknet_dataplane::control::client::{self, ClientError};
-use xsknet_dataplane::control::proto::Request;
+use xsknet_proto::client::{self, ClientError};
+use xsknet_proto::wire::Request;
 
 use crate::wire::{self, LinkPlan, PodLink, PodView, WireError};
 

@@ -15,9 +15,9 @@ use std::net::Ipv4Addr;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
-use xsknet_dataplane::control::proto::POD_GATEWAY;
-use xsknet_dataplane::sys::netlink::{format_mac, Netlink, NetlinkError, RouteSpec};
-use xsknet_dataplane::sys::netns::{open_netns, run_in_netns_fd, NetnsError};
+use xsknet_proto::{MacAddr, POD_GATEWAY};
+use xsknet_sys::netlink::{Netlink, NetlinkError, RouteSpec};
+use xsknet_sys::netns::{open_netns, run_in_netns_fd, NetnsError};
 
 /// Prefix of every host-side veth xsknet creates.
 pub const HOST_IFNAME_PREFIX: &str = "xsk";
@@ -34,7 +34,7 @@ pub enum WireError {
     #[error("{what}: {source}")]
     Ethtool {
         what: String,
-        source: xsknet_dataplane::sys::ethtool::EthtoolError,
+        source: xsknet_sys::ethtool::EthtoolError,
     },
     #[error("{0}")]
     Other(String),
@@ -68,7 +68,7 @@ pub struct LinkPlan {
     /// `CNI_IFNAME`.
     pub ifname: String,
     pub netns: PathBuf,
-    pub mac: Option<[u8; 6]>,
+    pub mac: Option<MacAddr>,
     pub mtu: u32,
     pub ip: Ipv4Addr,
     pub disable_ipv6: bool,
@@ -139,7 +139,7 @@ pub fn create_pod_link(plan: &LinkPlan) -> Result<PodLink, WireError> {
         nl.set_mtu(host.index, plan.mtu)?;
         let pod_mac = run_in_netns_fd(ns.as_fd(), || configure_pod_side(plan))??;
         nl.set_link_up(host.index, true)?;
-        let host_mac = host.mac.map(|m| format_mac(&m)).unwrap_or_default();
+        let host_mac = host.mac.map(|m| MacAddr(m).to_string()).unwrap_or_default();
         Ok(PodLink { host_mac, pod_mac })
     })();
     if done.is_err() {
@@ -157,12 +157,12 @@ fn configure_pod_side(plan: &LinkPlan) -> Result<String, WireError> {
         ))
     })?;
     if let Some(mac) = plan.mac {
-        nl.set_mac(link.index, mac)?;
+        nl.set_mac(link.index, mac.octets())?;
     }
     nl.set_mtu(link.index, plan.mtu)?;
     if plan.disable_ipv6 {
         let key = format!("net/ipv6/conf/{}/disable_ipv6", plan.ifname);
-        xsknet_dataplane::sys::write_sysctl(&key, "1")
+        xsknet_sys::write_sysctl(&key, "1")
             .map_err(|e| WireError::Other(format!("disable IPv6 in the pod: {e}")))?;
     }
     nl.set_link_up(link.index, true)?;
@@ -170,7 +170,7 @@ fn configure_pod_side(plan: &LinkPlan) -> Result<String, WireError> {
     for r in pod_routes(link.index) {
         nl.add_route(&r)?;
     }
-    xsknet_dataplane::sys::ethtool::prepare_pod_interface(&plan.ifname).map_err(|source| {
+    xsknet_sys::ethtool::prepare_pod_interface(&plan.ifname).map_err(|source| {
         WireError::Ethtool {
             what: format!("turn off transmit offloads of {} in the pod", plan.ifname),
             source,
@@ -179,7 +179,7 @@ fn configure_pod_side(plan: &LinkPlan) -> Result<String, WireError> {
     let link = nl
         .link_by_index(link.index)?
         .ok_or_else(|| WireError::Other(format!("{} vanished", plan.ifname)))?;
-    Ok(link.mac.map(|m| format_mac(&m)).unwrap_or_default())
+    Ok(link.mac.map(|m| MacAddr(m).to_string()).unwrap_or_default())
 }
 
 /// Deletes the host end (the pod end goes with it). `Ok(false)`: it was not there.
@@ -208,7 +208,7 @@ pub fn inspect_pod(netns: &Path, ifname: &str) -> Result<Option<PodView>, WireEr
             .map(|r| (r.dst, r.prefix_len, r.gateway))
             .collect();
         Ok(Some(PodView {
-            mac: link.mac.map(|m| format_mac(&m)).unwrap_or_default(),
+            mac: link.mac.map(|m| MacAddr(m).to_string()).unwrap_or_default(),
             mtu: link.mtu,
             up: link.up,
             addresses,
@@ -227,7 +227,7 @@ mod tests {
         assert_eq!(a, host_ifname("abc", "eth0"));
         assert_eq!(a.len(), 14);
         assert!(a.starts_with("xsk"));
-        assert!(xsknet_dataplane::sys::netlink::check_ifname(&a).is_ok());
+        assert!(xsknet_sys::netlink::check_ifname(&a).is_ok());
         assert_ne!(a, host_ifname("abc", "eth1"));
         assert_ne!(host_ifname("ab", "ceth0"), host_ifname("abc", "eth0"));
         // Pinned: a change here renames every host veth across an upgrade.

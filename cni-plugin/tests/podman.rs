@@ -26,8 +26,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use xsknet_dataplane::control::client::call;
-use xsknet_dataplane::control::proto::Request;
+use xsknet_proto::client::call;
+use xsknet_proto::wire::Request;
 
 const IMAGE: &str = "localhost/busybox:local";
 const NETWORK: &str = "xsknet";
@@ -43,8 +43,7 @@ fn repo_root() -> PathBuf {
 /// `scripts/podman-setup.sh` and anything else missing fails the test.
 fn can_run() -> bool {
     let required = std::env::var_os("XSKNET_REQUIRE_PRIVILEGED").is_some();
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
+    let root = xsknet_sys::process::is_root();
     let has_podman = || Command::new("podman").arg("--version").output().is_ok();
     if root && required && !has_podman() {
         let out = Command::new("bash")
@@ -399,8 +398,8 @@ impl Drop for World {
             let _ = self.podman(&args);
         }
         if let Some(mut child) = self.daemon.take() {
-            // SAFETY: kill on the pid of a child we spawned and have not reaped.
-            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            // A child we spawned and have not reaped: its pid is still its own.
+            let _ = xsknet_sys::process::terminate(child.id());
             let deadline = Instant::now() + Duration::from_secs(10);
             while child.try_wait().ok().flatten().is_none() {
                 if Instant::now() > deadline {

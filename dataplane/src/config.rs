@@ -18,10 +18,8 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-/// Default control socket.
-pub const DEFAULT_SOCKET: &str = "/run/xsknet/xsknetd.sock";
-/// Default state directory.
-pub const DEFAULT_STATE_DIR: &str = "/var/lib/xsknet";
+/// Default control socket and state directory (shared with the CNI plugin).
+pub use xsknet_proto::consts::{DEFAULT_SOCKET, DEFAULT_STATE_DIR};
 /// Default configuration file.
 pub const DEFAULT_CONFIG: &str = "/etc/xsknet/node.yaml";
 /// Longest Linux interface name (IFNAMSIZ minus the NUL).

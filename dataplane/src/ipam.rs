@@ -1,63 +1,175 @@
-//! The node-local IPv4 address allocator over the pod CIDR (the daemon's IPAM).
+//! The node-local address allocator over the pod CIDR (the daemon's IPAM).
 //!
 //! Owned by the control thread, like every other piece of daemon state: requests are
 //! served one at a time, so two CNI ADDs racing each other can never be handed the
 //! same address. Each allocation is keyed by the CNI attachment `(container_id,
 //! ifname)`; allocating again for the same key returns the same address (a retried ADD
 //! must not leak one), releasing is idempotent. The allocator never hands out the
-//! network address, the broadcast address, or the host port's `.1`, honours a
-//! requested address when it is free, and otherwise walks the range next-fit from the
-//! last address it gave out, so a just-released address is not reused at once (a
-//! stale peer's conntrack entry or ARP cache then cannot hit the next pod).
+//! network address, the last address of the range (IPv4 broadcast), or the host port's
+//! first address, honours a requested address when it is free, and otherwise walks
+//! the range next-fit from the last address it gave out, so a just-released address is
+//! not reused at once (a stale peer's conntrack entry or ARP cache then cannot hit the
+//! next pod).
+//!
+//! Family-neutral: [`Ipam`] is generic over the address type of one family
+//! ([`PodAddr`]: [`Ipv4Addr`], [`Ipv6Addr`]) with IPv4 as the default, one allocator per
+//! family, like the tables (`packet::addr`). The range arithmetic runs on the address
+//! as a `u128` of the family's width. The persisted file is the same for both families
+//! and unchanged from the IPv4-only allocator: addresses are strings.
 //!
 //! Every change is persisted with [`crate::state::save_json`] before it is reported:
 //! an address that a pod was told about survives a daemon restart, and a change whose
 //! write failed is rolled back in memory and reported as an error.
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::config::Ipv4Cidr;
+use crate::packet::addr::IpKey;
 use crate::state::{load_json, save_json, StateError};
 
 /// File name of the allocation table under the state dir.
 pub const IPAM_FILE: &str = "ipam.json";
 
+/// A pod address of one family, as the allocator hands it out.
+pub trait PodAddr:
+    Copy + Ord + fmt::Debug + fmt::Display + Serialize + DeserializeOwned + Into<IpAddr> + 'static
+{
+    /// The family's table key (`u32` or `u128`); its width is the address width.
+    type Key: IpKey;
+    /// The address as an integer, in the low `Key::BITS` bits.
+    fn to_bits(self) -> u128;
+    /// The address of `bits` (bits above the family's width are ignored).
+    fn from_bits(bits: u128) -> Self;
+    /// Address width in bits (32 or 128).
+    fn width() -> u32 {
+        u32::from(<Self::Key as IpKey>::BITS)
+    }
+}
+
+impl PodAddr for Ipv4Addr {
+    type Key = u32;
+    fn to_bits(self) -> u128 {
+        u128::from(u32::from(self))
+    }
+    fn from_bits(bits: u128) -> Self {
+        Ipv4Addr::from(bits as u32)
+    }
+}
+
+impl PodAddr for Ipv6Addr {
+    type Key = u128;
+    fn to_bits(self) -> u128 {
+        u128::from(self)
+    }
+    fn from_bits(bits: u128) -> Self {
+        Ipv6Addr::from(bits)
+    }
+}
+
+/// A prefix of one family: `addr/prefix`, host bits allowed in `addr` (ignored).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cidr<A: PodAddr = Ipv4Addr> {
+    pub addr: A,
+    pub prefix: u8,
+}
+
+impl<A: PodAddr> Cidr<A> {
+    /// The prefix length, capped at the family's width.
+    fn len(&self) -> u32 {
+        u32::from(self.prefix).min(A::width())
+    }
+
+    /// Mask of the host bits (the low `width - prefix` bits).
+    fn host_mask(&self) -> u128 {
+        let host_bits = A::width() - self.len();
+        if host_bits >= 128 {
+            u128::MAX
+        } else {
+            (1u128 << host_bits) - 1
+        }
+    }
+
+    /// The network address (host bits cleared).
+    pub fn network(&self) -> A {
+        A::from_bits(self.addr.to_bits() & !self.host_mask())
+    }
+
+    /// True when `ip` lies inside the prefix.
+    pub fn contains(&self, ip: A) -> bool {
+        ip.to_bits() & !self.host_mask() == self.network().to_bits()
+    }
+
+    /// First and last address of the prefix, as integers.
+    fn bounds(&self) -> (u128, u128) {
+        let net = self.network().to_bits();
+        (net, net | self.host_mask())
+    }
+}
+
+impl<A: PodAddr> fmt::Display for Cidr<A> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+impl From<Ipv4Cidr> for Cidr<Ipv4Addr> {
+    fn from(c: Ipv4Cidr) -> Self {
+        Cidr {
+            addr: c.addr,
+            prefix: c.prefix,
+        }
+    }
+}
+
 /// An attachment's address.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Allocation {
-    pub ip: Ipv4Addr,
+#[serde(bound = "A: PodAddr")]
+pub struct Allocation<A: PodAddr = Ipv4Addr> {
+    pub ip: A,
     pub container_id: String,
     pub ifname: String,
 }
 
 /// What is persisted.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-struct Persisted {
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(bound = "A: PodAddr")]
+struct Persisted<A: PodAddr> {
     #[serde(default)]
-    last: Option<Ipv4Addr>,
+    last: Option<A>,
     #[serde(default)]
-    allocations: Vec<Allocation>,
+    allocations: Vec<Allocation<A>>,
+}
+
+impl<A: PodAddr> Default for Persisted<A> {
+    fn default() -> Self {
+        Persisted {
+            last: None,
+            allocations: Vec::new(),
+        }
+    }
 }
 
 /// Allocation failures, each naming what was asked.
 #[derive(Debug, thiserror::Error)]
-pub enum IpamError {
+pub enum IpamError<A: PodAddr = Ipv4Addr> {
     #[error("pod CIDR {cidr} has no free address left ({used} in use)")]
-    Exhausted { cidr: Ipv4Cidr, used: usize },
+    Exhausted { cidr: Cidr<A>, used: usize },
     #[error("requested ip {ip} is outside the pod CIDR {cidr} or reserved (network, broadcast, host port)")]
-    NotAssignable { ip: Ipv4Addr, cidr: Ipv4Cidr },
+    NotAssignable { ip: A, cidr: Cidr<A> },
     #[error("requested ip {ip} is already in use by {owner}")]
-    InUse { ip: Ipv4Addr, owner: String },
+    InUse { ip: A, owner: String },
     #[error("container {container_id} ifname {ifname} already holds {held}, not the requested {requested}")]
     KeyHoldsOther {
         container_id: String,
         ifname: String,
-        held: Ipv4Addr,
-        requested: Ipv4Addr,
+        held: A,
+        requested: A,
     },
     #[error("container_id and ifname must not be empty")]
     EmptyKey,
@@ -65,20 +177,20 @@ pub enum IpamError {
     Persist(#[from] StateError),
 }
 
-/// The allocator.
+/// The allocator of one family (IPv4 unless named).
 #[derive(Debug)]
-pub struct Ipam {
-    cidr: Ipv4Cidr,
+pub struct Ipam<A: PodAddr = Ipv4Addr> {
+    cidr: Cidr<A>,
     path: Option<PathBuf>,
-    by_ip: BTreeMap<Ipv4Addr, Allocation>,
-    last: Option<Ipv4Addr>,
+    by_ip: BTreeMap<A, Allocation<A>>,
+    last: Option<A>,
 }
 
-impl Ipam {
+impl<A: PodAddr> Ipam<A> {
     /// An empty allocator that persists nowhere (tests, dry runs).
-    pub fn in_memory(cidr: Ipv4Cidr) -> Ipam {
+    pub fn in_memory(cidr: impl Into<Cidr<A>>) -> Ipam<A> {
         Ipam {
-            cidr,
+            cidr: cidr.into(),
             path: None,
             by_ip: BTreeMap::new(),
             last: None,
@@ -87,8 +199,9 @@ impl Ipam {
 
     /// Loads `path` (missing file: empty). Allocations outside `cidr` (the node's
     /// CIDR changed) are dropped with a warning rather than handed out twice.
-    pub fn load(cidr: Ipv4Cidr, path: &Path) -> Result<Ipam, IpamError> {
-        let saved: Persisted = load_json(path)?.unwrap_or_default();
+    pub fn load(cidr: impl Into<Cidr<A>>, path: &Path) -> Result<Ipam<A>, IpamError<A>> {
+        let cidr = cidr.into();
+        let saved: Persisted<A> = load_json(path)?.unwrap_or_default();
         let mut ipam = Ipam {
             cidr,
             path: Some(path.to_path_buf()),
@@ -106,42 +219,40 @@ impl Ipam {
     }
 
     /// The pod CIDR.
-    pub fn cidr(&self) -> Ipv4Cidr {
+    pub fn cidr(&self) -> Cidr<A> {
         self.cidr
     }
 
     /// Every allocation, by address.
-    pub fn list(&self) -> Vec<Allocation> {
+    pub fn list(&self) -> Vec<Allocation<A>> {
         self.by_ip.values().cloned().collect()
     }
 
     /// The address held by `(container_id, ifname)`.
-    pub fn lookup(&self, container_id: &str, ifname: &str) -> Option<Ipv4Addr> {
+    pub fn lookup(&self, container_id: &str, ifname: &str) -> Option<A> {
         self.by_ip
             .values()
             .find(|a| a.container_id == container_id && a.ifname == ifname)
             .map(|a| a.ip)
     }
 
-    /// The range of host addresses, network and broadcast excluded (for /31 and /32
-    /// every address counts).
-    fn range(&self) -> (u32, u32) {
-        let net = u32::from(self.cidr.network());
-        let size = 1u64 << (32 - u32::from(self.cidr.prefix.min(32)));
-        let last = (u64::from(net) + size - 1) as u32;
-        if size <= 2 {
+    /// The range of host addresses as integers, network and last address excluded
+    /// (for prefixes of one or two addresses every address counts).
+    fn range(&self) -> (u128, u128) {
+        let (net, last) = self.cidr.bounds();
+        if last - net < 2 {
             (net, last)
         } else {
             (net + 1, last - 1)
         }
     }
 
-    /// Whether `ip` may ever be handed out: inside the CIDR, not network/broadcast,
-    /// not the host port's first address.
-    pub fn assignable(&self, ip: Ipv4Addr) -> bool {
+    /// Whether `ip` may ever be handed out: inside the CIDR, not the network or last
+    /// address, not the host port's first address.
+    pub fn assignable(&self, ip: A) -> bool {
         let (lo, hi) = self.range();
-        let v = u32::from(ip);
-        let host_port = u32::from(self.cidr.network()).wrapping_add(1);
+        let v = ip.to_bits();
+        let host_port = self.cidr.network().to_bits().wrapping_add(1);
         self.cidr.contains(ip) && (lo..=hi).contains(&v) && v != host_port
     }
 
@@ -152,9 +263,9 @@ impl Ipam {
         &mut self,
         container_id: &str,
         ifname: &str,
-        requested: Option<Ipv4Addr>,
-        taken: &dyn Fn(Ipv4Addr) -> bool,
-    ) -> Result<Ipv4Addr, IpamError> {
+        requested: Option<A>,
+        taken: &dyn Fn(A) -> bool,
+    ) -> Result<A, IpamError<A>> {
         if container_id.is_empty() || ifname.is_empty() {
             return Err(IpamError::EmptyKey);
         }
@@ -216,24 +327,24 @@ impl Ipam {
         Ok(ip)
     }
 
-    fn next_free(&self, taken: &dyn Fn(Ipv4Addr) -> bool) -> Option<Ipv4Addr> {
+    /// The first free address after the cursor, wrapping around the range once.
+    fn next_free(&self, taken: &dyn Fn(A) -> bool) -> Option<A> {
         let (lo, hi) = self.range();
-        let span = u64::from(hi - lo) + 1;
-        let start = match self.last {
-            Some(l) if (lo..=hi).contains(&u32::from(l)) => u64::from(u32::from(l) - lo) + 1,
+        // Offsets from `lo`; `hi - lo` is the last one (no `+ 1`: an IPv6 /0 spans
+        // every u128).
+        let top = hi - lo;
+        let start = match self.last.map(PodAddr::to_bits) {
+            Some(l) if (lo..hi).contains(&l) => l - lo + 1,
             _ => 0,
         };
-        (0..span)
-            .map(|i| Ipv4Addr::from(lo + ((start + i) % span) as u32))
+        (start..=top)
+            .chain(0..start)
+            .map(|off| A::from_bits(lo + off))
             .find(|ip| self.assignable(*ip) && !self.by_ip.contains_key(ip) && !taken(*ip))
     }
 
     /// Releases what `(container_id, ifname)` holds; `Ok(None)` when it held nothing.
-    pub fn release(
-        &mut self,
-        container_id: &str,
-        ifname: &str,
-    ) -> Result<Option<Ipv4Addr>, IpamError> {
+    pub fn release(&mut self, container_id: &str, ifname: &str) -> Result<Option<A>, IpamError<A>> {
         let Some(ip) = self.lookup(container_id, ifname) else {
             return Ok(None);
         };
@@ -247,7 +358,7 @@ impl Ipam {
         Ok(Some(ip))
     }
 
-    fn persist(&self) -> Result<(), IpamError> {
+    fn persist(&self) -> Result<(), IpamError<A>> {
         let Some(path) = &self.path else {
             return Ok(());
         };
@@ -400,5 +511,154 @@ mod tests {
             let _ = ipam.allocate("a", "eth0", None, &none);
             let _ = ipam.allocate("b", "eth0", None, &none);
         }
+    }
+
+    /// The exact shape the IPv4-only allocator wrote (pretty JSON, addresses as
+    /// strings): a node upgraded in place keeps every pod's address.
+    #[test]
+    fn loads_the_file_the_ipv4_only_allocator_wrote() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(IPAM_FILE);
+        let old = r#"{
+  "last": "10.244.0.3",
+  "allocations": [
+    {
+      "ip": "10.244.0.2",
+      "container_id": "c1",
+      "ifname": "eth0"
+    },
+    {
+      "ip": "10.244.0.3",
+      "container_id": "c2",
+      "ifname": "net1"
+    }
+  ]
+}
+"#;
+        std::fs::write(&path, old).unwrap();
+        let mut ipam = Ipam::load(cidr("10.244.0.0/24"), &path).unwrap();
+        assert_eq!(
+            ipam.lookup("c1", "eth0"),
+            Some(Ipv4Addr::new(10, 244, 0, 2))
+        );
+        assert_eq!(
+            ipam.lookup("c2", "net1"),
+            Some(Ipv4Addr::new(10, 244, 0, 3))
+        );
+        assert_eq!(
+            ipam.allocate("c3", "eth0", None, &none).unwrap(),
+            Ipv4Addr::new(10, 244, 0, 4),
+            "the next-fit cursor was read too"
+        );
+        // And what it writes now is still that shape.
+        let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        assert_eq!(v["last"], "10.244.0.4");
+        assert_eq!(v["allocations"][0]["ip"], "10.244.0.2");
+        assert_eq!(v["allocations"].as_array().unwrap().len(), 3);
+    }
+
+    fn v6(s: &str) -> Ipv6Addr {
+        s.parse().unwrap()
+    }
+
+    fn cidr6(s: &str) -> Cidr<Ipv6Addr> {
+        let (a, p) = s.split_once('/').unwrap();
+        Cidr {
+            addr: v6(a),
+            prefix: p.parse().unwrap(),
+        }
+    }
+
+    #[test]
+    fn ipv6_is_the_same_allocator() {
+        let none6 = |_: Ipv6Addr| false;
+        let mut ipam = Ipam::in_memory(cidr6("fd00:10:244::/120"));
+        let a = ipam.allocate("c1", "eth0", None, &none6).unwrap();
+        assert_eq!(
+            a,
+            v6("fd00:10:244::2"),
+            "skips the network and host port ::1"
+        );
+        assert_eq!(ipam.allocate("c1", "eth0", None, &none6).unwrap(), a);
+        let want = v6("fd00:10:244::50");
+        assert_eq!(
+            ipam.allocate("c2", "eth0", Some(want), &none6).unwrap(),
+            want
+        );
+        for bad in [
+            "fd00:10:244::",
+            "fd00:10:244::1",
+            "fd00:10:244::ff",
+            "fd00:10:245::5",
+        ] {
+            let e = ipam
+                .allocate("c9", "eth0", Some(v6(bad)), &none6)
+                .unwrap_err();
+            assert!(matches!(e, IpamError::NotAssignable { .. }), "{bad}: {e}");
+            assert!(e.to_string().contains("fd00:10:244::/120"), "{e}");
+        }
+        assert_eq!(ipam.release("c1", "eth0").unwrap(), Some(a));
+        let b = ipam.allocate("c3", "eth0", None, &none6).unwrap();
+        assert_eq!(
+            b,
+            v6("fd00:10:244::3"),
+            "next-fit, not the one just released"
+        );
+
+        // Exhaustion: a /126 has one assignable address (::2).
+        let mut tiny = Ipam::in_memory(cidr6("fd00::/126"));
+        assert_eq!(
+            tiny.allocate("a", "eth0", None, &none6).unwrap(),
+            v6("fd00::2")
+        );
+        let e = tiny.allocate("b", "eth0", None, &none6).unwrap_err();
+        assert!(matches!(e, IpamError::Exhausted { used: 1, .. }), "{e}");
+    }
+
+    #[test]
+    fn ipv6_persists_and_reloads() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(IPAM_FILE);
+        let none6 = |_: Ipv6Addr| false;
+        let c = cidr6("fd00:10:244::/64");
+        let mut ipam = Ipam::load(c, &path).unwrap();
+        let a = ipam.allocate("a", "eth0", None, &none6).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        assert_eq!(v["allocations"][0]["ip"], "fd00:10:244::2");
+        let again = Ipam::load(c, &path).unwrap();
+        assert_eq!(again.lookup("a", "eth0"), Some(a));
+        // An IPv4 allocator does not take IPv6 entries for its own (or panic).
+        assert!(Ipam::<Ipv4Addr>::load(cidr("10.0.0.0/24"), &path).is_err());
+    }
+
+    #[test]
+    fn ipv6_extreme_prefixes_do_not_panic() {
+        let none6 = |_: Ipv6Addr| false;
+        for c in ["::/0", "fd00::1/128", "fd00::/127", "fd00::/126"] {
+            let mut ipam = Ipam::in_memory(cidr6(c));
+            let _ = ipam.allocate("a", "eth0", None, &none6);
+            let _ = ipam.allocate("b", "eth0", None, &none6);
+            let _ = ipam.allocate("c", "eth0", Some(v6("fd00::1")), &none6);
+        }
+        let mut all = Ipam::in_memory(cidr6("::/0"));
+        assert_eq!(all.allocate("a", "eth0", None, &none6).unwrap(), v6("::2"));
+        let top = v6("ffff:ffff:ffff:ffff:ffff:ffff:ffff:fffe");
+        assert_eq!(all.allocate("b", "eth0", Some(top), &none6).unwrap(), top);
+    }
+
+    #[test]
+    fn cidr_of_either_family() {
+        let c: Cidr = cidr("10.244.0.7/24").into();
+        assert_eq!(c.network(), Ipv4Addr::new(10, 244, 0, 0));
+        assert!(c.contains(Ipv4Addr::new(10, 244, 0, 255)));
+        assert!(!c.contains(Ipv4Addr::new(10, 244, 1, 0)));
+        assert_eq!(c.to_string(), "10.244.0.7/24");
+        let c6 = cidr6("fd00:10:244::7/120");
+        assert_eq!(c6.network(), v6("fd00:10:244::"));
+        assert!(c6.contains(v6("fd00:10:244::ff")));
+        assert!(!c6.contains(v6("fd00:10:244::100")));
+        assert!(cidr6("::/0").contains(v6("ffff::1")));
+        assert_eq!(<Ipv4Addr as PodAddr>::width(), 32);
+        assert_eq!(<Ipv6Addr as PodAddr>::width(), 128);
     }
 }

@@ -3,8 +3,15 @@
 //! The layout follows a packet's way: [`packet`] knows bytes, [`pipeline`] knows
 //! decisions, [`xsk`] knows rings, [`worker`] glues them; [`tables`] are the immutable
 //! snapshots workers read; [`control`] is the socket API on the control thread;
-//! [`loader`] attaches the XDP program; [`sys`] holds netlink/ioctl; [`state`] persists;
-//! [`install`] puts the CNI plugin and its conflist on the node.
+//! [`loader`] attaches the XDP program; [`sys`] (the `xsknet-sys` crate, re-exported)
+//! holds netlink/ioctl; [`state`] persists; [`install`] puts the CNI plugin and its
+//! conflist on the node. The control protocol and client ([`control::proto`],
+//! [`control::client`]) live in the `xsknet-proto` crate the CNI plugin shares.
+//!
+//! `unsafe` is denied here except in [`xsk`] (the rings and UMEM); the rest of the
+//! kernel FFI is in `xsknet-sys`.
+
+#![deny(unsafe_code)]
 
 pub mod config;
 pub mod control;
@@ -16,7 +23,9 @@ pub mod packet;
 pub mod pipeline;
 pub mod policy;
 pub mod state;
-pub mod sys;
 pub mod tables;
 pub mod worker;
+#[allow(unsafe_code)]
 pub mod xsk;
+
+pub use xsknet_sys as sys;

@@ -34,6 +34,27 @@ pub struct PortCfg {
     pub mode: u32,
 }
 
+impl PortKey {
+    /// The key as the kernel map stores it: the C struct's bytes, field by field in
+    /// native byte order (two `u32`s, no padding).
+    pub fn to_bytes(self) -> [u8; 8] {
+        let mut b = [0u8; 8];
+        b[..4].copy_from_slice(&self.ifindex.to_ne_bytes());
+        b[4..].copy_from_slice(&self.queue.to_ne_bytes());
+        b
+    }
+}
+
+impl PortCfg {
+    /// The value as the kernel map stores it (see [`PortKey::to_bytes`]).
+    pub fn to_bytes(self) -> [u8; 8] {
+        let mut b = [0u8; 8];
+        b[..4].copy_from_slice(&self.slot.to_ne_bytes());
+        b[4..].copy_from_slice(&self.mode.to_ne_bytes());
+        b
+    }
+}
+
 /// `XSKNET_MODE_ALL`: every frame goes to the dataplane.
 pub const MODE_ALL: u32 = 0;
 
@@ -85,12 +106,6 @@ impl std::fmt::Debug for XdpAttachment {
             .field("ifindex", &self.ifindex)
             .finish()
     }
-}
-
-fn as_bytes<T: Copy>(v: &T) -> &[u8] {
-    // SAFETY: T is a #[repr(C)] plain-integer struct without padding (layout test
-    // below), so all of its bytes are initialised.
-    unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), std::mem::size_of::<T>()) }
 }
 
 impl XdpLoader {
@@ -161,7 +176,7 @@ impl XdpLoader {
             mode: MODE_ALL,
         };
         self.ports
-            .update(as_bytes(&key), as_bytes(&cfg), MapFlags::ANY)
+            .update(&key.to_bytes(), &cfg.to_bytes(), MapFlags::ANY)
             .map_err(err)
     }
 
@@ -170,7 +185,7 @@ impl XdpLoader {
     pub fn unregister(&self, ifindex: u32, queue: u32, slot: u32) {
         let key = PortKey { ifindex, queue };
         // Missing entries are fine: unregister is idempotent.
-        let _ = self.ports.delete(as_bytes(&key));
+        let _ = self.ports.delete(&key.to_bytes());
         let _ = self.xsks.delete(&slot.to_ne_bytes());
     }
 }
@@ -188,7 +203,11 @@ mod tests {
             ifindex: 1,
             queue: 2,
         };
-        assert_eq!(as_bytes(&k), &[1, 0, 0, 0, 2, 0, 0, 0]);
+        assert_eq!(k.to_bytes()[..4], 1u32.to_ne_bytes());
+        assert_eq!(k.to_bytes()[4..], 2u32.to_ne_bytes());
+        let c = PortCfg { slot: 7, mode: 9 };
+        assert_eq!(c.to_bytes()[..4], 7u32.to_ne_bytes());
+        assert_eq!(c.to_bytes()[4..], 9u32.to_ne_bytes());
     }
 
     #[test]

@@ -2,7 +2,10 @@
 //! per-test name prefixes, running inspection tools, throwaway network namespaces (an
 //! RAII guard deletes them even when a test panics) and locating the workspace's
 //! binaries. Crate-specific fixtures (daemons, pods, CNI calls) stay next to their
-//! tests. Dev-only: no product crate depends on this.
+//! tests. Dev-only: no product crate depends on this. It links `xsknet-sys`, not the
+//! dataplane, so the CNI plugin's tests do not pull libxdp/libbpf in either.
+
+#![deny(unsafe_code)]
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -10,13 +13,12 @@ use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use xsknet_dataplane::sys::netns::run_in_netns;
+use xsknet_sys::netns::run_in_netns;
 
 /// Whether the privileged tier can run (root). When it cannot, the README's test
 /// command (which sets XSKNET_REQUIRE_PRIVILEGED) fails instead of skipping.
 pub fn privileged() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
+    let root = xsknet_sys::process::is_root();
     if !root {
         if std::env::var_os("XSKNET_REQUIRE_PRIVILEGED").is_some() {
             panic!("privileged integration tests must run as root");

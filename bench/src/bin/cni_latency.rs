@@ -27,6 +27,8 @@
 //! call was not broken down). The RSS per pod matches its UMEM (1000 × 2 KiB) plus
 //! rings, and is returned on DEL.
 
+#![deny(unsafe_code)]
+
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -38,9 +40,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context};
 use clap::Parser;
 use hdrhistogram::Histogram;
-use xsknet_dataplane::control::client::call;
-use xsknet_dataplane::control::proto::Request;
-use xsknet_dataplane::sys::netns::run_in_netns;
+use xsknet_proto::client::call;
+use xsknet_proto::wire::Request;
+use xsknet_sys::netns::run_in_netns;
 
 #[derive(Parser, Debug)]
 #[command(about = "ADD->ready latency of the xsknet CNI plugin and daemon memory per pod")]
@@ -88,8 +90,8 @@ struct Bench {
 impl Drop for Bench {
     fn drop(&mut self) {
         if let Some(mut child) = self.daemon.take() {
-            // SAFETY: kill on the pid of a child we spawned and have not reaped.
-            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            // A child we spawned and have not reaped: its pid is still its own.
+            let _ = xsknet_sys::process::terminate(child.id());
             let deadline = Instant::now() + Duration::from_secs(10);
             while child.try_wait().ok().flatten().is_none() {
                 if Instant::now() > deadline {
@@ -217,8 +219,7 @@ fn run_all(
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    // SAFETY: geteuid has no preconditions.
-    ensure!(unsafe { libc::geteuid() } == 0, "cni_latency needs root");
+    ensure!(xsknet_sys::process::is_root(), "cni_latency needs root");
     let xsknetd = args.xsknetd.clone().unwrap_or_else(|| sibling("xsknetd"));
     let plugin = args.plugin.clone().unwrap_or_else(|| sibling("xsknet"));
     for b in [&xsknetd, &plugin] {

@@ -8,7 +8,7 @@
 use std::path::PathBuf;
 
 use serde_json::Value;
-use xsknet_dataplane::control::proto::{CniAttachment, EndpointSpec, Request, POD_GATEWAY};
+use xsknet_proto::wire::{CniAttachment, EndpointSpec, Request, POD_GATEWAY};
 
 use super::{wire_error, Call};
 use crate::errors::{code, CniError};

@@ -8,8 +8,8 @@
 use std::net::Ipv4Addr;
 use std::path::Path;
 
-use xsknet_dataplane::control::client::ClientError;
-use xsknet_dataplane::control::proto::{EndpointCheck, ErrorKind, Request, POD_GATEWAY};
+use xsknet_proto::client::ClientError;
+use xsknet_proto::wire::{EndpointCheck, ErrorKind, Request, POD_GATEWAY};
 
 use super::{wire_error, Call};
 use crate::errors::{code, CniError};

@@ -6,8 +6,9 @@
 //! (endpoint detach, address release) when it runs again; the runtime gets success, so
 //! a node whose daemon is down can still tear pods down.
 
-use xsknet_dataplane::control::client::ClientError;
-use xsknet_dataplane::control::proto::{ErrorKind, PendingDel, Request, PENDING_DEL_DIR};
+use xsknet_proto::client::ClientError;
+use xsknet_proto::fsutil;
+use xsknet_proto::wire::{ErrorKind, PendingDel, Request, PENDING_DEL_DIR};
 
 use super::{unreachable, wire_error, Call};
 use crate::errors::{code, CniError};
@@ -30,10 +31,20 @@ fn record_pending(c: &Call<'_>, host: &str) -> Result<(), CniError> {
         host_ifname: host.to_string(),
     };
     let path = dir.join(format!("{}-{}.json", c.env.container_id, c.env.ifname));
-    xsknet_dataplane::state::save_json(&path, &rec).map_err(|e| {
+    let mut bytes = serde_json::to_vec_pretty(&rec).map_err(|e| {
         CniError::new(
             code::IO_FAILURE,
-            format!("xsknetd is down and the DEL cannot be recorded: {e}"),
+            format!("encode the pending DEL record: {e}"),
+        )
+    })?;
+    bytes.push(b'\n');
+    fsutil::write_atomic(&path, &bytes).map_err(|e| {
+        CniError::new(
+            code::IO_FAILURE,
+            format!(
+                "xsknetd is down and the DEL cannot be recorded in {}: {e}",
+                path.display()
+            ),
         )
     })
 }

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeSet;
 
-use xsknet_dataplane::control::proto::{Endpoint, IpamAllocation, Request};
+use xsknet_proto::wire::{Endpoint, IpamAllocation, Request};
 
 use super::Call;
 use crate::config::Attachment;

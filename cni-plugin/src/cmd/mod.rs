@@ -16,14 +16,13 @@ pub mod status;
 pub mod version;
 
 use std::collections::HashMap;
-use std::fs::{File, OpenOptions};
-use std::os::fd::AsRawFd;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::time::Duration;
 
 use serde_json::Value;
-use xsknet_dataplane::control::client::ClientError;
-use xsknet_dataplane::control::proto::{ErrorKind, Request};
+use xsknet_proto::client::ClientError;
+use xsknet_proto::fsutil::{Flock, LockMode};
+use xsknet_proto::wire::{ErrorKind, Request};
 
 use crate::config::{CniEnv, NetConf};
 use crate::errors::{code, CniError};
@@ -50,7 +49,7 @@ pub struct Call<'a> {
 /// A held `flock`, released on drop.
 #[derive(Debug)]
 pub struct LockGuard {
-    _file: File,
+    _lock: Flock,
 }
 
 /// Whether a daemon failure means "not reachable right now".
@@ -116,30 +115,13 @@ impl Call<'_> {
             .mode(0o700)
             .create(dir)
             .map_err(|e| io("create state directory", e))?;
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600)
-            .open(dir.join(LOCK_FILE))
-            .map_err(|e| io("open lock file in", e))?;
-        let op = if exclusive {
-            libc::LOCK_EX
+        let mode = if exclusive {
+            LockMode::Exclusive
         } else {
-            libc::LOCK_SH
+            LockMode::Shared
         };
-        loop {
-            // SAFETY: flock on a descriptor we own for the duration of the call.
-            let rc = unsafe { libc::flock(file.as_raw_fd(), op) };
-            if rc == 0 {
-                break;
-            }
-            let e = std::io::Error::last_os_error();
-            if e.kind() != std::io::ErrorKind::Interrupted {
-                return Err(io("lock", e));
-            }
-        }
-        Ok(LockGuard { _file: file })
+        let lock = Flock::open(&dir.join(LOCK_FILE), mode).map_err(|e| io("lock", e))?;
+        Ok(LockGuard { _lock: lock })
     }
 
     /// A `CNI_ARGS` value (`K8S_POD_NAME`, ...), if set and not empty.

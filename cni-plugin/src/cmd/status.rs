@@ -4,7 +4,7 @@
 //! not ready or not reachable. A delegated IPAM plugin is asked too, unless it predates
 //! STATUS (CNI < 1.1), in which case its readiness cannot be known and is assumed.
 
-use xsknet_dataplane::control::proto::{Request, Status};
+use xsknet_proto::wire::{Request, Status};
 
 use super::{Call, STATUS_TIMEOUT};
 use crate::errors::{code, CniError};

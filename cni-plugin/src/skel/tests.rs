@@ -9,12 +9,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use xsknet_dataplane::control::client::ClientError;
-use xsknet_dataplane::control::proto::{
+use xsknet_proto::client::ClientError;
+use xsknet_proto::wire::{
     Endpoint, EndpointCheck, ErrorKind, IpamAllocation, IpamLease, IpamReleased, PendingDel,
     Request, Status, PENDING_DEL_DIR, POD_GATEWAY,
 };
-use xsknet_dataplane::ipam::Ipam;
 
 use super::run;
 use crate::platform::{ExecOutput, Platform};
@@ -27,7 +26,7 @@ struct State {
     /// Fail the next endpoint_add with this kind.
     fail_endpoint_add: Option<ErrorKind>,
     endpoints: BTreeMap<String, Endpoint>,
-    ipam: Option<Ipam>,
+    ipam: Option<FakeIpam>,
     netns: BTreeSet<String>,
     host_links: BTreeSet<String>,
     /// (netns, ifname) → view
@@ -42,12 +41,67 @@ struct Fake {
     s: RefCell<State>,
 }
 
+/// The daemon's IPAM as the plugin sees it, for 10.244.0.0/24: per-attachment
+/// addresses from .2 up (.1 is the host port), a requested address when free.
+#[derive(Default)]
+struct FakeIpam {
+    by_ip: BTreeMap<Ipv4Addr, IpamAllocation>,
+}
+
+impl FakeIpam {
+    fn allocate(
+        &mut self,
+        container_id: &str,
+        ifname: &str,
+        requested: Option<Ipv4Addr>,
+    ) -> Result<Ipv4Addr, String> {
+        let held = self
+            .by_ip
+            .values()
+            .find(|a| a.container_id == container_id && a.ifname == ifname);
+        if let Some(a) = held {
+            return match requested {
+                Some(r) if r != a.ip => Err(format!("{container_id} already holds {}", a.ip)),
+                _ => Ok(a.ip),
+            };
+        }
+        let ip = match requested {
+            Some(ip) if self.by_ip.contains_key(&ip) => return Err(format!("{ip} is in use")),
+            Some(ip) => ip,
+            None => (2..255)
+                .map(|n| Ipv4Addr::new(10, 244, 0, n))
+                .find(|ip| !self.by_ip.contains_key(ip))
+                .ok_or("10.244.0.0/24 is exhausted")?,
+        };
+        let a = IpamAllocation {
+            ip,
+            container_id: container_id.to_string(),
+            ifname: ifname.to_string(),
+        };
+        self.by_ip.insert(ip, a);
+        Ok(ip)
+    }
+
+    fn release(&mut self, container_id: &str, ifname: &str) -> Option<Ipv4Addr> {
+        let ip = self
+            .by_ip
+            .values()
+            .find(|a| a.container_id == container_id && a.ifname == ifname)?
+            .ip;
+        self.by_ip.remove(&ip).map(|a| a.ip)
+    }
+
+    fn list(&self) -> Vec<IpamAllocation> {
+        self.by_ip.values().cloned().collect()
+    }
+}
+
 impl Fake {
     fn new() -> Fake {
         let s = State {
             daemon_up: true,
             daemon_ready: true,
-            ipam: Some(Ipam::in_memory("10.244.0.0/24".parse().unwrap())),
+            ipam: Some(FakeIpam::default()),
             netns: ["/run/netns/p1".to_string(), "/run/netns/p2".to_string()].into(),
             ..Default::default()
         };
@@ -136,8 +190,8 @@ impl Platform for Fake {
             } => {
                 let ipam = s.ipam.as_mut().unwrap();
                 let ip = ipam
-                    .allocate(&container_id, &ifname, ip, &|_| false)
-                    .map_err(|e| derr(ErrorKind::Conflict, &e.to_string()))?;
+                    .allocate(&container_id, &ifname, ip)
+                    .map_err(|e| derr(ErrorKind::Conflict, &e))?;
                 Ok(to(&IpamLease {
                     ip,
                     prefix: 32,
@@ -148,27 +202,11 @@ impl Platform for Fake {
                 container_id,
                 ifname,
             } => {
-                let released = s
-                    .ipam
-                    .as_mut()
-                    .unwrap()
-                    .release(&container_id, &ifname)
-                    .unwrap();
+                let released = s.ipam.as_mut().unwrap().release(&container_id, &ifname);
                 Ok(to(&IpamReleased { released }))
             }
             Request::IpamList => {
-                let v: Vec<IpamAllocation> = s
-                    .ipam
-                    .as_ref()
-                    .unwrap()
-                    .list()
-                    .into_iter()
-                    .map(|a| IpamAllocation {
-                        ip: a.ip,
-                        container_id: a.container_id,
-                        ifname: a.ifname,
-                    })
-                    .collect();
+                let v: Vec<IpamAllocation> = s.ipam.as_ref().unwrap().list();
                 Ok(to(&v))
             }
             Request::Stats => Ok(json!({})),
@@ -188,7 +226,7 @@ impl Platform for Fake {
         }
         let mac = plan
             .mac
-            .map(|m| xsknet_dataplane::sys::netlink::format_mac(&m))
+            .map(|m| m.to_string())
             .unwrap_or_else(|| "0a:00:00:00:00:02".into());
         s.host_links.insert(plan.host_ifname.clone());
         s.pods.insert(
@@ -678,7 +716,7 @@ fn gc_removes_attachments_not_in_valid_list() {
         .ipam
         .as_mut()
         .unwrap()
-        .allocate("ghost", "eth0", None, &|_| false)
+        .allocate("ghost", "eth0", None)
         .unwrap();
     let env: HashMap<String, String> = [("CNI_COMMAND".to_string(), "GC".to_string())].into();
     let conf = h.conf(

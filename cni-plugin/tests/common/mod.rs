@@ -151,9 +151,9 @@ impl Node {
 
     /// One raw control request (`op` and fields), returning `result`.
     pub fn daemon(&self, req: Value) -> Result<Value, String> {
-        let r: xsknet_dataplane::control::proto::Request =
+        let r: xsknet_proto::wire::Request =
             serde_json::from_value(req).map_err(|e| e.to_string())?;
-        xsknet_dataplane::control::client::call(&self.socket, &r, Duration::from_secs(10))
+        xsknet_proto::client::call(&self.socket, &r, Duration::from_secs(10))
             .map_err(|e| e.to_string())
     }
 

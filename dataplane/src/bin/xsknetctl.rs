@@ -10,6 +10,8 @@
 //! the file's objects with the daemon's compiler and sending synthetic connections
 //! through the workers' pipeline code ([`xsknet_dataplane::control::reach`]).
 
+#![deny(unsafe_code)]
+
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;

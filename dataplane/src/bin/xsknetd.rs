@@ -7,6 +7,8 @@
 //! once the dataplane is ready, uninstall on SIGTERM) and answers a readiness probe
 //! (`probe`). The install logic lives in `xsknet_dataplane::install`.
 
+#![deny(unsafe_code)]
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -22,11 +22,8 @@ pub use classifier::Classifier;
 
 use crate::tables::PortId;
 
-/// IP protocol numbers a rule can name.
-pub const PROTO_ICMP: u8 = 1;
-pub const PROTO_TCP: u8 = 6;
-pub const PROTO_UDP: u8 = 17;
-pub const PROTO_SCTP: u8 = 132;
+/// IP protocol numbers a rule can name (defined once, in `xsknet-proto`).
+pub use xsknet_proto::consts::{PROTO_ICMP, PROTO_SCTP, PROTO_TCP, PROTO_UDP};
 
 /// Which rule allowed a flow: index of the policy in [`PolicySnapshot::policies`] and
 /// of the rule inside that policy's ingress or egress list.

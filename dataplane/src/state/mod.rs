@@ -1,22 +1,22 @@
 //! Persistence under the state directory (default `/var/lib/xsknet`).
 //!
 //! What must survive a daemon restart (endpoints, IP allocations, policies) is written
-//! with [`write_atomic`]: a temp file in the same directory, fsync, rename over the
-//! target, fsync of the directory. A reader therefore sees the old file or the new one,
+//! with [`write_atomic`] (the project's one, `xsknet_proto::fsutil::write_atomic`): a
+//! temp file in the same directory, fsync, rename over the target, fsync of the
+//! directory. A reader therefore sees the old file or the new one,
 //! never a torn one, even across a power loss. A file that still fails to parse is an
 //! error naming it; the daemon decides whether to [`quarantine`] it (rename it aside,
 //! keeping the evidence) and start empty. One daemon owns a state directory at a time:
-//! [`StateDir::lock`] takes an exclusive `flock` on `<root>/lock` for the process's
-//! life. This module is control-thread only; workers never touch files.
+//! [`StateDir::lock`] takes an exclusive `flock` ([`xsknet_proto::fsutil::Flock`]) on
+//! `<root>/lock` for the process's life. This module is control-thread only; workers never touch files.
 
-use std::ffi::OsString;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, Read, Write};
-use std::os::fd::AsRawFd;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
+
+use xsknet_proto::fsutil::{self, Flock, LockMode};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -65,47 +65,13 @@ fn holder_suffix(holder: &Option<u32>) -> String {
     holder.map_or_else(String::new, |pid| format!(" (pid {pid})"))
 }
 
-/// Makes a unique temp name next to `path` so concurrent writers never share one.
-fn temp_path(path: &Path) -> PathBuf {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let mut name = OsString::from(".");
-    name.push(path.file_name().unwrap_or_default());
-    name.push(format!(".tmp-{}-{n}", std::process::id()));
-    path.with_file_name(name)
-}
-
-fn parent_dir(path: &Path) -> &Path {
-    match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    }
-}
-
-/// Replaces `path` with `bytes` atomically and durably (mode 0600).
+/// Replaces `path` with `bytes` atomically and durably (mode 0600); see
+/// [`xsknet_proto::fsutil::write_atomic`].
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
-    let write_err = |source| StateError::Write {
+    fsutil::write_atomic(path, bytes).map_err(|source| StateError::Write {
         path: path.to_path_buf(),
         source,
-    };
-    let tmp = temp_path(path);
-    let result = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        drop(f);
-        fs::rename(&tmp, path)?;
-        // The rename is only durable once the directory entry is.
-        File::open(parent_dir(path))?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result.map_err(write_err)
+    })
 }
 
 /// Serialises `value` as pretty JSON and writes it with [`write_atomic`].
@@ -175,7 +141,7 @@ pub struct StateDir {
 /// process dies, which is why this is a `flock`, not a pid file).
 #[derive(Debug)]
 pub struct StateLock {
-    _file: File,
+    _lock: Flock,
     path: PathBuf,
 }
 
@@ -223,40 +189,21 @@ impl StateDir {
             path: path.clone(),
             source,
         };
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&path)
-            .map_err(lock_err)?;
-        if let Err(e) = flock_exclusive_nonblocking(&file) {
-            if e.kind() == io::ErrorKind::WouldBlock {
-                let mut text = String::new();
-                let _ = file.read_to_string(&mut text);
+        let lock = match Flock::try_open(&path, LockMode::Exclusive) {
+            Ok(lock) => lock,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                let text = fs::read_to_string(&path).unwrap_or_default();
                 return Err(StateError::Locked {
                     root: self.root.clone(),
                     path,
                     holder: text.trim().parse().ok(),
                 });
             }
-            return Err(lock_err(e));
-        }
-        file.set_len(0).map_err(lock_err)?;
-        writeln!(file, "{}", std::process::id()).map_err(lock_err)?;
-        Ok(StateLock { _file: file, path })
-    }
-}
-
-fn flock_exclusive_nonblocking(file: &File) -> io::Result<()> {
-    // SAFETY: flock only reads the descriptor number, which `file` keeps open for the
-    // duration of the call; no memory is passed.
-    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
+            Err(e) => return Err(lock_err(e)),
+        };
+        lock.file().set_len(0).map_err(lock_err)?;
+        writeln!(lock.file(), "{}", std::process::id()).map_err(lock_err)?;
+        Ok(StateLock { _lock: lock, path })
     }
 }
 
@@ -264,6 +211,7 @@ fn flock_exclusive_nonblocking(file: &File) -> io::Result<()> {
 mod tests {
     use super::*;
     use std::collections::BTreeMap;
+    use std::ffi::OsString;
     use std::os::unix::fs::PermissionsExt;
 
     #[test]

@@ -1,16 +1,22 @@
 //! Everything that talks to the kernel outside the AF_XDP rings: rtnetlink
-//! ([`netlink`]), ethtool ioctls ([`ethtool`]), network namespaces ([`netns`]) and
-//! sysctl files ([`write_sysctl`]). All `unsafe` and FFI of the crate lives here and in
-//! `xsk/`; every kernel object is reached through netlink, an ioctl or `/proc/sys`,
-//! never by running `ip`/`ethtool`/`sysctl`.
+//! ([`netlink`]), ethtool ioctls ([`ethtool`]), network namespaces ([`netns`]), sysctl
+//! files ([`write_sysctl`]), termination signals ([`signal`]) and processes
+//! ([`process`]). A crate of its own so the CNI plugin reaches the kernel without
+//! linking libxdp or libbpf; the dataplane re-exports it as `xsknet_dataplane::sys`.
+//! Together with the dataplane's `xsk/`, this is the workspace's only room for
+//! `unsafe` and FFI; every block says why it is sound. Every kernel object is reached
+//! through netlink, an ioctl or `/proc/sys`, never by running `ip`/`ethtool`/`sysctl`.
 //!
 //! Kernel state is per network namespace and a namespace belongs to a thread, so each
 //! call works on the namespace of the thread (or socket) it runs on; use
 //! [`netns::run_in_netns`] to work inside a pod.
 
+#![allow(unsafe_code)]
+
 pub mod ethtool;
 pub mod netlink;
 pub mod netns;
+pub mod process;
 pub mod signal;
 
 use std::io;

@@ -33,6 +33,8 @@ use netlink_packet_route::route::{
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 
+use xsknet_proto::MacAddr;
+
 use super::netns::{run_in_netns, NetnsError};
 
 /// Receive buffer size. The kernel sizes dump skbs from the reader's buffer but caps
@@ -418,9 +420,7 @@ impl Netlink {
         let mut msg = LinkMessage::default();
         msg.header.index = index;
         msg.attributes.push(LinkAttribute::Address(mac.to_vec()));
-        self.set_link(msg, || {
-            format!("set mac {} on link #{index}", format_mac(&mac))
-        })
+        self.set_link(msg, || format!("set mac {} on link #{index}", MacAddr(mac)))
     }
 
     /// Moves the link into the namespace `netns`, renaming it to `new_name` on the way
@@ -1026,12 +1026,10 @@ fn describe_route(spec: &RouteSpec) -> String {
     s
 }
 
-/// Formats a MAC as `aa:bb:cc:dd:ee:ff` (the form `ip link` prints).
+/// Formats a MAC as `aa:bb:cc:dd:ee:ff` (the form `ip link` prints): [`MacAddr`]'s
+/// `Display`, for callers holding raw bytes.
 pub fn format_mac(mac: &[u8; 6]) -> String {
-    format!(
-        "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
-        mac[0], mac[1], mac[2], mac[3], mac[4], mac[5]
-    )
+    MacAddr(*mac).to_string()
 }
 
 #[cfg(test)]
