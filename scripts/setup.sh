@@ -5,7 +5,7 @@ set -euo pipefail
 
 PKGS=(clang llvm libelf-dev zlib1g-dev pkg-config m4 libbpf-dev linux-libc-dev gcc-multilib
       iproute2 ethtool iputils-ping netcat-openbsd iperf3 tcpdump procps
-      containernetworking-plugins iptables)
+      containernetworking-plugins iptables nftables)
 
 missing=()
 for p in "${PKGS[@]}"; do

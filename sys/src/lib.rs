@@ -1,6 +1,7 @@
 //! Everything that talks to the kernel outside the AF_XDP rings: rtnetlink
 //! ([`netlink`]), ethtool ioctls ([`ethtool`]), network namespaces ([`netns`]), sysctl
-//! files ([`write_sysctl`]), termination signals ([`signal`]) and processes
+//! files ([`write_sysctl`]), nf_tables rule sets ([`nft`]: pod egress masquerade),
+//! termination signals ([`signal`]) and processes
 //! ([`process`]). A crate of its own so the CNI plugin reaches the kernel without
 //! linking libxdp or libbpf; the dataplane re-exports it as `xsknet_dataplane::sys`.
 //! Together with the dataplane's `xsk/`, this is the workspace's only room for
@@ -16,6 +17,7 @@
 pub mod ethtool;
 pub mod netlink;
 pub mod netns;
+pub mod nft;
 pub mod process;
 pub mod signal;
 
