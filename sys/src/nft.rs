@@ -400,7 +400,7 @@ fn attr(buf: &mut Vec<u8>, ty: u16, payload: &[u8]) {
 }
 
 fn pad(buf: &mut Vec<u8>) {
-    while buf.len() % 4 != 0 {
+    while !buf.len().is_multiple_of(4) {
         buf.push(0);
     }
 }
