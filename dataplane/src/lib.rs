@@ -8,6 +8,7 @@
 
 pub mod config;
 pub mod control;
+pub mod counters;
 pub mod daemon;
 pub mod install;
 pub mod ipam;

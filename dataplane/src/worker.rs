@@ -2,8 +2,11 @@
 //! rx burst → pipeline → TX staging → handoff drain → TX flush → completion reap →
 //! fill refill, one burst to completion at a time.
 //!
-//! A packet whose egress port belongs to another worker is copied into that worker's
-//! SPSC [`handoff`](crate::xsk::handoff) ring. Tables arrive through the lock-free
+//! The pipeline gets each received frame's whole chunk and a [`PacketCtx`]; for every
+//! transmitting verdict the worker sends the window `buf[ctx.start..][..ctx.len]`: in
+//! place (a new descriptor into the same frame) when the egress is the ingress port,
+//! else that window is copied into a frame of the egress port (same worker) or into
+//! the owning worker's SPSC [`handoff`](crate::xsk::handoff) ring. Tables arrive through the lock-free
 //! [`Subscriber`] between rounds; port additions and removals arrive on a command
 //! channel between rounds. Nothing on the packet path locks, allocates, logs or makes
 //! a syscall other than the TX kick that need_wakeup asks for.
@@ -22,10 +25,11 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 
+use crate::counters::{bump, DropReason, PortCounters, BURST};
 use crate::pipeline::conntrack::{Conntrack, Millis, DEFAULT_CAPACITY};
-use crate::pipeline::{self, bump, DropReason, PortCounters, Verdict, BURST};
+use crate::pipeline::{self, encap, PacketCtx, Verdict};
 use crate::tables::publish::Subscriber;
-use crate::tables::{PortId, WorkerId};
+use crate::tables::{PortId, PortKind, WorkerId};
 use crate::xsk::handoff::{HandoffRx, HandoffTx};
 use crate::xsk::wake::{poll_readable, pollin, Waker};
 use crate::xsk::{Port, XdpDesc};
@@ -254,7 +258,8 @@ impl Worker {
         self.pollfds.push(pollin(self.shared.waker.raw_fd()));
         for p in &self.ports {
             if let Some(fd) = p.fd() {
-                self.pollfds.push(pollin(fd));
+                self.pollfds
+                    .push(pollin(std::os::fd::AsRawFd::as_raw_fd(&fd)));
             }
         }
     }
@@ -310,26 +315,32 @@ impl Worker {
             total += n;
             for i in 0..n {
                 let d = descs[i];
-                let buf = ports[pi].frame_mut(d.addr);
-                verdicts[i] = pipeline::process(buf, d.len as usize, ingress, tables, ct, now);
+                let (chunk, off) = ports[pi].chunk_mut(d.addr);
+                let mut ctx = PacketCtx::new(off, d.len as usize, ingress);
+                verdicts[i] = pipeline::process(chunk, &mut ctx, tables, ct, now);
+                // The window to transmit, as a descriptor into the same frame (the
+                // stages keep it inside the chunk); a dropped frame keeps its own.
+                if !matches!(verdicts[i], Verdict::Drop(_)) {
+                    descs[i] = XdpDesc {
+                        addr: d.addr - off as u64 + ctx.start as u64,
+                        len: ctx.len as u32,
+                        options: 0,
+                    };
+                }
             }
             let c_in = &counters[ingress as usize];
             for i in 0..n {
                 let d = descs[i];
-                match verdicts[i] {
-                    Verdict::Drop(r) => {
+                let Some(e) = verdicts[i].egress(ingress) else {
+                    if let Verdict::Drop(r) = verdicts[i] {
                         c_in.count_drop(r);
-                        ports[pi].recycle(d.addr);
                     }
-                    Verdict::Reply { len } => {
-                        ports[pi].stage_tx(XdpDesc {
-                            addr: d.addr,
-                            len: len as u32,
-                            options: 0,
-                        });
-                    }
-                    Verdict::Forward(e) if e == ingress => ports[pi].stage_tx(d),
-                    Verdict::Forward(e) => {
+                    ports[pi].recycle(d.addr);
+                    continue;
+                };
+                match e {
+                    e if e == ingress => ports[pi].stage_tx(d),
+                    e => {
                         let li = local.get(e as usize).copied().unwrap_or(NOT_LOCAL);
                         if li != NOT_LOCAL {
                             let (src, dst) = pair_mut(ports, pi, li as usize);
@@ -363,7 +374,14 @@ impl Worker {
                 got += 1;
                 let li = local.get(e as usize).copied().unwrap_or(NOT_LOCAL);
                 if li != NOT_LOCAL {
-                    pipeline::policy::track_handoff(pkt, e, tables, ct, now);
+                    // Replies come back decapsulated on the uplink: track the inner flow.
+                    let flow = match tables.port(e) {
+                        Some(p) if p.kind == PortKind::Uplink => {
+                            pkt.get(encap::OVERHEAD..).unwrap_or_default()
+                        }
+                        _ => pkt,
+                    };
+                    pipeline::policy::track_handoff(flow, e, tables, ct, now);
                     ports[li as usize].send_copy(pkt);
                 }
             });
