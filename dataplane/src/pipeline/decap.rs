@@ -121,3 +121,96 @@ pub fn decap_and_forward(
         _ => Verdict::Drop(DropReason::NoRoute),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::testutil::*;
+    use super::super::{DropReason, Verdict};
+    use crate::packet::checksum;
+
+    fn run(f: &[u8]) -> (Verdict, Vec<u8>) {
+        run_frame(f, UPLINK, &tables())
+    }
+
+    /// Outer UDP checksum zeroed (accepted), so tests may change covered bytes.
+    fn no_csum(mut f: Vec<u8>) -> Vec<u8> {
+        f[40..42].copy_from_slice(&[0, 0]);
+        f
+    }
+
+    #[test]
+    fn vxlan_from_a_known_node_is_delivered_to_the_local_pod() {
+        let inner = inner_udp(IP_REMOTE, IP_A, 64, 20);
+        let (v, w) = run(&vxlan_from_b(&inner));
+        assert_eq!(v, Verdict::Decap(POD_A));
+        assert_eq!(w.len(), inner.len(), "the window is the inner frame");
+        assert_eq!(w[..6], peer(POD_A));
+        assert_eq!(w[6..12], mac(POD_A));
+        assert_eq!(w[22], 63);
+        assert!(checksum::verifies(&w[14..34]));
+        assert_eq!(w[34..], inner[34..], "payload untouched");
+        // A zero outer checksum is accepted; traffic for the node goes to the host port.
+        let to_node = inner_udp(IP_REMOTE, IP_OUTSIDE, 64, 4);
+        assert_eq!(
+            run(&no_csum(vxlan_from_b(&to_node))).0,
+            Verdict::Decap(HOST)
+        );
+        // The remote node's own address may send too.
+        let from_node = inner_udp(UNDERLAY_B, IP_B, 64, 4);
+        assert_eq!(run(&vxlan_from_b(&from_node)).0, Verdict::Decap(POD_B));
+    }
+
+    #[test]
+    fn malformed_vxlan_is_invalid() {
+        let invalid = Verdict::Drop(DropReason::DecapInvalid);
+        let good = no_csum(vxlan_from_b(&inner_udp(IP_REMOTE, IP_A, 64, 20)));
+        let mutate = |at: usize, v: u8| {
+            let mut f = good.clone();
+            f[at] = v;
+            run(&f).0
+        };
+        assert_eq!(mutate(42, 0x0c), invalid, "flags other than 0x08");
+        assert_eq!(mutate(43, 1), invalid, "reserved bits");
+        assert_eq!(mutate(48, 2), invalid, "other VNI");
+        assert_eq!(mutate(49, 1), invalid, "reserved last byte");
+        assert_eq!(mutate(37, 0x13), invalid, "other UDP port");
+        assert_eq!(mutate(63, 0x86), invalid, "inner not IPv4");
+        let mut bad_sum = vxlan_from_b(&inner_udp(IP_REMOTE, IP_A, 64, 20));
+        bad_sum[41] ^= 0x01;
+        assert_eq!(run(&bad_sum).0, invalid, "wrong outer UDP checksum");
+        let mut long = good.clone();
+        long[38..40].copy_from_slice(&2000u16.to_be_bytes());
+        assert_eq!(run(&long).0, invalid, "UDP length past the packet");
+        let mut to_other = good.clone();
+        to_other[33] = 99; // outer destination 192.168.0.99
+        fix_ipv4_checksum(&mut to_other);
+        assert_eq!(run(&to_other).0, invalid, "not addressed to us");
+        let mut t = tables();
+        t.overlay = None;
+        assert_eq!(run_frame(&good, UPLINK, &t).0, invalid, "no overlay");
+        let mut bad_ip = good.clone();
+        bad_ip[24] ^= 1;
+        assert_eq!(run(&bad_ip).0, Verdict::Drop(DropReason::Ipv4BadChecksum));
+    }
+
+    #[test]
+    fn only_known_nodes_and_their_own_sources_are_accepted() {
+        let unknown = Verdict::Drop(DropReason::DecapUnknownNode);
+        let mut stranger = no_csum(vxlan_from_b(&inner_udp(IP_REMOTE, IP_A, 64, 20)));
+        stranger[29] = 77; // outer source 192.168.0.77
+        fix_ipv4_checksum(&mut stranger);
+        assert_eq!(run(&stranger).0, unknown);
+        for src in [IP_OUTSIDE, IP_B, IP_NO_VTEP] {
+            let f = vxlan_from_b(&inner_udp(src, IP_A, 64, 20));
+            assert_eq!(run(&f).0, unknown, "inner source {src}");
+        }
+    }
+
+    #[test]
+    fn no_transit_and_no_icmp_back_into_the_tunnel() {
+        let f = vxlan_from_b(&inner_udp(IP_REMOTE, IP_REMOTE, 64, 20));
+        assert_eq!(run(&f).0, Verdict::Drop(DropReason::NoRoute));
+        let f = vxlan_from_b(&inner_udp(IP_REMOTE, IP_A, 1, 20));
+        assert_eq!(run(&f).0, Verdict::Drop(DropReason::TtlExpired));
+    }
+}

@@ -154,3 +154,137 @@ pub fn encap(
     ctx.len = len;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use etherparse::{NetSlice, SlicedPacket, TransportSlice};
+
+    use super::super::testutil::*;
+    use super::super::{process, DropReason, PacketCtx, Verdict};
+    use crate::xsk::HEADROOM;
+
+    #[test]
+    fn remote_pod_gets_outer_headers_in_front_in_place() {
+        let f = udp(POD_A, IP_A, IP_REMOTE, 64, 30);
+        let (mut buf, mut ctx) = umem(&f, POD_A);
+        let v = process(&mut buf, &mut ctx, &tables(), &mut ct(), 1);
+        assert_eq!(
+            v,
+            Verdict::Encap {
+                port: UPLINK,
+                node: NODE_B
+            }
+        );
+        assert_eq!((ctx.start, ctx.len), (HEADROOM - 50, f.len() + 50));
+        let w = window(&buf, &ctx);
+        let p = SlicedPacket::from_ethernet(w).unwrap();
+        let Some(etherparse::LinkSlice::Ethernet2(eth)) = &p.link else {
+            panic!("not Ethernet")
+        };
+        assert_eq!(
+            (eth.destination(), eth.source()),
+            (NEXT_HOP_MAC, mac(UPLINK))
+        );
+        let Some(NetSlice::Ipv4(ip)) = &p.net else {
+            panic!("not IPv4")
+        };
+        let h = ip.header();
+        assert_eq!(h.header_checksum(), h.to_header().calc_header_checksum());
+        assert_eq!(
+            (
+                h.source_addr(),
+                h.destination_addr(),
+                h.ttl(),
+                h.dont_fragment()
+            ),
+            (UNDERLAY_LOCAL, UNDERLAY_B, 64, true)
+        );
+        assert_eq!(usize::from(h.total_len()), f.len() + 36);
+        let Some(TransportSlice::Udp(u)) = &p.transport else {
+            panic!("not UDP")
+        };
+        assert_eq!(u.destination_port(), VXLAN_PORT);
+        assert!((32768..=60999).contains(&u.source_port()));
+        let want = u
+            .to_header()
+            .calc_checksum_ipv4(&h.to_header(), u.payload())
+            .unwrap();
+        assert_eq!(u.checksum(), want, "outer UDP checksum");
+        // Flags exactly 0x08, reserved zero, VNI 1 in the top 24 bits.
+        assert_eq!(u.payload()[..8], [0x08, 0, 0, 0, 0, 0, 1, 0]);
+        let inner = &u.payload()[8..];
+        assert_eq!(inner[..6], VTEP_MAC_B, "inner dst = remote VTEP");
+        assert_eq!(inner[6..12], VTEP_MAC_LOCAL, "inner src = our VTEP");
+        let mut expect = f.clone();
+        expect[..12].copy_from_slice(&inner[..12]);
+        expect[22] = 63;
+        expect[24..26].copy_from_slice(&inner[24..26]);
+        assert_eq!(
+            inner,
+            &expect[..],
+            "inner frame: only MACs, TTL, checksum change"
+        );
+        // Nothing before the new start was touched.
+        assert!(buf[..HEADROOM - 50].iter().all(|&b| b == 0));
+    }
+
+    #[test]
+    fn source_port_is_stable_per_flow_and_spread_across_flows() {
+        let sport = |f: &[u8]| {
+            let (mut buf, mut ctx) = umem(f, POD_A);
+            process(&mut buf, &mut ctx, &tables(), &mut ct(), 1);
+            let w = window(&buf, &ctx);
+            u16::from_be_bytes([w[34], w[35]])
+        };
+        let f = udp(POD_A, IP_A, IP_REMOTE, 64, 30);
+        assert_eq!(sport(&f), sport(&f));
+        let mut ports: Vec<u16> = (0..64u16)
+            .map(|i| {
+                let mut g = f.clone();
+                g[34..36].copy_from_slice(&(1000 + i).to_be_bytes()); // inner UDP source
+                sport(&g)
+            })
+            .collect();
+        ports.sort_unstable();
+        ports.dedup();
+        assert!(
+            ports.len() > 32,
+            "{} distinct ports of 64 flows",
+            ports.len()
+        );
+    }
+
+    #[test]
+    fn too_little_headroom_is_a_counted_drop() {
+        let f = udp(POD_A, IP_A, IP_REMOTE, 64, 30);
+        for start in [0, 1, 49] {
+            let mut buf = vec![0u8; start + f.len() + 64];
+            buf[start..start + f.len()].copy_from_slice(&f);
+            let mut ctx = PacketCtx::new(start, f.len(), POD_A);
+            assert_eq!(
+                process(&mut buf, &mut ctx, &tables(), &mut ct(), 1),
+                Verdict::Drop(DropReason::EncapNoRoom),
+                "start {start}"
+            );
+        }
+        let mut buf = vec![0u8; 50 + f.len()];
+        buf[50..].copy_from_slice(&f);
+        let mut ctx = PacketCtx::new(50, f.len(), POD_A);
+        assert!(matches!(
+            process(&mut buf, &mut ctx, &tables(), &mut ct(), 1),
+            Verdict::Encap { .. }
+        ));
+        assert_eq!(ctx.start, 0);
+    }
+
+    #[test]
+    fn no_tunnel_endpoint_or_no_overlay_is_no_route() {
+        let no_route = Verdict::Drop(DropReason::NoRoute);
+        let f = udp(POD_A, IP_A, IP_NO_VTEP, 64, 30);
+        assert_eq!(run_frame(&f, POD_A, &tables()).0, no_route);
+        let mut t = tables();
+        t.overlay = None;
+        let f = udp(POD_A, IP_A, IP_REMOTE, 64, 30);
+        assert_eq!(run_frame(&f, POD_A, &t).0, no_route);
+    }
+}
