@@ -11,8 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use xsknet_dataplane::pipeline::policy::PolicyHits;
-use xsknet_dataplane::pipeline::{PortCounters, BURST};
+use xsknet_dataplane::counters::{PolicyHits, PortCounters, BURST};
 use xsknet_dataplane::policy::{
     Classifier, CompiledRule, IpBlock, PolicySnapshot, PortMatch, PortPolicy, RuleRef,
 };
@@ -140,6 +139,7 @@ fn rig_with(extra_pods: u32, policy: PolicySnapshot) -> Rig {
         host_port: None,
         policy_hits: Arc::from(vec![PolicyHits::new(policy.policies.len())]),
         policy: Arc::new(policy),
+        ..Tables::default()
     };
     let mut publisher = Publisher::new(tables);
     let shared = Arc::new(WorkerShared::new(0, 0).unwrap());

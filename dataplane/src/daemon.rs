@@ -111,7 +111,8 @@ struct Attached {
     id: PortId,
     ifname: String,
     ifindex: u32,
-    fd: i32,
+    /// A dup of the worker-owned socket fd, for ring statistics (None for fake ports).
+    fd: Option<std::os::fd::OwnedFd>,
     info: PortInfo,
     _xdp: XdpAttachment,
 }
@@ -877,9 +878,14 @@ impl Daemon {
         let result = (|| {
             let port = Port::open(id, ifname, 0, &self.port_cfg, Arc::clone(&self.counters))
                 .map_err(|e| err(ErrorKind::System, e.to_string()))?;
-            let fd = port.fd().unwrap_or(-1);
+            let fd = port
+                .fd()
+                .map(|f| f.try_clone_to_owned())
+                .transpose()
+                .map_err(|e| err(ErrorKind::System, format!("dup socket of {ifname}: {e}")))?;
+            let raw = fd.as_ref().map_or(-1, std::os::fd::AsRawFd::as_raw_fd);
             self.loader
-                .register(ifname, ifindex, 0, id as u32, fd)
+                .register(ifname, ifindex, 0, id as u32, raw)
                 .map_err(|e| err(ErrorKind::System, e.to_string()))?;
             let xdp = match self.loader.attach(ifname, ifindex) {
                 Ok(x) => x,
@@ -956,6 +962,7 @@ impl Daemon {
             host_port,
             policy: Arc::clone(&self.policy_snap),
             policy_hits: Arc::clone(&self.policy_hits),
+            ..Tables::default()
         }
     }
 
@@ -1225,7 +1232,11 @@ impl Daemon {
             tx_packets: c.tx_packets.load(Relaxed),
             tx_bytes: c.tx_bytes.load(Relaxed),
             drops,
-            xdp: xdp_statistics(a.fd).ok(),
+            xdp: a
+                .fd
+                .as_ref()
+                .and_then(|f| xdp_statistics(std::os::fd::AsFd::as_fd(f)).ok())
+                .map(ring_stats),
         }
     }
 
@@ -1465,5 +1476,17 @@ impl Handler for Daemon {
                 tracing::error!(worker = w.shared.id, "worker thread has exited");
             }
         }
+    }
+}
+
+/// The control protocol's copy of a socket's kernel ring statistics.
+fn ring_stats(s: crate::xsk::RingStats) -> crate::control::proto::XdpRingStats {
+    crate::control::proto::XdpRingStats {
+        rx_dropped: s.rx_dropped,
+        rx_invalid_descs: s.rx_invalid_descs,
+        tx_invalid_descs: s.tx_invalid_descs,
+        rx_ring_full: s.rx_ring_full,
+        rx_fill_ring_empty_descs: s.rx_fill_ring_empty_descs,
+        tx_ring_empty_descs: s.tx_ring_empty_descs,
     }
 }

@@ -1,12 +1,21 @@
 //! xsknet node dataplane.
 //!
-//! The layout follows a packet's way: [`packet`] knows bytes, [`pipeline`] knows
-//! decisions, [`xsk`] knows rings, [`worker`] glues them; [`tables`] are the immutable
-//! snapshots workers read; [`control`] is the socket API on the control thread;
-//! [`loader`] attaches the XDP program; [`sys`] (the `xsknet-sys` crate, re-exported)
-//! holds netlink/ioctl; [`state`] persists; [`install`] puts the CNI plugin and its
-//! conflist on the node. The control protocol and client ([`control::proto`],
-//! [`control::client`]) live in the `xsknet-proto` crate the CNI plugin shares.
+//! The layout follows a packet's way, and each layer depends only on those below it:
+//! [`packet`] knows bytes (checked views); [`pipeline`] knows decisions (named stages
+//! over a frame and its `PacketCtx`: l3, route, policy, rewrite, encap/decap, with
+//! verdicts `Forward`/`Encap`/`Decap`/`Reply`/`Drop`); [`tables`] are the immutable
+//! snapshots workers read (exact-match FIB, longest-prefix remote routes, tunnel
+//! endpoints); [`xsk`] knows rings, UMEM frames with headroom and ports; [`worker`]
+//! glues them; [`counters`] (port counters, drop reasons, policy hits, burst size) sit
+//! at the bottom so that none of the others imports another to count.
+//!
+//! The control side sits above: [`control`] is the socket API on the control thread
+//! (the protocol and client, [`control::proto`] and [`control::client`], live in the
+//! `xsknet-proto` crate the CNI plugin shares); [`daemon`] is the node agent; [`policy`]
+//! parses and compiles NetworkPolicy; [`ipam`] allocates pod addresses; [`loader`]
+//! attaches the XDP program; [`sys`] (the `xsknet-sys` crate, re-exported) holds
+//! netlink/ioctl/nf_tables; [`state`] persists; [`install`] puts the CNI plugin and its
+//! conflist on the node.
 //!
 //! `unsafe` is denied here except in [`xsk`] (the rings and UMEM); the rest of the
 //! kernel FFI is in `xsknet-sys`.
@@ -15,6 +24,7 @@
 
 pub mod config;
 pub mod control;
+pub mod counters;
 pub mod daemon;
 pub mod install;
 pub mod ipam;

@@ -2,8 +2,11 @@
 //! rx burst → pipeline → TX staging → handoff drain → TX flush → completion reap →
 //! fill refill, one burst to completion at a time.
 //!
-//! A packet whose egress port belongs to another worker is copied into that worker's
-//! SPSC [`handoff`](crate::xsk::handoff) ring. Tables arrive through the lock-free
+//! The pipeline gets each received frame's whole chunk and a [`PacketCtx`]; for every
+//! transmitting verdict the worker sends the window `buf[ctx.start..][..ctx.len]`: in
+//! place (a new descriptor into the same frame) when the egress is the ingress port,
+//! else that window is copied into a frame of the egress port (same worker) or into
+//! the owning worker's SPSC [`handoff`](crate::xsk::handoff) ring. Tables arrive through the lock-free
 //! [`Subscriber`] between rounds; port additions and removals arrive on a command
 //! channel between rounds. Nothing on the packet path locks, allocates, logs or makes
 //! a syscall other than the TX kick that need_wakeup asks for.
@@ -22,10 +25,11 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 
+use crate::counters::{bump, DropReason, PortCounters, BURST};
 use crate::pipeline::conntrack::{Conntrack, Millis, DEFAULT_CAPACITY};
-use crate::pipeline::{self, bump, DropReason, PortCounters, Verdict, BURST};
+use crate::pipeline::{self, encap, PacketCtx, Verdict};
 use crate::tables::publish::Subscriber;
-use crate::tables::{PortId, WorkerId};
+use crate::tables::{PortId, PortKind, WorkerId};
 use crate::xsk::handoff::{HandoffRx, HandoffTx};
 use crate::xsk::wake::{poll_readable, pollin, Waker};
 use crate::xsk::{Port, XdpDesc};
@@ -254,7 +258,8 @@ impl Worker {
         self.pollfds.push(pollin(self.shared.waker.raw_fd()));
         for p in &self.ports {
             if let Some(fd) = p.fd() {
-                self.pollfds.push(pollin(fd));
+                self.pollfds
+                    .push(pollin(std::os::fd::AsRawFd::as_raw_fd(&fd)));
             }
         }
     }
@@ -310,26 +315,32 @@ impl Worker {
             total += n;
             for i in 0..n {
                 let d = descs[i];
-                let buf = ports[pi].frame_mut(d.addr);
-                verdicts[i] = pipeline::process(buf, d.len as usize, ingress, tables, ct, now);
+                let (chunk, off) = ports[pi].chunk_mut(d.addr);
+                let mut ctx = PacketCtx::new(off, d.len as usize, ingress);
+                verdicts[i] = pipeline::process(chunk, &mut ctx, tables, ct, now);
+                // The window to transmit, as a descriptor into the same frame (the
+                // stages keep it inside the chunk); a dropped frame keeps its own.
+                if !matches!(verdicts[i], Verdict::Drop(_)) {
+                    descs[i] = XdpDesc {
+                        addr: d.addr - off as u64 + ctx.start as u64,
+                        len: ctx.len as u32,
+                        options: 0,
+                    };
+                }
             }
             let c_in = &counters[ingress as usize];
             for i in 0..n {
                 let d = descs[i];
-                match verdicts[i] {
-                    Verdict::Drop(r) => {
+                let Some(e) = verdicts[i].egress(ingress) else {
+                    if let Verdict::Drop(r) = verdicts[i] {
                         c_in.count_drop(r);
-                        ports[pi].recycle(d.addr);
                     }
-                    Verdict::Reply { len } => {
-                        ports[pi].stage_tx(XdpDesc {
-                            addr: d.addr,
-                            len: len as u32,
-                            options: 0,
-                        });
-                    }
-                    Verdict::Forward(e) if e == ingress => ports[pi].stage_tx(d),
-                    Verdict::Forward(e) => {
+                    ports[pi].recycle(d.addr);
+                    continue;
+                };
+                match e {
+                    e if e == ingress => ports[pi].stage_tx(d),
+                    e => {
                         let li = local.get(e as usize).copied().unwrap_or(NOT_LOCAL);
                         if li != NOT_LOCAL {
                             let (src, dst) = pair_mut(ports, pi, li as usize);
@@ -363,7 +374,14 @@ impl Worker {
                 got += 1;
                 let li = local.get(e as usize).copied().unwrap_or(NOT_LOCAL);
                 if li != NOT_LOCAL {
-                    pipeline::policy::track_handoff(pkt, e, tables, ct, now);
+                    // Replies come back decapsulated on the uplink: track the inner flow.
+                    let flow = match tables.port(e) {
+                        Some(p) if p.kind == PortKind::Uplink => {
+                            pkt.get(encap::OVERHEAD..).unwrap_or_default()
+                        }
+                        _ => pkt,
+                    };
+                    pipeline::policy::track_handoff(flow, e, tables, ct, now);
                     ports[li as usize].send_copy(pkt);
                 }
             });
@@ -438,6 +456,238 @@ impl Worker {
             worker = self.shared.id,
             ports = self.ports.len(),
             "worker stopped"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Two workers over fake ports, driven round by round with `poll_once`: worker 0
+    //! owns the host port and pod A, worker 1 pod B and the uplink.
+
+    use std::sync::atomic::Ordering::Relaxed;
+
+    use super::*;
+    use crate::pipeline::policy::{synthetic_frame, Probe};
+    use crate::pipeline::testutil::*;
+    use crate::policy::{Classifier, PolicySnapshot, PortPolicy};
+    use crate::tables::publish::Publisher;
+    use crate::tables::Tables;
+    use crate::xsk::fake::{fake_port, FakeKernel};
+    use crate::xsk::handoff::channel;
+    use crate::xsk::PortConfig;
+
+    struct Rig {
+        w: [Worker; 2],
+        /// Fake kernels, indexed by port id (GONE has none).
+        k: Vec<Option<FakeKernel>>,
+        counters: Arc<[PortCounters]>,
+        _publisher: Publisher,
+    }
+
+    fn two_worker_tables() -> Tables {
+        let mut t = tables();
+        for (id, w) in [(POD_B, 1), (UPLINK, 1)] {
+            if let Some(p) = t.ports[id as usize].as_mut() {
+                p.worker = w;
+            }
+        }
+        t
+    }
+
+    fn rig(t: Tables) -> Rig {
+        let counters: Arc<[PortCounters]> = (0..8).map(|_| PortCounters::default()).collect();
+        let mut publisher = Publisher::new(t);
+        let shared: Vec<Arc<WorkerShared>> = (0..2)
+            .map(|i| Arc::new(WorkerShared::new(i, 0).unwrap()))
+            .collect();
+        let (tx01, rx01) = channel();
+        let (tx10, rx10) = channel();
+        let mut handoffs = [
+            (vec![None, Some(tx01)], vec![rx10]),
+            (vec![Some(tx10), None], vec![rx01]),
+        ]
+        .into_iter();
+        let mut mk = |id: WorkerId| {
+            let (tx, rx) = handoffs.next().unwrap();
+            let (_cmd_tx, cmd_rx) = crossbeam_channel::bounded(1);
+            Worker::new(
+                Arc::clone(&shared[id as usize]),
+                shared.clone(),
+                publisher.subscribe(),
+                cmd_rx,
+                tx,
+                rx,
+                Arc::clone(&counters),
+                IdlePolicy::default(),
+            )
+        };
+        let mut w = [mk(0), mk(1)];
+        let cfg = PortConfig {
+            frames: 256,
+            frame_size: 2048,
+            ring_size: 64,
+        };
+        let mut k: Vec<Option<FakeKernel>> = (0..=UPLINK).map(|_| None).collect();
+        for (id, owner) in [(HOST, 0), (POD_A, 0), (POD_B, 1), (UPLINK, 1)] {
+            let (port, kernel) = fake_port(id, &cfg, Arc::clone(&counters)).unwrap();
+            w[owner].add_port(port);
+            k[id as usize] = Some(kernel);
+        }
+        Rig {
+            w,
+            k,
+            counters,
+            _publisher: publisher,
+        }
+    }
+
+    impl Rig {
+        fn inject(&mut self, port: PortId, f: &[u8]) {
+            assert!(self.k[port as usize].as_mut().unwrap().inject(f));
+        }
+
+        /// Rounds of both workers until nothing moves.
+        fn settle(&mut self) {
+            for _ in 0..4 {
+                self.w[0].poll_once();
+                self.w[1].poll_once();
+            }
+        }
+
+        fn sent(&mut self, port: PortId) -> Vec<Vec<u8>> {
+            let mut out = Vec::new();
+            self.k[port as usize]
+                .as_mut()
+                .unwrap()
+                .drain_tx(|b| out.push(b.to_vec()));
+            out
+        }
+
+        fn drops(&self, port: PortId, r: DropReason) -> u64 {
+            self.counters[port as usize].drops[r as usize].load(Relaxed)
+        }
+
+        fn handoffs(&self, w: usize) -> (u64, u64) {
+            let c = &self.w[w].shared.counters;
+            (c.handoff_out.load(Relaxed), c.handoff_in.load(Relaxed))
+        }
+    }
+
+    #[test]
+    fn forward_reply_and_handoff_between_workers() {
+        let mut r = rig(two_worker_tables());
+        // Same worker: pod A to the outside, through the host port.
+        let f = udp(POD_A, IP_A, IP_OUTSIDE, 64, 30);
+        r.inject(POD_A, &f);
+        r.settle();
+        let out = r.sent(HOST);
+        assert_eq!(out.len(), 1);
+        assert_eq!((out[0].len(), &out[0][..6]), (f.len(), &peer(HOST)[..]));
+        assert_eq!(r.handoffs(0), (0, 0));
+        // Reply: ARP answered back on the ingress port, in place.
+        r.inject(POD_A, &arp_request(POD_A, IP_A, IP_B));
+        r.settle();
+        let out = r.sent(POD_A);
+        assert_eq!(out.len(), 1);
+        assert_eq!((out[0].len(), out[0][21]), (42, 2), "an ARP reply");
+        // Across workers: pod A (worker 0) to pod B (worker 1).
+        let f = udp(POD_A, IP_A, IP_B, 64, 30);
+        r.inject(POD_A, &f);
+        r.settle();
+        let out = r.sent(POD_B);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0][..6], peer(POD_B));
+        assert_eq!(out[0][22], 63);
+        assert_eq!(out[0][34..], f[34..]);
+        assert_eq!((r.handoffs(0).0, r.handoffs(1).1), (1, 1));
+        assert!(r.sent(POD_A).is_empty() && r.sent(HOST).is_empty());
+    }
+
+    #[test]
+    fn encap_and_decap_cross_workers_with_the_moved_window() {
+        let mut r = rig(two_worker_tables());
+        // Pod A (worker 0) to a pod on node B: encapsulated, handed to the uplink's worker.
+        let f = udp(POD_A, IP_A, IP_REMOTE, 64, 30);
+        r.inject(POD_A, &f);
+        r.settle();
+        let out = r.sent(UPLINK);
+        assert_eq!(out.len(), 1);
+        let o = &out[0];
+        assert_eq!(o.len(), f.len() + 50, "outer headers in front");
+        assert_eq!(o[..6], NEXT_HOP_MAC);
+        assert_eq!(o[30..34], UNDERLAY_B.octets());
+        assert_eq!(o[42..50], [0x08, 0, 0, 0, 0, 0, 1, 0]);
+        assert_eq!(o[50 + 34..], f[34..], "inner payload");
+        // VXLAN from node B on the uplink (worker 1) to pod A (worker 0): decapsulated.
+        let inner = inner_udp(IP_REMOTE, IP_A, 64, 20);
+        r.inject(UPLINK, &vxlan_from_b(&inner));
+        r.settle();
+        let out = r.sent(POD_A);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].len(), inner.len(), "only the inner frame");
+        assert_eq!(out[0][..6], peer(POD_A));
+        assert_eq!(out[0][34..], inner[34..]);
+        // Pod B and the uplink share worker 1: decap to B goes out without a handoff.
+        let before = r.handoffs(1).0;
+        r.inject(UPLINK, &vxlan_from_b(&inner_udp(IP_REMOTE, IP_B, 64, 20)));
+        r.settle();
+        assert_eq!(r.sent(POD_B).len(), 1);
+        assert_eq!(r.handoffs(1).0, before);
+    }
+
+    #[test]
+    fn connection_tracking_follows_a_flow_across_workers() {
+        // Pod A admits nothing new (isolated for ingress, no rule).
+        let mut t = two_worker_tables();
+        let mut ports: Vec<Option<Arc<PortPolicy>>> = vec![None; 5];
+        ports[POD_A as usize] = Some(Arc::new(PortPolicy {
+            ingress: Some(Classifier::build(&[])),
+            egress: None,
+        }));
+        t.policy = Arc::new(PolicySnapshot {
+            ports,
+            policies: vec!["ns/deny-a".into()],
+        });
+        t.policy_hits = (0..2)
+            .map(|_| crate::counters::PolicyHits::new(1))
+            .collect();
+        let probe = |src, dst, sport, dport| Probe {
+            src: u32::from(src),
+            dst: u32::from(dst),
+            proto: 17,
+            sport,
+            dport,
+            detail: 0,
+        };
+        let out = probe(IP_A, IP_B, 4000, 5000);
+        let back = probe(IP_B, IP_A, 5000, 4000);
+        let (a_to_b, b_to_a) = (
+            synthetic_frame(&t, POD_A, &out),
+            synthetic_frame(&t, POD_B, &back),
+        );
+        let mut r = rig(t);
+        // Unsolicited, B's packet to A is refused on worker 1.
+        r.inject(POD_B, &b_to_a);
+        r.settle();
+        assert!(r.sent(POD_A).is_empty());
+        assert_eq!(r.drops(POD_B, DropReason::PolicyDenied), 1);
+        // A opens the flow on worker 0; worker 1 tracks it as it takes the handoff...
+        r.inject(POD_A, &a_to_b);
+        r.settle();
+        assert_eq!(r.sent(POD_B).len(), 1);
+        assert_eq!(
+            r.w[1].ct.stats.inserts, 1,
+            "worker 1 tracked the handed-off flow"
+        );
+        // ...so B's reply, policed on worker 1, is a tracked connection and reaches A.
+        r.inject(POD_B, &b_to_a);
+        r.settle();
+        assert_eq!(r.sent(POD_A).len(), 1);
+        assert_eq!(
+            r.drops(POD_B, DropReason::PolicyDenied),
+            1,
+            "no new refusal"
         );
     }
 }

@@ -20,11 +20,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::pipeline::conntrack::{Conntrack, Flow};
 use crate::pipeline::policy::{self, opening_details, Decision, Probe, Side};
-use crate::pipeline::{self, DropReason, Verdict};
+use crate::pipeline::{self, DropReason, PacketCtx, Verdict};
 use crate::policy::compile::{compile, PodView};
 use crate::policy::k8s::Protocol;
 use crate::policy::store::PolicyStore;
 use crate::tables::{Fib, PortId, PortInfo, PortKind, Tables};
+use crate::xsk::HEADROOM;
 
 /// UMEM-sized scratch for one synthetic frame.
 const FRAME_CAP: usize = 2048;
@@ -88,9 +89,10 @@ impl ProbeOutcome {
 
 fn run(tables: &Tables, ct: &mut Conntrack, ingress: PortId, p: &Probe) -> Verdict {
     let frame = policy::synthetic_frame(tables, ingress, p);
-    let mut buf = vec![0u8; FRAME_CAP.max(frame.len())];
-    buf[..frame.len()].copy_from_slice(&frame);
-    pipeline::process(&mut buf, frame.len(), ingress, tables, ct, 1)
+    let mut buf = vec![0u8; FRAME_CAP.max(HEADROOM + frame.len())];
+    buf[HEADROOM..HEADROOM + frame.len()].copy_from_slice(&frame);
+    let mut ctx = PacketCtx::new(HEADROOM, frame.len(), ingress);
+    pipeline::process(&mut buf, &mut ctx, tables, ct, 1)
 }
 
 /// Open a synthetic connection from (`from_port`, `from_ip`) to (`to_port`, `to_ip`)

@@ -17,14 +17,15 @@ use crate::packet::arp::{self, Packet as ArpPacket};
 use crate::packet::ethernet::{self, Frame};
 use crate::tables::PortInfo;
 
-use super::{DropReason, Verdict};
+use super::{DropReason, PacketCtx, Verdict};
 
 /// Length of the reply frame: Ethernet header + Ethernet/IPv4 ARP, with the request's
 /// trailing padding dropped (the veth does not need it; a NIC pads on its own).
-pub const REPLY_LEN: u16 = (ethernet::HEADER_LEN + arp::ETHERNET_IPV4_LEN) as u16;
+pub const REPLY_LEN: usize = ethernet::HEADER_LEN + arp::ETHERNET_IPV4_LEN;
 
 /// Answer an ARP request in `frame` (exactly the received bytes, Ethernet header
-/// included) on behalf of `port`, the ingress port.
+/// included) on behalf of `port`, the ingress port; a reply sets `ctx.len` to
+/// [`REPLY_LEN`] (the reply starts where the request did).
 ///
 /// Drops: fewer bytes than the ARP packet needs → `Truncated`; not Ethernet/IPv4, not a
 /// request, a gratuitous ARP (`tpa == spa`), a probe (`spa == 0.0.0.0`), or a request
@@ -33,7 +34,7 @@ pub const REPLY_LEN: u16 = (ethernet::HEADER_LEN + arp::ETHERNET_IPV4_LEN) as u1
 /// Measured cost: ~8 ns/pkt at burst 64 (whole `process` path, ~125 Mpps on one
 /// core), see bench/RESULTS.md.
 #[inline]
-pub fn answer(frame: &mut [u8], port: &PortInfo) -> Verdict {
+pub fn answer(frame: &mut [u8], ctx: &mut PacketCtx, port: &PortInfo) -> Verdict {
     let Some(payload) = frame.get_mut(ethernet::HEADER_LEN..) else {
         return Verdict::Drop(DropReason::Truncated);
     };
@@ -63,7 +64,8 @@ pub fn answer(frame: &mut [u8], port: &PortInfo) -> Verdict {
     let mut eth = Frame::new_unchecked(frame);
     eth.set_dst_addr(sha);
     eth.set_src_addr(port.mac);
-    Verdict::Reply { len: REPLY_LEN }
+    ctx.len = REPLY_LEN;
+    Verdict::Reply
 }
 
 #[cfg(test)]
@@ -71,19 +73,19 @@ mod tests {
     use std::net::Ipv4Addr;
 
     use super::super::testutil::*;
-    use super::super::{process, DropReason, Verdict};
+    use super::super::{DropReason, Verdict};
     use crate::tables::GATEWAY_IP;
 
+    /// The verdict and the transmitted window (the whole tail for a drop).
     fn run(frame: &[u8], ingress: u16) -> (Verdict, Vec<u8>) {
-        let (mut buf, len) = umem(frame);
-        let v = process(&mut buf, len, ingress, &tables(), &mut ct(), 1);
-        (v, buf)
+        run_frame(frame, ingress, &tables())
     }
 
     #[test]
     fn answers_gateway_request_with_exact_reply_bytes() {
         let (v, buf) = run(&arp_request(POD_A, IP_A, GATEWAY_IP), POD_A);
-        assert_eq!(v, Verdict::Reply { len: 42 });
+        assert_eq!(v, Verdict::Reply);
+        assert_eq!(buf.len(), 42);
         #[rustfmt::skip]
         let want: [u8; 42] = [
             0x02, 0xee, 0, 0, 0, 1,   // eth dst: the requester (pod A's eth0)
@@ -101,13 +103,15 @@ mod tests {
     #[test]
     fn answers_any_address_and_on_the_host_port() {
         let (v, buf) = run(&arp_request(POD_A, IP_A, IP_B), POD_A);
-        assert_eq!(v, Verdict::Reply { len: 42 });
+        assert_eq!(v, Verdict::Reply);
+        assert_eq!(buf.len(), 42);
         assert_eq!(buf[22..28], mac(POD_A));
         assert_eq!(buf[28..32], IP_B.octets());
 
         let node = Ipv4Addr::new(192, 168, 1, 10);
         let (v, buf) = run(&arp_request(HOST, node, IP_A), HOST);
-        assert_eq!(v, Verdict::Reply { len: 42 });
+        assert_eq!(v, Verdict::Reply);
+        assert_eq!(buf.len(), 42);
         assert_eq!(buf[..6], peer(HOST));
         assert_eq!(buf[6..12], mac(HOST));
         assert_eq!(buf[22..28], mac(HOST));
@@ -119,7 +123,8 @@ mod tests {
     fn padded_request_gets_unpadded_reply() {
         let mut f = arp_request(POD_A, IP_A, GATEWAY_IP);
         f.resize(60, 0);
-        assert_eq!(run(&f, POD_A).0, Verdict::Reply { len: 42 });
+        assert_eq!(run(&f, POD_A).0, Verdict::Reply);
+        assert_eq!(run(&f, POD_A).1.len(), 42);
     }
 
     #[test]

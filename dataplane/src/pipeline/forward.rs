@@ -1,64 +1,36 @@
-//! IPv4 forward stage: validate, police the source, route, rewrite, and the gateway's
-//! own answers (echo reply, time exceeded).
+//! Forward stage: the IPv4 path, as a sequence of named stages.
 //!
-//! In a packet's way this is everything between "it is IPv4" and "put it on that TX
-//! ring": header checks (each a counted drop), the anti-spoofing check for pod ports,
-//! the FIB lookup (`Tables::route`: a local pod, else the host port), TTL handling and
-//! the L2 rewrite. The forwarded frame is modified in place and keeps its length: TTL
-//! minus one with an O(1) incremental checksum patch, destination MAC = the egress
-//! port's peer, source MAC = the egress port's own.
+//! ```text
+//! l3::check → gateway? l3::echo_reply → route::route → TTL? l3::time_exceeded
+//!           → policy::admit → rewrite::rewrite → remote? encap::encap
+//! ```
 //!
-//! The link-local gateway (169.254.1.1) is the dataplane itself, not a host: it answers
-//! pods' pings and originates ICMP time exceeded, both as `Verdict::Reply` back on the
-//! ingress port, and refuses everything else addressed to it (`GatewayUnsupported`), so
-//! no packet to it ever reaches the node's stack.
+//! Each stage has its own file and contract: [`l3`](super::l3) (header checks,
+//! anti-spoofing, the gateway's ICMP), [`route`](super::route) (local | host | remote),
+//! [`policy`](super::policy) (NetworkPolicy with the worker's connection table),
+//! [`rewrite`](super::rewrite) (TTL, MACs) and [`encap`](super::encap) (VXLAN in the
+//! headroom). Decapsulated frames from the uplink enter here too, after
+//! [`decap`](super::decap). A local or host-bound frame keeps its length and position
+//! (`Verdict::Forward`); a remote one grows by the outer headers (`Verdict::Encap`).
 //!
 //! Invariants: never panics (every slice bound is derived from a checked view), never
-//! allocates, and a `Forward` frame always carries a valid IPv4 header checksum.
+//! allocates, and a transmitted frame always carries valid IPv4 header checksums.
 
-use std::net::Ipv4Addr;
-
-use crate::packet::ethernet::{self, Frame};
-use crate::packet::icmp::{self, Packet as IcmpPacket};
-use crate::packet::ipv4::{self, Packet as Ipv4Packet};
-use crate::packet::WireError;
-use crate::tables::{PortId, PortInfo, PortKind, Tables, GATEWAY_IP};
+use crate::tables::{PortInfo, PortKind, Tables, GATEWAY_IP};
 
 use super::conntrack::{Conntrack, Millis};
-use super::{policy, DropReason, Verdict};
+use super::{encap, l3, policy, rewrite, route, DropReason, PacketCtx, Verdict};
 
-const ETH: usize = ethernet::HEADER_LEN;
-
-/// TTL of the packets the gateway originates (Linux's default).
-pub const REPLY_TTL: u8 = 64;
-
-/// ICMP errors are sent with precedence "internetwork control", as Linux does.
-const TOS_INTERNETWORK_CONTROL: u8 = 0xc0;
-
-/// How much of the offending datagram a time-exceeded message quotes beyond its IP
-/// header (RFC 792: the header plus the first 64 bits of the data).
-const QUOTE_DATA_LEN: usize = 8;
-
-fn wire_to_drop(e: WireError) -> DropReason {
-    match e {
-        WireError::Truncated => DropReason::Truncated,
-        WireError::BadVersion => DropReason::Ipv4BadVersion,
-        WireError::BadHeaderLength => DropReason::Ipv4BadHeaderLength,
-        WireError::BadTotalLength => DropReason::Ipv4BadTotalLength,
-    }
-}
-
-/// Forward (or answer, or drop) the IPv4 frame `buf[..len]` that arrived on `ingress`
-/// (`port` is its table entry). `buf` is the frame's whole capacity, so replies may be
-/// longer than the request; the caller guarantees `ETH <= len <= buf.len()`.
+/// Forward (or answer, or drop) the IPv4 packet `buf[ctx.start..][..ctx.len]` that
+/// arrived on `ctx.ingress` (`port` is its table entry). `buf` is the frame's whole
+/// chunk, so replies may be longer than the request and encap may write in front.
+/// The caller guarantees the window fits `buf` and holds an Ethernet header.
 ///
-/// Checks, in order, each a counted drop: header present (`Truncated`), version
-/// (`Ipv4BadVersion`), IHL (`Ipv4BadHeaderLength`), total length with trailing padding
-/// allowed (`Ipv4BadTotalLength`), header checksum (`Ipv4BadChecksum`), source address
-/// of a pod port (`SpoofedSource`), the gateway's own traffic (echo reply or
-/// `GatewayUnsupported`), route (`NoRoute`, also for host-port traffic that would go
-/// back to the host port), TTL (a time-exceeded reply, or `TtlExpired` when none may
-/// or can be sent).
+/// Order of decisions: the [`l3::check`]s, the gateway's own traffic (echo reply or
+/// `GatewayUnsupported`), [`route::route`] (`NoRoute`), TTL (a time-exceeded reply, or
+/// `TtlExpired` when none may or can be sent, and always for decapsulated frames), the
+/// policy stage (`PolicyDenied`, `ConntrackFull`), then the rewrite and, for another
+/// node, the encap (`EncapNoRoom`).
 ///
 /// Measured cost: ~15 ns/pkt at burst 64 (64-byte UDP, FIB hit, 1 or 100 pods; ~66
 /// Mpps on one core), ~23 ns/pkt with 10,000 pods once the FIB and port table no longer
@@ -66,181 +38,51 @@ fn wire_to_drop(e: WireError) -> DropReason {
 #[inline]
 pub fn forward(
     buf: &mut [u8],
-    len: usize,
-    ingress: PortId,
+    ctx: &mut PacketCtx,
     port: &PortInfo,
     tables: &Tables,
     ct: &mut Conntrack,
     now: Millis,
 ) -> Verdict {
-    let Some(l3) = buf.get(ETH..len) else {
+    let len = ctx.len;
+    let Some(frame) = buf.get_mut(ctx.start..) else {
         return Verdict::Drop(DropReason::Truncated);
     };
-    let ip = match Ipv4Packet::new_checked(l3) {
+    let Some(packet) = frame.get(..len) else {
+        return Verdict::Drop(DropReason::Truncated);
+    };
+    let ip = match l3::check(packet, port) {
         Ok(ip) => ip,
-        Err(e) => return Verdict::Drop(wire_to_drop(e)),
+        Err(r) => return Verdict::Drop(r),
     };
-    if !ip.verify_checksum() {
-        return Verdict::Drop(DropReason::Ipv4BadChecksum);
-    }
-    let src = ip.src_addr();
     let dst = ip.dst_addr();
-    if port.kind == PortKind::Pod && src != u32::from(port.ip) {
-        return Verdict::Drop(DropReason::SpoofedSource);
-    }
     if dst == u32::from(GATEWAY_IP) && port.kind == PortKind::Pod {
-        return echo_reply(buf, len, port);
+        return l3::echo_reply(frame, ctx, port);
     }
-    let Some(egress) = tables.route(dst) else {
-        return Verdict::Drop(DropReason::NoRoute);
-    };
-    // The host port's fallback route is the host port: sending it back would loop
-    // between the node's stack and the dataplane until the TTL runs out.
-    if port.kind == PortKind::Host && egress == ingress {
-        return Verdict::Drop(DropReason::NoRoute);
-    }
-    // A FIB entry for a port that is no longer in the port table (a snapshot built
-    // mid-removal) is as good as no route.
-    let Some(out) = tables.port(egress) else {
-        return Verdict::Drop(DropReason::NoRoute);
+    let eg = match route::route(tables, ctx, dst) {
+        Ok(eg) => eg,
+        Err(r) => return Verdict::Drop(r),
     };
     if ip.ttl() <= 1 {
-        return time_exceeded(buf, len, port);
+        if port.kind == PortKind::Uplink {
+            return Verdict::Drop(DropReason::TtlExpired);
+        }
+        return l3::time_exceeded(frame, ctx, port);
     }
-    if let Err(r) = policy::admit(&ip, ingress, port, egress, out, tables, ct, now) {
+    if let Err(r) = policy::admit(&ip, ctx.ingress, port, eg.port, eg.out, tables, ct, now) {
         return Verdict::Drop(r);
     }
 
-    let (out_mac, out_peer) = (out.mac, out.peer_mac);
-    let frame = &mut buf[..len];
-    Ipv4Packet::new_unchecked(&mut frame[ETH..]).decrement_ttl();
-    let mut eth = Frame::new_unchecked(frame);
-    eth.set_dst_addr(out_peer);
-    eth.set_src_addr(out_mac);
-    Verdict::Forward(egress)
-}
-
-/// Answer a pod's ping to the gateway in place: swap addresses (from the gateway, to
-/// the pod), echo request → echo reply, back out of the ingress port.
-///
-/// Only a complete, unfragmented, checksum-valid ICMP echo request with a plain
-/// 20-byte header is answered; echoing IP options (record route, source route) back
-/// correctly is more than a ping to the gateway is worth. Everything else addressed to
-/// the gateway is `GatewayUnsupported` (or `Truncated` for an ICMP header cut short).
-fn echo_reply(buf: &mut [u8], len: usize, port: &PortInfo) -> Verdict {
-    let Some(frame) = buf.get_mut(..len) else {
-        return Verdict::Drop(DropReason::Truncated);
-    };
-    let Ok(mut ip) = Ipv4Packet::new_checked(&mut frame[ETH..]) else {
-        return Verdict::Drop(DropReason::Truncated); // checked by the caller already
-    };
-    if ip.header_len() != ipv4::MIN_HEADER_LEN
-        || ip.protocol() != ipv4::protocol::ICMP
-        || !ip.is_unfragmented()
-    {
-        return Verdict::Drop(DropReason::GatewayUnsupported);
-    }
-    let total = ip.total_len();
-    let pod = ip.src_addr();
-    {
-        let Ok(mut msg) = IcmpPacket::new_checked(ip.payload_mut()) else {
-            return Verdict::Drop(DropReason::Truncated);
-        };
-        if msg.msg_type() != icmp::msg_type::ECHO_REQUEST
-            || msg.msg_code() != 0
-            || !msg.verify_checksum()
-        {
-            return Verdict::Drop(DropReason::GatewayUnsupported);
-        }
-        msg.make_echo_reply();
-    }
-    ip.set_src_addr(u32::from(GATEWAY_IP));
-    ip.set_dst_addr(pod);
-    ip.set_ttl(REPLY_TTL);
-    ip.fill_checksum();
-
-    let mut eth = Frame::new_unchecked(frame);
-    let requester = eth.src_addr();
-    eth.set_dst_addr(requester);
-    eth.set_src_addr(port.mac);
-    // Trailing Ethernet padding is dropped; total <= len - ETH by the IPv4 check.
-    Verdict::Reply {
-        len: (ETH + total) as u16,
-    }
-}
-
-/// True for addresses an ICMP error must never be sent to or about (RFC 1812 §4.3.2.7):
-/// unspecified, limited broadcast, multicast.
-fn is_unicast(a: u32) -> bool {
-    let a = Ipv4Addr::from(a);
-    !(a.is_unspecified() || a.is_broadcast() || a.is_multicast())
-}
-
-/// The TTL of `buf[..len]` ran out: rewrite the frame into an ICMP time exceeded from
-/// the gateway to the sender, quoting the offending IP header and its first 8 data
-/// bytes, back out of the ingress port.
-///
-/// Drops with `TtlExpired` instead when no error may be sent (the datagram is a
-/// non-initial fragment, an ICMP error itself, or from/to a non-unicast address,
-/// RFC 1122 §3.2.2 / RFC 1812 §4.3.2.7) or the frame's capacity cannot hold the reply.
-fn time_exceeded(buf: &mut [u8], len: usize, port: &PortInfo) -> Verdict {
-    let drop = Verdict::Drop(DropReason::TtlExpired);
-    let Some(l3) = buf.get(ETH..len) else {
-        return drop;
-    };
-    let Ok(ip) = Ipv4Packet::new_checked(l3) else {
-        return drop;
-    };
-    if ip.frag_offset() != 0 || !is_unicast(ip.src_addr()) || !is_unicast(ip.dst_addr()) {
-        return drop;
-    }
-    if ip.protocol() == ipv4::protocol::ICMP {
-        match ip.payload().first() {
-            Some(&ty) if !icmp::is_error(ty) => {}
-            _ => return drop,
-        }
-    }
-    let sender = ip.src_addr();
-    let quote_len = ip.header_len() + ip.payload().len().min(QUOTE_DATA_LEN);
-    let icmp_len = icmp::HEADER_LEN + quote_len;
-    let ip_len = ipv4::MIN_HEADER_LEN + icmp_len;
-    let new_len = ETH + ip_len;
-    if new_len > buf.len() {
-        return drop;
-    }
-    let requester = Frame::new_unchecked(&buf[..]).src_addr();
-
-    // Move the quote first: it overlaps the bytes the new headers are written over.
-    let quote_at = ETH + ipv4::MIN_HEADER_LEN + icmp::HEADER_LEN;
-    buf.copy_within(ETH..ETH + quote_len, quote_at);
-
-    let frame = &mut buf[..new_len];
-    {
-        let mut msg = IcmpPacket::new_unchecked(&mut frame[ETH + ipv4::MIN_HEADER_LEN..]);
-        msg.set_msg_type(icmp::msg_type::TIME_EXCEEDED);
-        msg.set_msg_code(icmp::CODE_TTL_EXCEEDED_IN_TRANSIT);
-        msg.set_rest_of_header([0; 4]);
-        msg.fill_checksum();
-    }
-    {
-        let mut ip = Ipv4Packet::new_unchecked(&mut frame[ETH..]);
-        ip.set_version_and_header_len(ipv4::MIN_HEADER_LEN);
-        ip.set_dscp_ecn(TOS_INTERNETWORK_CONTROL);
-        ip.set_total_len(ip_len as u16);
-        ip.set_ident(0);
-        ip.set_flags_and_offset(0);
-        ip.set_ttl(REPLY_TTL);
-        ip.set_protocol(ipv4::protocol::ICMP);
-        ip.set_src_addr(u32::from(GATEWAY_IP));
-        ip.set_dst_addr(sender);
-        ip.fill_checksum();
-    }
-    let mut eth = Frame::new_unchecked(frame);
-    eth.set_dst_addr(requester);
-    eth.set_src_addr(port.mac);
-    eth.set_ethertype(ethernet::ethertype::IPV4);
-    Verdict::Reply {
-        len: new_len as u16,
+    rewrite::rewrite(&mut frame[..len], &eg);
+    match eg.tunnel {
+        None => Verdict::Forward(eg.port),
+        Some(t) => match encap::encap(buf, ctx, eg.out, &t) {
+            Ok(()) => Verdict::Encap {
+                port: eg.port,
+                node: t.node,
+            },
+            Err(r) => Verdict::Drop(r),
+        },
     }
 }
 
@@ -253,13 +95,11 @@ mod tests {
     };
 
     use super::super::testutil::*;
-    use super::super::{process, DropReason, Verdict};
+    use super::super::{process, DropReason, PacketCtx, Verdict};
     use crate::tables::{Fib, PortId, Tables, GATEWAY_IP};
 
     fn run_with(frame: &[u8], ingress: PortId, t: &Tables) -> (Verdict, Vec<u8>) {
-        let (mut buf, len) = umem(frame);
-        let v = process(&mut buf, len, ingress, t, &mut ct(), 1);
-        (v, buf)
+        run_frame(frame, ingress, t)
     }
 
     fn run(frame: &[u8], ingress: PortId) -> (Verdict, Vec<u8>) {
@@ -433,7 +273,8 @@ mod tests {
         let hl = usize::from(f[14] & 0x0f) * 4;
         let quote = hl + (f.len() - 14 - hl).min(8);
         let len = 14 + 20 + 8 + quote;
-        assert_eq!(v, Verdict::Reply { len: len as u16 });
+        assert_eq!(v, Verdict::Reply);
+        assert_eq!(out.len(), len);
         let out = &out[..len];
         assert_eq!(out[..6], f[6..12], "back to the sender");
         assert_eq!(out[6..12], mac(from));
@@ -478,11 +319,8 @@ mod tests {
         let expired = drop(DropReason::TtlExpired);
         // No room: the frame's capacity is exactly the packet.
         let mut f = udp(POD_A, IP_A, IP_B, 1, 0);
-        let len = f.len();
-        assert_eq!(
-            process(&mut f, len, POD_A, &tables(), &mut ct(), 1),
-            expired
-        );
+        let mut ctx = PacketCtx::new(0, f.len(), POD_A);
+        assert_eq!(process(&mut f, &mut ctx, &tables(), &mut ct(), 1), expired);
         // A non-initial fragment.
         let mut frag = udp(POD_A, IP_A, IP_B, 1, 18);
         frag[20] = 0x00;
@@ -506,12 +344,8 @@ mod tests {
     fn ping_to_gateway_is_answered_in_place() {
         let f = ping(POD_A, IP_A, GATEWAY_IP, 56);
         let (v, out) = run(&f, POD_A);
-        assert_eq!(
-            v,
-            Verdict::Reply {
-                len: f.len() as u16
-            }
-        );
+        assert_eq!(v, Verdict::Reply);
+        assert_eq!(out.len(), f.len());
         let out = &out[..f.len()];
         assert_eq!(out[..6], peer(POD_A));
         assert_eq!(out[6..12], mac(POD_A));
@@ -543,7 +377,8 @@ mod tests {
         f[38..42].copy_from_slice(&[0; 4]); // id 0, seq 0
         f[36..38].copy_from_slice(&0xf7ffu16.to_be_bytes()); // checksum of 08 00 00…
         let (v, out) = run(&f, POD_A);
-        assert_eq!(v, Verdict::Reply { len: 42 });
+        assert_eq!(v, Verdict::Reply);
+        assert_eq!(out.len(), 42);
         assert_eq!(out[34..42], [0, 0, 0xff, 0xff, 0, 0, 0, 0]);
     }
 

@@ -38,8 +38,6 @@
 //! `policy matrix` report rule names from; the verdicts they print come from running
 //! synthetic frames through `pipeline::process` (see [`synthetic_frame`]).
 
-use std::sync::atomic::AtomicU64;
-
 use crate::packet::ipv4::Packet as Ipv4Packet;
 use crate::policy::{PolicySnapshot, RuleRef, PROTO_ICMP, PROTO_SCTP, PROTO_TCP, PROTO_UDP};
 use crate::tables::{PortId, PortInfo, PortKind, Tables};
@@ -85,22 +83,9 @@ impl Decision {
     }
 }
 
-/// Per-worker hits per policy, indexed by [`RuleRef::policy`]; allocated by the control
-/// thread when it publishes a snapshot, so the packet path only bumps.
-#[derive(Debug, Default)]
-#[repr(align(128))]
-pub struct PolicyHits {
-    pub hits: Box<[AtomicU64]>,
-}
-
-impl PolicyHits {
-    /// Counters for `n` policies.
-    pub fn new(n: usize) -> PolicyHits {
-        PolicyHits {
-            hits: (0..n).map(|_| AtomicU64::new(0)).collect(),
-        }
-    }
-}
+/// Per-worker hits per policy; lives in [`crate::counters`] so `tables` can carry the
+/// rows without importing the pipeline.
+pub use crate::counters::PolicyHits;
 
 /// Ask the classifiers about `flow` from `src_pod` to `dst_pod` (`None` = not a pod).
 #[inline]
@@ -271,7 +256,7 @@ pub fn track_handoff(
         return;
     };
     let (src, dst) = (ip.src_addr(), ip.dst_addr());
-    let (Some(out), Some(in_id)) = (tables.port(egress), tables.route(src)) else {
+    let (Some(out), Some(in_id)) = (tables.port(egress), tables.port_for(src)) else {
         return;
     };
     let Some(in_port) = tables.port(in_id) else {
@@ -450,8 +435,8 @@ mod tests {
 
     fn send(t: &Tables, ct: &mut Conntrack, from: PortId, p: &Probe, now: Millis) -> Verdict {
         let f = synthetic_frame(t, from, p);
-        let (mut buf, len) = umem(&f);
-        process(&mut buf, len, from, t, ct, now)
+        let (mut buf, mut ctx) = umem(&f, from);
+        process(&mut buf, &mut ctx, t, ct, now)
     }
 
     /// Deny-all ingress on pod B: A → B refused; with a rule for A on TCP 80 the SYN
@@ -723,16 +708,16 @@ mod tests {
         let total = (f.len() - 14) as u16;
         f[16..18].copy_from_slice(&total.to_be_bytes());
         fix_ipv4_checksum(&mut f);
-        let (mut buf, len) = umem(&f);
+        let (mut buf, mut ctx) = umem(&f, POD_B);
         assert_eq!(
-            process(&mut buf, len, POD_B, &t, &mut ct, 2),
+            process(&mut buf, &mut ctx, &t, &mut ct, 2),
             Verdict::Forward(POD_A)
         );
         // The same error about an unknown flow is refused (A is isolated for ingress).
         let mut ct2 = Conntrack::new(1024);
-        let (mut buf, len) = umem(&f);
+        let (mut buf, mut ctx) = umem(&f, POD_B);
         assert_eq!(
-            process(&mut buf, len, POD_B, &t, &mut ct2, 2),
+            process(&mut buf, &mut ctx, &t, &mut ct2, 2),
             Verdict::Drop(DropReason::PolicyDenied)
         );
     }
@@ -756,9 +741,9 @@ mod tests {
         let mut w1 = Conntrack::new(1024);
         let syn = probe(IP_A, IP_B, TCP, 40000, 80, 0x02);
         let f = synthetic_frame(&t, POD_A, &syn);
-        let (mut buf, len) = umem(&f);
+        let (mut buf, mut ctx) = umem(&f, POD_A);
         assert_eq!(
-            process(&mut buf, len, POD_A, &t, &mut w0, 1),
+            process(&mut buf, &mut ctx, &t, &mut w0, 1),
             Verdict::Forward(POD_B)
         );
         let synack = probe(IP_B, IP_A, TCP, 80, 40000, 0x12);
@@ -766,7 +751,7 @@ mod tests {
             send(&t, &mut w1.clone_empty(), POD_B, &synack, 2),
             Verdict::Drop(DropReason::PolicyDenied)
         );
-        track_handoff(&buf[..len], POD_B, &t, &mut w1, 1);
+        track_handoff(window(&buf, &ctx), POD_B, &t, &mut w1, 1);
         assert_eq!(
             send(&t, &mut w1, POD_B, &synack, 2),
             Verdict::Forward(POD_A)

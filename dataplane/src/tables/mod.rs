@@ -1,32 +1,39 @@
 //! Immutable table snapshots the workers read on the packet path.
 //!
-//! The control thread owns the truth (endpoints, host port) and compiles it into a
-//! [`Tables`] value: a port table indexed by [`PortId`] and a forwarding table (FIB)
-//! from pod IPv4 /32 to the port that owns it. A snapshot is never mutated after it is
+//! The control thread owns the truth (endpoints, host port, other nodes) and compiles it
+//! into a [`Tables`] value: a port table indexed by [`PortId`], an exact-match
+//! forwarding table ([`Fib`]) from local pod /32 to the port that owns it, a
+//! longest-prefix table ([`Lpm`]) from other nodes' pod CIDRs to their [`NodeId`], and
+//! the overlay's tunnel endpoints (empty until the overlay fills them). A snapshot is never mutated after it is
 //! built; a change builds a new one and publishes it through [`publish`] (RCU style:
 //! workers pick it up between bursts, the old one is freed on the control thread once
 //! every worker has handed it back). Lookups are allocation-free and cannot panic.
 //!
-//! In a packet's way this sits between parse and rewrite: `pipeline::forward` asks the
-//! FIB where a destination lives and the port table what MACs to write.
+//! In a packet's way this sits between parse and rewrite: the route stage asks
+//! [`Tables::route`] where a destination lives (`Local` port, the `Host` port, or a
+//! `Remote` node) and the port table what MACs to write. It depends on nothing of the
+//! pipeline: the policy-hit rows it carries are [`counters`](crate::counters).
 
 pub mod fib;
+pub mod lpm;
 pub mod publish;
 
 pub use fib::Fib;
+pub use lpm::Lpm;
 
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
-use crate::pipeline::policy::PolicyHits;
+use crate::counters::PolicyHits;
 use crate::policy::PolicySnapshot;
 
-/// Index of a port in the node-wide port table. Stable for the life of the port;
-/// reused only after the port is removed and every worker has acknowledged it.
-pub type PortId = u16;
+pub use crate::counters::PortId;
 
 /// Index of a worker thread.
 pub type WorkerId = u16;
+
+/// Index of another node in [`Tables::nodes`].
+pub type NodeId = u16;
 
 /// The link-local gateway every pod routes through (onlink default route).
 pub const GATEWAY_IP: Ipv4Addr = Ipv4Addr::new(169, 254, 1, 1);
@@ -38,6 +45,47 @@ pub enum PortKind {
     Pod,
     /// The host port (`xsknet0-dp`): the node's own network stack.
     Host,
+    /// A queue of the uplink NIC: VXLAN to and from other nodes only (the XDP program
+    /// passes everything else to the node's stack).
+    Uplink,
+}
+
+/// Where a destination lives, as [`Tables::route`] answers it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Route {
+    /// A pod on this node, behind this port.
+    Local(PortId),
+    /// Not a pod here or on a known node: the node's own stack (the host port).
+    Host,
+    /// A pod of another node's CIDR: encapsulate towards that node.
+    Remote(NodeId),
+}
+
+/// This node's side of the VXLAN overlay.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Overlay {
+    /// The uplink port encapsulated frames leave on.
+    pub uplink: PortId,
+    /// This node's underlay address (outer source, and the only outer destination
+    /// decapsulated).
+    pub local_ip: u32,
+    /// Our VTEP MAC: the inner source MAC of frames we encapsulate.
+    pub vtep_mac: [u8; 6],
+    /// VXLAN network identifier (24 bits).
+    pub vni: u32,
+    /// Outer UDP destination port (8472 Linux/flannel, 4789 IANA).
+    pub dst_port: u16,
+}
+
+/// Another node's tunnel endpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Vtep {
+    /// Its underlay address (outer destination).
+    pub underlay_ip: u32,
+    /// The underlay next hop's MAC for that address (outer destination MAC).
+    pub next_hop_mac: [u8; 6],
+    /// Its VTEP MAC: the inner destination MAC.
+    pub vtep_mac: [u8; 6],
 }
 
 /// Everything the packet path needs to know about one port.
@@ -67,6 +115,14 @@ pub struct Tables {
     pub ports: Vec<Option<PortInfo>>,
     /// Pod /32 → owning port.
     pub fib: Fib,
+    /// Other nodes' pod CIDRs → node (empty until the overlay fills it).
+    pub remote: Lpm<u32, NodeId>,
+    /// Tunnel endpoints of other nodes, indexed by [`NodeId`].
+    pub nodes: Vec<Option<Vtep>>,
+    /// Underlay address → node, for checking where VXLAN comes from.
+    pub node_by_underlay: Fib,
+    /// This node's overlay parameters; `None` = no overlay (remote routes drop).
+    pub overlay: Option<Overlay>,
     /// Where everything that is not a local pod goes (the node's stack), if attached.
     pub host_port: Option<PortId>,
     /// Compiled NetworkPolicy classifiers per port (the policy stage reads them on a
@@ -84,12 +140,68 @@ impl Tables {
         self.ports.get(id as usize).and_then(Option::as_ref)
     }
 
-    /// Egress port for an IPv4 destination: a local pod's port, else the host port.
+    /// Where an IPv4 destination lives: a local pod's port (exact match), else another
+    /// node whose pod CIDR holds it (longest prefix), else the node's own stack.
     #[inline]
-    pub fn route(&self, dst: u32) -> Option<PortId> {
-        match self.fib.lookup(dst) {
-            Some(p) => Some(p),
-            None => self.host_port,
+    pub fn route(&self, dst: u32) -> Route {
+        if let Some(p) = self.fib.lookup(dst) {
+            return Route::Local(p);
         }
+        match self.remote.lookup(dst) {
+            Some(n) => Route::Remote(n),
+            None => Route::Host,
+        }
+    }
+
+    /// The port traffic for `addr` leaves this node by: the local pod's port, the
+    /// uplink for another node's pod, or the host port (`None` when that port is not
+    /// attached).
+    #[inline]
+    pub fn port_for(&self, addr: u32) -> Option<PortId> {
+        match self.route(addr) {
+            Route::Local(p) => Some(p),
+            Route::Host => self.host_port,
+            Route::Remote(_) => self.overlay.map(|o| o.uplink),
+        }
+    }
+
+    /// The tunnel endpoint of `node`, if known.
+    #[inline]
+    pub fn vtep(&self, node: NodeId) -> Option<&Vtep> {
+        self.nodes.get(node as usize).and_then(Option::as_ref)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn route_prefers_local_then_remote_then_host() {
+        let ip = |a: [u8; 4]| u32::from_be_bytes(a);
+        let t = Tables {
+            fib: Fib::build([(ip([10, 244, 1, 5]), 3)]),
+            remote: Lpm::build([(ip([10, 244, 0, 0]), 16, 7), (ip([10, 244, 2, 0]), 24, 2)]),
+            host_port: Some(0),
+            overlay: Some(Overlay {
+                uplink: 9,
+                local_ip: ip([192, 168, 0, 1]),
+                vtep_mac: [2; 6],
+                vni: 1,
+                dst_port: 8472,
+            }),
+            ..Tables::default()
+        };
+        assert_eq!(t.route(ip([10, 244, 1, 5])), Route::Local(3));
+        assert_eq!(t.route(ip([10, 244, 2, 5])), Route::Remote(2));
+        assert_eq!(t.route(ip([10, 244, 1, 6])), Route::Remote(7));
+        assert_eq!(t.route(ip([8, 8, 8, 8])), Route::Host);
+        assert_eq!(t.port_for(ip([10, 244, 1, 5])), Some(3));
+        assert_eq!(t.port_for(ip([10, 244, 2, 5])), Some(9));
+        assert_eq!(t.port_for(ip([8, 8, 8, 8])), Some(0));
+        let bare = Tables::default();
+        assert_eq!(bare.route(ip([10, 244, 2, 5])), Route::Host);
+        assert_eq!(bare.port_for(ip([10, 244, 2, 5])), None);
+        assert_eq!(bare.vtep(0), None);
     }
 }

@@ -7,12 +7,11 @@ use std::sync::Arc;
 
 use super::port::{Port, PortConfig, PortError};
 use super::ring::{OwnedRing, RingCons, RingProd, XdpDesc};
-use super::umem::FrameArea;
-use crate::pipeline::PortCounters;
-use crate::tables::PortId;
+use super::umem::{FrameArea, HEADROOM};
+use crate::counters::{PortCounters, PortId};
 
 /// Where the kernel would put received data inside a fill frame (XDP headroom).
-pub const RX_HEADROOM: u64 = 256;
+pub const RX_HEADROOM: u64 = HEADROOM as u64;
 
 /// The four rings of a fake port.
 #[derive(Debug)]
@@ -96,11 +95,14 @@ impl FakeKernel {
             let mut descs = [XdpDesc::default(); 64];
             for i in 0..got {
                 let addr = bases[i] + RX_HEADROOM;
+                let (ptr, size, off) = self.area.region(addr);
+                let len = pkt.len().min(size - off);
                 // SAFETY: the frame came off the fill ring, so the "kernel" owns it
-                // until it posts the RX descriptor below.
-                let f = unsafe { self.area.frame_mut(addr) };
-                let len = pkt.len().min(f.len());
-                f[..len].copy_from_slice(&pkt[..len]);
+                // until it posts the RX descriptor below and nothing else writes or
+                // reads it; [off, off+len) lies inside the frame's region.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(pkt.as_ptr(), ptr.as_ptr().add(off), len);
+                }
                 descs[i] = XdpDesc {
                     addr,
                     len: len as u32,
@@ -126,9 +128,11 @@ impl FakeKernel {
             }
             let mut addrs = [0u64; 64];
             for i in 0..n {
+                let (ptr, size, off) = self.area.region(descs[i].addr);
                 // SAFETY: the frame is on the TX ring: the "kernel" owns it until it
-                // posts the completion below.
-                let fr = unsafe { self.area.frame_mut(descs[i].addr) };
+                // posts the completion below, and the port does not touch it meanwhile;
+                // the slice stays inside the frame's region.
+                let fr = unsafe { std::slice::from_raw_parts(ptr.as_ptr().add(off), size - off) };
                 let len = (descs[i].len as usize).min(fr.len());
                 f(&fr[..len]);
                 addrs[i] = descs[i].addr;
@@ -143,7 +147,7 @@ impl FakeKernel {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pipeline::PortCounters;
+    use crate::counters::PortCounters;
     use std::sync::atomic::Ordering;
 
     fn counters() -> Arc<[PortCounters]> {
@@ -203,7 +207,7 @@ mod tests {
         port.flush_tx();
         assert_eq!(c[2].tx_packets.load(Ordering::Relaxed), 64);
         assert_eq!(
-            c[2].drops[crate::pipeline::DropReason::TxRingFull as usize].load(Ordering::Relaxed),
+            c[2].drops[crate::counters::DropReason::TxRingFull as usize].load(Ordering::Relaxed),
             36
         );
         assert_eq!(k.drain_tx(|_| {}), 64);

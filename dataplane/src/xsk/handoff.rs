@@ -14,8 +14,8 @@ use std::sync::Arc;
 
 use crossbeam_utils::CachePadded;
 
-use crate::pipeline::BURST;
-use crate::tables::PortId;
+use super::port::PortId;
+use crate::counters::BURST;
 
 /// Largest packet a slot carries (a frame's data area is at most this).
 pub const SLOT_BYTES: usize = 2048;

@@ -2,6 +2,10 @@
 //! frame pool ([`port`]), in-memory ports for tests and benches ([`fake`]), and the
 //! lock-free single-producer single-consumer ring that hands packets between workers
 //! ([`handoff`]). All unsafe code that touches shared ring memory lives here.
+//!
+//! Below the pipeline in the layering: this module imports only
+//! [`counters`](crate::counters) (port ids, the ring drops it counts, the burst size),
+//! never `pipeline/`, `tables/` or `control/`.
 
 pub mod fake;
 pub mod handoff;
@@ -10,5 +14,6 @@ pub mod ring;
 pub mod umem;
 pub mod wake;
 
-pub use port::{Port, PortConfig, PortError};
+pub use port::{Port, PortConfig, PortError, RingStats};
 pub use ring::XdpDesc;
+pub use umem::HEADROOM;

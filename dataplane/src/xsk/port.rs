@@ -7,21 +7,22 @@
 //! is done with them; TX frames come from the pool and return through the completion
 //! ring. The pool is a `Vec` with capacity for every frame, so pushes never allocate.
 //! Counters of the port are bumped here (single writer: the owning worker).
+//!
+//! Frame access follows ownership: a frame the worker holds is writable only through
+//! `&mut Port` ([`Port::chunk_mut`]), readable through `&Port` ([`Port::packet`]), so
+//! no two slices of one frame can coexist with one of them mutable. The socket fd is
+//! lent out as a [`BorrowedFd`] tied to the port's lifetime.
 
 use std::ffi::CString;
 use std::io;
-use std::os::fd::RawFd;
+use std::os::fd::{BorrowedFd, RawFd};
 use std::ptr::NonNull;
 use std::sync::Arc;
 
 use super::ring::{RingCons, RingProd, RingRaw, XdpDesc};
-use super::umem::FrameArea;
-use crate::control::proto::XdpRingStats;
-use crate::pipeline::{bump, DropReason, PortCounters, BURST};
-use crate::tables::PortId;
-
-/// Offset of packet data inside a frame the dataplane builds for TX.
-pub const TX_OFFSET: u64 = 0;
+use super::umem::{FrameArea, HEADROOM};
+pub use crate::counters::PortId;
+use crate::counters::{bump, DropReason, PortCounters, BURST};
 
 /// Frames the kernel transmits per sendto() wakeup in copy mode (TX_BATCH_SIZE).
 const KERNEL_TX_BUDGET: u32 = 32;
@@ -83,6 +84,8 @@ struct RealXsk {
     _comp: Box<libxdp_sys::xsk_ring_cons>,
     _rx: Box<libxdp_sys::xsk_ring_cons>,
     _tx: Box<libxdp_sys::xsk_ring_prod>,
+    /// Owned by libxdp (closed by `xsk_socket__delete`), so kept raw and lent out only
+    /// as a `BorrowedFd` bound to the port.
     fd: RawFd,
 }
 
@@ -376,10 +379,14 @@ impl Port {
         self.id
     }
 
-    /// The socket fd (real ports), for the XSKMAP and for poll(2).
-    pub fn fd(&self) -> Option<RawFd> {
+    /// The socket fd (real ports), for the XSKMAP, poll(2) and statistics. Whoever
+    /// must keep it past the port's life (the daemon's stats) dups it
+    /// (`try_clone_to_owned`).
+    pub fn fd(&self) -> Option<BorrowedFd<'_>> {
         match &self.backing {
-            Backing::Real(r) => Some(r.fd),
+            // SAFETY: the fd stays open until RealXsk drops (xsk_socket__delete), which
+            // cannot happen while `self` is borrowed.
+            Backing::Real(r) => Some(unsafe { BorrowedFd::borrow_raw(r.fd) }),
             Backing::Fake(_) => None,
         }
     }
@@ -414,21 +421,30 @@ impl Port {
         kept
     }
 
-    /// The whole writable area of a received or allocated frame, from `d.addr`.
+    /// The whole chunk (frame) holding `addr`, writable, and the offset of `addr` in
+    /// it: the pipeline gets the headroom in front of the packet as well as the tail.
+    /// `addr` must be a frame the worker holds (from `rx_burst` or `alloc`); an address
+    /// outside the UMEM yields an empty chunk.
     #[inline]
-    pub fn frame_mut(&mut self, addr: u64) -> &mut [u8] {
-        // SAFETY: frames reach the worker only through rx_burst/alloc, which transfer
-        // ownership from the kernel/pool; `&mut self` makes this the only slice.
-        unsafe { self.area.frame_mut(addr) }
+    pub fn chunk_mut(&mut self, addr: u64) -> (&mut [u8], usize) {
+        let (ptr, len, off) = self.area.region(addr);
+        // SAFETY: the region lies inside one frame of the mapping (FrameArea::region);
+        // frames reach the worker only through rx_burst/alloc, which take them from
+        // the kernel/pool, and `&mut self` makes this the only slice of the port's
+        // frames alive.
+        let chunk = unsafe { std::slice::from_raw_parts_mut(ptr.as_ptr(), len) };
+        (chunk, off)
     }
 
-    /// The packet bytes of a frame the worker holds.
+    /// The bytes `d` describes (clamped to its frame), of a frame the worker holds.
     #[inline]
     pub fn packet(&self, d: &XdpDesc) -> &[u8] {
-        // SAFETY: as frame_mut; the shared borrow of self keeps frame_mut away.
-        let f = unsafe { self.area.frame_mut(d.addr) };
-        let len = (d.len as usize).min(f.len());
-        &f[..len]
+        let (ptr, len, off) = self.area.region(d.addr);
+        // SAFETY: as chunk_mut, read-only: the shared borrow of self keeps chunk_mut
+        // (and so any mutable slice of the frame) away while this one lives.
+        let chunk = unsafe { std::slice::from_raw_parts(ptr.as_ptr(), len) };
+        let end = off.saturating_add(d.len as usize).min(len);
+        chunk.get(off..end).unwrap_or(&[])
     }
 
     /// Give a frame the worker holds back to the pool.
@@ -440,10 +456,10 @@ impl Port {
         }
     }
 
-    /// A free frame for TX, if any.
+    /// A free frame for TX, if any: the address of its data, [`HEADROOM`] into it.
     #[inline]
     pub fn alloc(&mut self) -> Option<u64> {
-        self.pool.pop().map(|b| b + TX_OFFSET)
+        self.pool.pop().map(|b| b + HEADROOM as u64)
     }
 
     /// Copy `pkt` into a fresh frame of this port and stage it for TX.
@@ -454,7 +470,8 @@ impl Port {
             self.counters().count_drop(DropReason::NoFrame);
             return false;
         };
-        let f = self.frame_mut(addr);
+        let (chunk, off) = self.chunk_mut(addr);
+        let f = chunk.get_mut(off..).unwrap_or_default();
         let len = pkt.len().min(f.len());
         f[..len].copy_from_slice(&pkt[..len]);
         self.stage_tx(XdpDesc {
@@ -608,8 +625,20 @@ impl Port {
     }
 }
 
+/// Kernel ring statistics of an AF_XDP socket (`struct xdp_statistics`). The control
+/// protocol has a same-shaped serde type; the daemon converts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RingStats {
+    pub rx_dropped: u64,
+    pub rx_invalid_descs: u64,
+    pub tx_invalid_descs: u64,
+    pub rx_ring_full: u64,
+    pub rx_fill_ring_empty_descs: u64,
+    pub tx_ring_empty_descs: u64,
+}
+
 /// Kernel ring statistics of an AF_XDP socket fd (XDP_STATISTICS).
-pub fn xdp_statistics(fd: RawFd) -> io::Result<XdpRingStats> {
+pub fn xdp_statistics(fd: BorrowedFd<'_>) -> io::Result<RingStats> {
     #[repr(C)]
     #[derive(Default)]
     struct Raw {
@@ -625,7 +654,7 @@ pub fn xdp_statistics(fd: RawFd) -> io::Result<XdpRingStats> {
     // SAFETY: getsockopt writes at most `len` bytes into `raw`, which is that large.
     let rc = unsafe {
         libc::getsockopt(
-            fd,
+            std::os::fd::AsRawFd::as_raw_fd(&fd),
             libc::SOL_XDP,
             libxdp_sys::XDP_STATISTICS as i32,
             (&mut raw as *mut Raw).cast(),
@@ -635,7 +664,7 @@ pub fn xdp_statistics(fd: RawFd) -> io::Result<XdpRingStats> {
     if rc != 0 {
         return Err(io::Error::last_os_error());
     }
-    Ok(XdpRingStats {
+    Ok(RingStats {
         rx_dropped: raw.rx_dropped,
         rx_invalid_descs: raw.rx_invalid_descs,
         tx_invalid_descs: raw.tx_invalid_descs,

@@ -2,11 +2,25 @@
 //!
 //! Frames are identified by their base offset; a descriptor's `addr` may point inside a
 //! frame (the kernel adds XDP headroom on RX), and `addr & !(frame_size-1)` gives the
-//! frame back. Access is checked here once so that slices handed out can never cross a
+//! frame back. Access is checked here once so that regions handed out can never cross a
 //! frame or the mapping.
+//!
+//! Every packet has [`HEADROOM`] bytes of its frame in front of it: the kernel leaves
+//! `XDP_PACKET_HEADROOM` before received data, and frames the dataplane builds start at
+//! the same offset, so a stage can write an outer header (VXLAN) in place.
+//!
+//! This type hands out raw regions only ([`FrameArea::region`]): which side (the port,
+//! or the fake kernel) may touch a frame is decided by ring ownership, not by Rust
+//! borrows of the area, so the slices are built by the owner of the frame (`Port`
+//! through `&mut self` for writes) with its own `SAFETY` argument.
 
 use std::io;
 use std::ptr::NonNull;
+
+/// Bytes in front of every packet: the kernel's `XDP_PACKET_HEADROOM` on RX, and where
+/// the dataplane writes the frames it builds. Room for an outer Ethernet/IPv4/UDP/VXLAN
+/// header (50 bytes) with plenty to spare.
+pub const HEADROOM: usize = 256;
 
 /// The mapping behind a UMEM.
 #[derive(Debug)]
@@ -93,22 +107,19 @@ impl FrameArea {
         Some((self.frame_of(addr) + self.frame_size as u64 - addr) as usize)
     }
 
-    /// The writable bytes of a frame from `addr` to its end.
-    ///
-    /// # Safety
-    /// The frame must be owned by userspace (not in the fill or TX ring), and no other
-    /// slice of the same frame may be alive.
+    /// The region of the frame holding `addr`: a pointer to its first byte and the
+    /// frame size, plus the offset of `addr` inside it. An `addr` outside the mapping
+    /// yields an empty region at the base (offset 0, length 0).
     #[inline]
-    #[allow(
-        clippy::mut_from_ref,
-        reason = "frames are handed out by ring ownership, not by borrows"
-    )]
-    pub unsafe fn frame_mut(&self, addr: u64) -> &mut [u8] {
-        let room = self.room(addr).unwrap_or(0);
-        let addr = if room == 0 { 0 } else { addr as usize };
-        // SAFETY: [addr, addr+room) lies inside one frame of the mapping (room()
-        // checked it); exclusivity is the caller's contract.
-        unsafe { std::slice::from_raw_parts_mut(self.base.as_ptr().add(addr), room) }
+    pub fn region(&self, addr: u64) -> (NonNull<u8>, usize, usize) {
+        if self.room(addr).is_none() {
+            return (self.base, 0, 0);
+        }
+        let base = self.frame_of(addr);
+        // SAFETY: base < len (room() checked addr, and base <= addr), so the offset
+        // stays inside the mapping; pointer arithmetic only, nothing is dereferenced.
+        let ptr = unsafe { self.base.add(base as usize) };
+        (ptr, self.frame_size as usize, (addr - base) as usize)
     }
 }
 
