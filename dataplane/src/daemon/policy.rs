@@ -23,7 +23,7 @@ use crate::control::proto::{ControlError, Endpoint, ErrorKind, PolicyApplied, Po
 use crate::control::reach::ProbePort;
 use crate::pipeline::policy::PolicyHits;
 use crate::policy::compile::{compile, PodView};
-use crate::policy::k8s::{self, Object, PolicyError, Protocol};
+use crate::policy::k8s::{self, Object, PolicyError, Protocol, ValueError};
 use crate::policy::store::{ApplySummary, PolicyStore};
 use crate::policy::PolicySnapshot;
 use crate::state::StateError;
@@ -50,7 +50,7 @@ pub enum PolicyRequestError {
         old: String,
     },
     #[error("protocol: {0}")]
-    Protocol(String),
+    Protocol(ValueError),
     #[error("port: expected 0-65535 or a port name")]
     Port,
     #[error("to {0}: pod has no identity")]
@@ -478,7 +478,7 @@ pub fn trace_args(
         .unwrap_or("TCP")
         .to_ascii_uppercase()
         .parse()
-        .map_err(|e: String| PolicyRequestError::Protocol(e))?;
+        .map_err(PolicyRequestError::Protocol)?;
     let port = match port {
         serde_json::Value::Number(n) => n
             .as_u64()
