@@ -4,7 +4,7 @@
 //!
 //! Parsing is two passes over the YAML stream: the first reads each document as a plain
 //! value to find its `kind`, `apiVersion` and name (so every later error can name the
-//! object), the second decodes it into the typed structs below through
+//! object), the second decodes it into the typed structs of [`objects`] through
 //! `serde_path_to_error` (type errors name the field path and carry the YAML line). Leaf
 //! values (CIDRs, ports, protocols, selector operators) check themselves while decoding;
 //! cross-field rules (endPort against port, `except` inside `cidr`,
