@@ -22,10 +22,11 @@
 use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use testkit::NodeDaemon;
 use xsknet_proto::client::call;
 use xsknet_proto::wire::Request;
 
@@ -82,8 +83,7 @@ struct World {
     w: PathBuf,
     socket: PathBuf,
     host_port: String,
-    daemon: Option<Child>,
-    daemon_log: PathBuf,
+    daemon: Option<NodeDaemon>,
     containers: BTreeSet<String>,
     tag: String,
     /// Picks this run's pod CIDR (10.244.n.0/24), host port name and published port.
@@ -100,7 +100,6 @@ impl World {
         fs::create_dir_all(&w).unwrap();
         let mut world = World {
             socket: w.join("xsknetd.sock"),
-            daemon_log: w.join("xsknetd.log"),
             w,
             host_port,
             daemon: None,
@@ -120,45 +119,21 @@ impl World {
             .unwrap();
         assert!(out.status.success(), "podman-setup.sh: {}", show(&out));
 
-        let state = self.w.join("state");
-        let config = self.w.join("node.yaml");
-        fs::write(
-            &config,
-            format!(
-                "socket: {}\nstateDir: {}\npodCidr: 10.244.{n}.0/24\nhostPort:\n  name: {hp}\n  peerName: {hp}d\n",
-                self.socket.display(),
-                state.display(),
+        let mut daemon = NodeDaemon::at(
+            xsknetd_bin(),
+            None,
+            &self.w,
+            self.socket.clone(),
+            self.w.join("state"),
+            &format!(
+                "podCidr: 10.244.{n}.0/24\nhostPort:\n  name: {hp}\n  peerName: {hp}d\n",
                 hp = self.host_port
             ),
-        )
-        .unwrap();
-        let log = fs::File::create(&self.daemon_log).unwrap();
-        let child = Command::new(xsknetd_bin())
-            .arg("--config")
-            .arg(&config)
-            .arg("run")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        self.daemon = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok(v) = call(&self.socket, &Request::Status, CALL) {
-                if v["ready"] == true {
-                    break;
-                }
-            }
-            if let Some(st) = self.daemon.as_mut().unwrap().try_wait().unwrap() {
-                panic!("xsknetd exited ({st}): {}", self.log());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "xsknetd not ready: {}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        );
+        daemon.launch(&["run".as_ref()]);
+        let config = daemon.config.clone();
+        let daemon = self.daemon.insert(daemon);
+        daemon.wait_ready();
         // The network podman uses is the one `install-cni` writes for a node: the
         // plugin copied into the CNI binary directory and the default conflist,
         // xsknet chained with the reference portmap plugin.
@@ -185,11 +160,14 @@ impl World {
     }
 
     fn log(&self) -> String {
-        fs::read_to_string(&self.daemon_log).unwrap_or_default()
+        self.daemon
+            .as_ref()
+            .map(NodeDaemon::log_text)
+            .unwrap_or_default()
     }
 
     fn daemon_pid(&self) -> u32 {
-        self.daemon.as_ref().unwrap().id()
+        self.daemon.as_ref().and_then(NodeDaemon::pid).unwrap()
     }
 
     fn daemon_fds(&self) -> usize {
@@ -397,18 +375,8 @@ impl Drop for World {
             args.extend(names.iter().map(String::as_str));
             let _ = self.podman(&args);
         }
-        if let Some(mut child) = self.daemon.take() {
-            // A child we spawned and have not reaped: its pid is still its own.
-            let _ = xsknet_sys::process::terminate(child.id());
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while child.try_wait().ok().flatten().is_none() {
-                if Instant::now() > deadline {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
+        if let Some(mut daemon) = self.daemon.take() {
+            daemon.stop();
         }
         // A daemon that had to be killed leaves its host port behind.
         if Path::new("/sys/class/net").join(&self.host_port).exists() {

@@ -557,48 +557,39 @@ fn run_install_cni_installs_when_ready_and_uninstalls_on_sigterm() {
     }
     let node = Node::new();
     let ns = common::Netns::new(&common::prefix("inst"));
-    let config = node
-        .socket
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("node.yaml");
-    fs::write(
-        &config,
-        format!(
-            "socket: {}\nstateDir: {}\npodCidr: 10.244.0.0/24\n",
-            node.socket.display(),
-            node.state.display()
-        ),
-    )
-    .unwrap();
-    let log = config.with_file_name("xsknetd.log");
-    let child = Command::new("ip")
-        .args(["netns", "exec", &ns.name])
-        .arg(common::bin("xsknetd"))
-        .arg("--config")
-        .arg(&config)
-        .args(["run", "--install-cni", "--wait-ready-timeout", "20"])
-        .arg("--cni-bin-dir")
-        .arg(&node.bin)
-        .arg("--cni-conf-dir")
-        .arg(&node.conf)
-        .arg("--plugin-binary")
-        .arg(&node.plugin)
-        .stdout(Stdio::null())
-        .stderr(fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let mut child = Reaped(child);
-    let log_text = || fs::read_to_string(&log).unwrap_or_default();
+    let dir = node.socket.parent().unwrap().parent().unwrap();
+    let mut daemon = common::NodeDaemon::at(
+        common::bin("xsknetd"),
+        Some(&ns),
+        dir,
+        node.socket.clone(),
+        node.state.clone(),
+        &format!("podCidr: {}\n", testkit::POD_CIDR),
+    );
+    let args: Vec<&std::ffi::OsStr> = vec![
+        "run".as_ref(),
+        "--install-cni".as_ref(),
+        "--wait-ready-timeout".as_ref(),
+        "20".as_ref(),
+        "--cni-bin-dir".as_ref(),
+        node.bin.as_os_str(),
+        "--cni-conf-dir".as_ref(),
+        node.conf.as_os_str(),
+        "--plugin-binary".as_ref(),
+        node.plugin.as_os_str(),
+    ];
+    daemon.launch(&args);
     let conflist = node.conf.join(CONFLIST);
     let deadline = Instant::now() + Duration::from_secs(20);
     while !conflist.exists() {
-        if let Some(st) = child.0.try_wait().unwrap() {
-            panic!("xsknetd exited ({st}): {}", log_text());
+        if let Some(st) = daemon.try_wait() {
+            panic!("xsknetd exited ({st}): {}", daemon.log_text());
         }
-        assert!(Instant::now() < deadline, "no conflist: {}", log_text());
+        assert!(
+            Instant::now() < deadline,
+            "no conflist: {}",
+            daemon.log_text()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     // Ready by then, by the daemon's own account.
@@ -616,22 +607,9 @@ fn run_install_cni_installs_when_ready_and_uninstalls_on_sigterm() {
         *node.plugin_bytes
     );
 
-    // SAFETY: kill on the pid of a child we spawned and have not reaped (`ip netns
-    // exec` execs xsknetd in place).
-    unsafe { libc::kill(child.0.id() as i32, libc::SIGTERM) };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let st = loop {
-        if let Some(st) = child.0.try_wait().unwrap() {
-            break st;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no exit after SIGTERM: {}",
-            log_text()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    assert!(st.success(), "exit {st}: {}", log_text());
+    let st = daemon.terminate();
+    let st = st.unwrap_or_else(|| panic!("no exit after SIGTERM: {}", daemon.log_text()));
+    assert!(st.success(), "exit {st}: {}", daemon.log_text());
     assert!(!conflist.exists(), "conflist left after SIGTERM");
     assert!(
         !node.bin.join("xsknet").exists(),

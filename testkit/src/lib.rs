@@ -1,18 +1,23 @@
 //! Fixtures shared by the privileged integration tests of every crate: the root check,
 //! per-test name prefixes, running inspection tools, throwaway network namespaces (an
-//! RAII guard deletes them even when a test panics) and locating the workspace's
-//! binaries. Crate-specific fixtures (daemons, pods, CNI calls) stay next to their
-//! tests. Dev-only: no product crate depends on this. It links `xsknet-sys`, not the
-//! dataplane, so the CNI plugin's tests do not pull libxdp/libbpf in either.
+//! RAII guard deletes them even when a test panics), locating the workspace's binaries
+//! and a daemon in a node namespace ([`NodeDaemon`]: an `xsknetd` process, its config
+//! and state, started until ready and stopped by pid). Crate-specific fixtures (pods,
+//! CNI calls, xsknetctl helpers) stay next to their tests. Dev-only: no product crate
+//! depends on this. It links `xsknet-sys` and `xsknet-proto`, not the dataplane, so the
+//! CNI plugin's tests do not pull libxdp/libbpf in either.
 
 #![deny(unsafe_code)]
 
+use std::ffi::OsStr;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+use xsknet_proto::client::{call, ClientError};
+use xsknet_proto::wire::Request;
 use xsknet_sys::netns::run_in_netns;
 
 /// Whether the privileged tier can run (root). When it cannot, the README's test
@@ -145,4 +150,187 @@ pub fn workspace_bin(name: &str, env_var: &str) -> PathBuf {
         p.display()
     );
     p
+}
+
+/// The pod CIDR of the standard test node config.
+pub const POD_CIDR: &str = "10.244.0.0/24";
+
+/// A daemon in a node namespace: an `xsknetd` child process (inside `ip netns exec NS`,
+/// or in the test's own namespace), its config, socket, state dir and log. `spawn`
+/// starts it and waits until its control socket reports ready; it is stopped by pid
+/// (SIGTERM, SIGKILL after 10 s) on `stop` and on drop, also when a test panics. A
+/// daemon made with [`NodeDaemon::new`] owns its temp dir and removes it on drop.
+#[derive(Debug)]
+pub struct NodeDaemon {
+    pub bin: PathBuf,
+    /// The namespace it runs in (`None`: the test's own).
+    pub ns: Option<String>,
+    pub dir: PathBuf,
+    pub socket: PathBuf,
+    pub state: PathBuf,
+    pub config: PathBuf,
+    pub log: PathBuf,
+    child: Option<Child>,
+    owns_dir: bool,
+}
+
+impl NodeDaemon {
+    /// A daemon in a fresh temp dir named after `tag`, configured with its socket and
+    /// state dir there plus `yaml` (e.g. `podCidr: …`). Not started.
+    pub fn new(bin: PathBuf, ns: Option<&Netns>, tag: &str, yaml: &str) -> NodeDaemon {
+        let dir = std::env::temp_dir().join(format!("xsknet-test-{tag}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create daemon test dir");
+        let (socket, state) = (dir.join("xsknetd.sock"), dir.join("state"));
+        let mut d = NodeDaemon::at(bin, ns, &dir, socket, state, yaml);
+        d.owns_dir = true;
+        d
+    }
+
+    /// A daemon whose config, log, socket and state live where the caller says (the
+    /// caller owns `dir`). Not started.
+    pub fn at(
+        bin: PathBuf,
+        ns: Option<&Netns>,
+        dir: &Path,
+        socket: PathBuf,
+        state: PathBuf,
+        yaml: &str,
+    ) -> NodeDaemon {
+        let config = dir.join("node.yaml");
+        let text = format!(
+            "socket: {}\nstateDir: {}\n{yaml}",
+            socket.display(),
+            state.display()
+        );
+        std::fs::write(&config, text).expect("write daemon config");
+        NodeDaemon {
+            bin,
+            ns: ns.map(|n| n.name.clone()),
+            dir: dir.to_path_buf(),
+            socket,
+            state,
+            config,
+            log: dir.join("xsknetd.log"),
+            child: None,
+            owns_dir: false,
+        }
+    }
+
+    /// Start the process: `xsknetd --config CONFIG args…`, stderr appended to the log.
+    /// Does not wait for anything.
+    pub fn launch(&mut self, args: &[&OsStr]) {
+        assert!(self.child.is_none(), "xsknetd already running");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("open daemon log");
+        let mut cmd = match &self.ns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(&self.bin);
+                c
+            }
+            None => Command::new(&self.bin),
+        };
+        let child = cmd
+            .arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn xsknetd");
+        self.child = Some(child);
+    }
+
+    /// (Re)start the daemon with its config and state and wait until it is ready.
+    pub fn spawn(&mut self) {
+        self.launch(&[]);
+        self.wait_ready();
+    }
+
+    /// Poll the control socket until `status` says ready; panic with the log if the
+    /// process exits or 20 s pass.
+    pub fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if self.status().is_some_and(|v| v["ready"] == true) {
+                return;
+            }
+            if let Some(st) = self.try_wait() {
+                panic!("xsknetd exited early ({st}): {}", self.log_text());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "xsknetd not ready: {}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// One control request, answered with its `result`.
+    pub fn call(&self, request: &Request) -> Result<serde_json::Value, ClientError> {
+        call(&self.socket, request, Duration::from_secs(10))
+    }
+
+    /// The `status` answer, if the daemon answers.
+    pub fn status(&self) -> Option<serde_json::Value> {
+        self.call(&Request::Status).ok()
+    }
+
+    /// The exit status, if the process has exited.
+    pub fn try_wait(&mut self) -> Option<ExitStatus> {
+        self.child.as_mut()?.try_wait().ok().flatten()
+    }
+
+    /// The daemon's pid while it runs (`ip netns exec` execs it in place).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// SIGTERM by pid and wait; SIGKILL after 10 s. Returns the exit status of a
+    /// clean exit (`None`: not running, or it had to be killed).
+    pub fn terminate(&mut self) -> Option<ExitStatus> {
+        let mut child = self.child.take()?;
+        // A child we spawned and have not reaped: its pid is still its own.
+        let _ = xsknet_sys::process::terminate(child.id());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(Some(st)) = child.try_wait() {
+                return Some(st);
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Stop it (see [`terminate`](Self::terminate)); true if it was not running or
+    /// exited 0.
+    pub fn stop(&mut self) -> bool {
+        if self.child.is_none() {
+            return true;
+        }
+        self.terminate().is_some_and(|st| st.success())
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for NodeDaemon {
+    fn drop(&mut self) {
+        self.terminate();
+        if self.owns_dir {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
 }

@@ -9,11 +9,11 @@
 use std::io::Write;
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use serde_json::{json, Value};
-pub use testkit::{prefix, privileged, sh, Netns};
+pub use testkit::{prefix, privileged, sh, Netns, NodeDaemon};
 
 fn sibling_binary(name: &str) -> PathBuf {
     testkit::workspace_bin(name, "XSKNETD_BIN")
@@ -49,104 +49,43 @@ pub struct Att<'a> {
     pub args: &'a str,
 }
 
-/// The node: a namespace with a running xsknetd and its own temp dir.
+/// The node: a namespace with a running xsknetd (the shared [`NodeDaemon`] fixture)
+/// and its own temp dir.
 pub struct Node {
     pub ns: Netns,
     pub dir: PathBuf,
     pub socket: PathBuf,
     pub state: PathBuf,
-    config: PathBuf,
-    log: PathBuf,
-    child: Option<Child>,
+    daemon: NodeDaemon,
 }
 
 impl Node {
     pub fn start(tag: &str) -> Node {
         let ns = Netns::new(&format!("{tag}n"));
-        let dir = std::env::temp_dir().join(format!("xsknet-cni-test-{tag}"));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let socket = dir.join("xsknetd.sock");
-        let state = dir.join("state");
-        let config = dir.join("node.yaml");
-        std::fs::write(
-            &config,
-            format!(
-                "socket: {}\nstateDir: {}\npodCidr: 10.244.0.0/24\n",
-                socket.display(),
-                state.display()
-            ),
-        )
-        .unwrap();
-        let mut n = Node {
+        let yaml = format!("podCidr: {}\n", testkit::POD_CIDR);
+        let mut daemon = NodeDaemon::new(sibling_binary("xsknetd"), Some(&ns), tag, &yaml);
+        daemon.spawn();
+        Node {
+            dir: daemon.dir.clone(),
+            socket: daemon.socket.clone(),
+            state: daemon.state.clone(),
             ns,
-            log: dir.join("xsknetd.log"),
-            dir,
-            socket,
-            state,
-            config,
-            child: None,
-        };
-        n.spawn();
-        n
+            daemon,
+        }
     }
 
+    /// (Re)start the daemon and wait until it is ready.
     pub fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .unwrap();
-        let child = Command::new("ip")
-            .args(["netns", "exec", &self.ns.name])
-            .arg(sibling_binary("xsknetd"))
-            .arg("--config")
-            .arg(&self.config)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn xsknetd");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok(v) = self.daemon(json!({"op": "status"})) {
-                if v["ready"] == true {
-                    return;
-                }
-            }
-            if let Some(Ok(Some(st))) = self.child.as_mut().map(Child::try_wait) {
-                panic!("xsknetd exited early ({st}): {}", self.log_text());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "xsknetd not ready: {}",
-                self.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        self.daemon.spawn();
     }
 
     /// SIGTERM by pid, SIGKILL after 10 s.
     pub fn stop(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        // SAFETY: kill on a pid we spawned and have not reaped (ip netns exec execs).
-        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while child.try_wait().ok().flatten().is_none() {
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        self.daemon.stop();
     }
 
     pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        self.daemon.log_text()
     }
 
     /// One raw control request (`op` and fields), returning `result`.
@@ -271,8 +210,8 @@ impl Node {
 
 impl Drop for Node {
     fn drop(&mut self) {
-        self.stop();
-        let _ = std::fs::remove_dir_all(&self.dir);
+        // Before the namespace goes (fields drop in order, `ns` first).
+        self.daemon.stop();
     }
 }
 

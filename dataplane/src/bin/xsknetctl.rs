@@ -156,7 +156,7 @@ fn parse_ns_name(s: &str) -> Result<(String, String), String> {
     }
 }
 
-fn parse_protocol(s: &str) -> Result<Protocol, String> {
+fn parse_protocol(s: &str) -> Result<Protocol, xsknet_dataplane::policy::k8s::ValueError> {
     s.to_ascii_uppercase().parse()
 }
 

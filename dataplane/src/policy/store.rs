@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use super::compile::PodView;
 use super::k8s::{
-    self, check_labels, Namespace, NetworkPolicy, Object, Pod, PolicyError, PolicyType,
+    self, check_labels, Namespace, NetworkPolicy, Object, Pod, PolicyError, PolicyType, ValueError,
     NAMESPACE_NAME_LABEL,
 };
 
@@ -342,11 +342,11 @@ fn check_pod_identity(
     labels: &BTreeMap<String, String>,
 ) -> Result<(), PolicyError> {
     let object = format!("Pod {namespace}/{name}");
-    let bad = |field: &str, message: String| PolicyError::Invalid {
+    let bad = |field: &str, message: ValueError| PolicyError::Invalid {
         file: None,
         object: object.clone(),
         field: field.to_string(),
-        message,
+        message: message.0,
     };
     k8s::check_dns_label(namespace).map_err(|m| bad("metadata.namespace", m))?;
     k8s::check_dns_subdomain(name).map_err(|m| bad("metadata.name", m))?;

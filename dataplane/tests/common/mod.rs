@@ -7,11 +7,11 @@
 
 use std::net::{Ipv4Addr, TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
 #[allow(unused_imports, reason = "each test binary uses a different subset")]
-pub use testkit::{prefix, privileged, sh, try_sh, wait_until, Netns};
+pub use testkit::{prefix, privileged, sh, try_sh, wait_until, Netns, NodeDaemon};
 
 /// A pod: its own namespace with `eth0`, whose host end lives in the node namespace.
 #[derive(Debug)]
@@ -99,14 +99,22 @@ impl Pod {
     }
 }
 
-/// An xsknetd child process in a namespace, with its own temp dir; killed by pid.
-pub struct Daemon {
-    pub child: Option<Child>,
-    pub dir: PathBuf,
-    pub socket: PathBuf,
-    pub config: PathBuf,
-    pub ns: String,
-    log: PathBuf,
+/// A daemon in the node namespace (the shared [`testkit::NodeDaemon`]: started until
+/// ready, stopped by pid, its temp dir removed) with the xsknetctl helpers these tests
+/// use. Derefs to the fixture for its paths, `spawn`, `stop` and the log.
+pub struct Daemon(NodeDaemon);
+
+impl std::ops::Deref for Daemon {
+    type Target = NodeDaemon;
+    fn deref(&self) -> &NodeDaemon {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Daemon {
+    fn deref_mut(&mut self) -> &mut NodeDaemon {
+        &mut self.0
+    }
 }
 
 pub fn bin(name: &str) -> PathBuf {
@@ -118,75 +126,13 @@ pub fn bin(name: &str) -> PathBuf {
 }
 
 impl Daemon {
-    /// Write a config into a fresh temp dir and start the daemon in `ns`.
+    /// Write a config (pod CIDR [`testkit::POD_CIDR`] plus `extra_yaml`) into a fresh
+    /// temp dir and start the daemon in `ns`.
     pub fn start(ns: &Netns, tag: &str, extra_yaml: &str) -> Daemon {
-        let dir = std::env::temp_dir().join(format!("xsknet-test-{tag}"));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let socket = dir.join("xsknetd.sock");
-        let config = dir.join("node.yaml");
-        let yaml = format!(
-            "socket: {}\nstateDir: {}\npodCidr: 10.244.0.0/24\n{extra_yaml}",
-            socket.display(),
-            dir.join("state").display()
-        );
-        std::fs::write(&config, yaml).unwrap();
-        let mut d = Daemon {
-            child: None,
-            dir: dir.clone(),
-            socket,
-            config,
-            ns: ns.name.clone(),
-            log: dir.join("xsknetd.log"),
-        };
+        let yaml = format!("podCidr: {}\n{extra_yaml}", testkit::POD_CIDR);
+        let mut d = NodeDaemon::new(bin("xsknetd"), Some(ns), tag, &yaml);
         d.spawn();
-        d
-    }
-
-    /// (Re)start the process with the same config and state.
-    pub fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .unwrap();
-        let child = Command::new("ip")
-            .args(["netns", "exec", &self.ns])
-            .arg(bin("xsknetd"))
-            .arg("--config")
-            .arg(&self.config)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn xsknetd");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let out = self.ctl(&["status", "--json"]);
-            if out.status.success() {
-                let v: serde_json::Value =
-                    serde_json::from_slice(&out.stdout).expect("status json");
-                if v["ready"] == true {
-                    return;
-                }
-            }
-            if let Some(c) = self.child.as_mut() {
-                if let Ok(Some(st)) = c.try_wait() {
-                    panic!("xsknetd exited early ({st}): {}", self.log_text());
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "xsknetd not ready: {}",
-                self.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        Daemon(d)
     }
 
     /// Run xsknetctl against this daemon.
@@ -240,35 +186,6 @@ impl Daemon {
             .find(|p| p["ifname"] == ifname)
             .cloned()
             .unwrap_or_else(|| panic!("no port {ifname} in stats: {s}"))
-    }
-
-    /// SIGTERM by pid and wait (SIGKILL after 10 s). Returns whether it exited 0.
-    pub fn stop(&mut self) -> bool {
-        let Some(mut child) = self.child.take() else {
-            return true;
-        };
-        // `ip netns exec` execs the daemon, so the child pid is the daemon's pid.
-        // SAFETY: kill on a pid we spawned and have not reaped.
-        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Ok(Some(st)) = child.try_wait() {
-                return st.success();
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                return false;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        self.stop();
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 

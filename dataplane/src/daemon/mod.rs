@@ -1,0 +1,715 @@
+//! The node daemon: the control thread's state and what it does with it, as a folder
+//! of modules, each with one concern and its own typed errors:
+//!
+//! - this module: [`Daemon`], its start (XDP program, workers, host port, re-attaching
+//!   persisted endpoints, finishing DELs recorded while it was down, `policyDir`) and
+//!   shutdown, and the order every mutation follows;
+//! - [`ports`]: the port registry (slots, one AF_XDP socket per (interface, queue), the
+//!   XDP program attached once per interface);
+//! - [`workers`]: the worker threads as the control thread drives them;
+//! - [`host`]: the host port's veth pair;
+//! - [`endpoints`]: the live pod endpoints and the rules an add must pass;
+//! - [`policy`]: the NetworkPolicy store, its compiled snapshot and `policyDir`;
+//! - [`tables`]: building the published tables;
+//! - [`stats`]: the `stats` answer;
+//! - `handler`: the control socket's [`Handler`](crate::control::proto::Handler).
+//!
+//! Every mutation follows the same order so a worker never sees a port it cannot use:
+//! socket + XDP registration → hand the port to its worker → publish tables → wait
+//! until every worker runs on them (then the dataplane forwards for the pod). Removal
+//! runs the other way round: unregister → publish tables without the port → the worker
+//! drops the socket → the slot is free. A policy change is in force when its request
+//! returns, for the same reason (published, and waited for). Each module's error type
+//! converts once into the control protocol's error kind and message.
+
+pub mod endpoints;
+mod handler;
+pub mod host;
+pub mod policy;
+pub mod ports;
+pub mod stats;
+pub mod tables;
+pub mod workers;
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+
+use crate::config::Config;
+use crate::control::proto::{
+    ControlError, Endpoint, EndpointCheck, EndpointSpec, ErrorKind, IpamLease, PolicyApplied,
+    Stats, Status, PENDING_DEL_DIR, POD_GATEWAY,
+};
+use crate::control::reach::{self, ProbePort};
+use crate::ipam::{Ipam, IpamError, IPAM_FILE};
+use crate::loader::{LoaderError, XdpLoader};
+use crate::policy::k8s::PolicyError;
+use crate::policy::store::PolicyStore;
+use crate::state::{StateDir, StateError};
+use crate::sys::netlink::{Netlink, NetlinkError};
+use crate::tables::publish::Publisher;
+use crate::tables::{PortId, PortInfo, PortKind, Tables};
+use crate::worker::IdlePolicy;
+use crate::xsk::{Port, PortConfig};
+
+pub use endpoints::parse_mac;
+pub use policy::POLICY_FILE;
+
+use endpoints::{mac_to_string, EndpointError, Endpoints};
+use host::HostPortError;
+use policy::{PolicyRequestError, PolicyService};
+use ports::{PortRegistry, PortsError, QueueKey};
+use stats::PortRole;
+use tables::TableInputs;
+use workers::{WorkerError, Workers, READY_TIMEOUT};
+
+/// How often the control thread looks for pending-DEL records (a DEL made while the
+/// daemon was unreachable but still running, e.g. its socket wedged).
+const PENDING_SCAN_INTERVAL: Duration = Duration::from_secs(5);
+
+/// The daemon could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("open netlink: {0}")]
+    Netlink(NetlinkError),
+    #[error("load XDP program: {0}")]
+    Loader(LoaderError),
+    #[error("quarantine corrupt IP allocations: {0}")]
+    QuarantineIpam(StateError),
+    #[error("load IP allocations: {0}")]
+    Ipam(IpamError),
+    #[error("quarantine unreadable policy store: {0}")]
+    QuarantinePolicy(StateError),
+    #[error("start workers: {0}")]
+    Workers(WorkerError),
+    #[error("create host port: {0}")]
+    HostPort(#[from] HostPortError),
+    #[error("attach host port: {0}")]
+    HostAttach(AttachError),
+    #[error("publish host port: {0}")]
+    HostPublish(WorkerError),
+}
+
+/// Attaching a port failed; nothing of it stays attached.
+#[derive(Debug, thiserror::Error)]
+pub enum AttachError {
+    #[error(transparent)]
+    Ports(#[from] PortsError),
+    #[error(transparent)]
+    Worker(#[from] WorkerError),
+}
+
+impl From<AttachError> for ControlError {
+    fn from(e: AttachError) -> Self {
+        match e {
+            AttachError::Ports(e) => e.into(),
+            AttachError::Worker(e) => e.into(),
+        }
+    }
+}
+
+impl From<IpamError> for ControlError {
+    fn from(e: IpamError) -> Self {
+        let kind = match &e {
+            IpamError::Exhausted { .. } => ErrorKind::Capacity,
+            IpamError::InUse { .. } | IpamError::KeyHoldsOther { .. } => ErrorKind::Conflict,
+            IpamError::NotAssignable { .. } | IpamError::EmptyKey => ErrorKind::InvalidRequest,
+            IpamError::Persist(_) => ErrorKind::System,
+        };
+        ControlError::new(kind, e.to_string())
+    }
+}
+
+/// The daemon. See the module doc.
+pub struct Daemon {
+    cfg: Config,
+    started: Instant,
+    nl: Netlink,
+    publisher: Publisher,
+    workers: Workers,
+    ports: PortRegistry<XdpLoader>,
+    port_cfg: PortConfig,
+    endpoints: Endpoints,
+    /// The host port's slot, once attached, and the node's address on it.
+    host: Option<PortId>,
+    host_ip: Option<Ipv4Addr>,
+    state: StateDir,
+    persist_errors: u64,
+    ipam: Ipam,
+    last_pending_scan: Instant,
+    policy: PolicyService,
+}
+
+impl std::fmt::Debug for Daemon {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Daemon")
+            .field("endpoints", &self.endpoints.len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn load_ipam(cfg: &Config, state: &StateDir) -> Result<Ipam, DaemonError> {
+    let path = state.root.join(IPAM_FILE);
+    match Ipam::load(cfg.pod_cidr, &path) {
+        Ok(i) => Ok(i),
+        Err(IpamError::Persist(StateError::Corrupt { .. })) => {
+            // Keep the evidence; starting empty may hand out a live pod's address
+            // again, which the operator is told about loudly.
+            let moved = crate::state::quarantine(&path).map_err(DaemonError::QuarantineIpam)?;
+            tracing::error!(moved_to = %moved.display(), "corrupt IP allocation file moved aside; starting with no allocations");
+            Ok(Ipam::in_memory(cfg.pod_cidr))
+        }
+        Err(e) => Err(DaemonError::Ipam(e)),
+    }
+}
+
+impl Daemon {
+    /// Load the XDP program, start workers, create the host port, re-attach persisted
+    /// endpoints, finish pending DELs, apply `policyDir`.
+    pub fn start(cfg: Config, state: StateDir) -> Result<Daemon, DaemonError> {
+        let nl = Netlink::new().map_err(DaemonError::Netlink)?;
+        let loader = XdpLoader::load().map_err(DaemonError::Loader)?;
+        let ipam = load_ipam(&cfg, &state)?;
+        let policy = PolicyService::open(
+            state.root.join(POLICY_FILE),
+            cfg.workers.len(),
+            cfg.policy_dir.clone(),
+        )
+        .map_err(DaemonError::QuarantinePolicy)?;
+        let max_ports = (cfg.umem.max_ports_per_worker as usize * cfg.workers.len())
+            .min(crate::loader::MAX_PORTS as usize);
+        let ports = PortRegistry::new(loader, max_ports);
+        let mut publisher = Publisher::new(Tables::default());
+        let idle = IdlePolicy {
+            busy_poll: Duration::from_micros(cfg.idle.busy_poll_us),
+            poll_timeout_ms: cfg.idle.poll_timeout_ms,
+        };
+        let workers = Workers::spawn(&cfg.workers, &mut publisher, ports.counters(), idle)
+            .map_err(DaemonError::Workers)?;
+        let port_cfg = PortConfig {
+            frames: cfg.umem.frames_per_port,
+            frame_size: cfg.umem.frame_size,
+            ring_size: cfg.umem.ring_size,
+        };
+        let mut d = Daemon {
+            cfg,
+            started: Instant::now(),
+            nl,
+            publisher,
+            workers,
+            ports,
+            port_cfg,
+            endpoints: Endpoints::default(),
+            host: None,
+            host_ip: None,
+            state,
+            persist_errors: 0,
+            ipam,
+            last_pending_scan: Instant::now(),
+            policy,
+        };
+        if d.cfg.host_port.enabled {
+            if let Err(e) = d.create_host_port() {
+                d.shutdown();
+                return Err(e);
+            }
+        }
+        d.restore();
+        d.finish_pending_dels();
+        if let Some(dir) = d.policy.dir().map(|p| p.to_path_buf()) {
+            if let Err(e) = d.reload_policy_dir() {
+                tracing::error!(dir = %dir.display(), error = %e, "policyDir not applied");
+            }
+        }
+        if let Err(e) = d.recompile_and_publish() {
+            tracing::error!(error = %e, "publish compiled policy");
+        }
+        Ok(d)
+    }
+
+    /// Detach everything, stop workers, remove the host port. Endpoints stay persisted
+    /// so the next start re-attaches them.
+    pub fn shutdown(&mut self) {
+        self.ports.close_all();
+        self.workers.stop();
+        if self.cfg.host_port.enabled {
+            host::remove(&mut self.nl, &self.cfg.host_port);
+        }
+        self.publisher.collect();
+        tracing::info!("dataplane stopped");
+    }
+
+    /// Readiness and summary.
+    pub fn status(&self) -> Status {
+        Status {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            ready: self.workers.all_running()
+                && (self.host.is_some() || !self.cfg.host_port.enabled),
+            generation: self.publisher.current().generation,
+            workers: self.workers.len(),
+            endpoints: self.endpoints.len(),
+            pod_cidr: self.cfg.pod_cidr.to_string(),
+            host_port: self.host.map(|_| self.cfg.host_port.name.clone()),
+            host_ip: self.host_ip,
+            uptime_secs: self.started.elapsed().as_secs(),
+        }
+    }
+
+    /// Per-port and per-worker counters.
+    pub fn stats(&self) -> Stats {
+        let counters = self.ports.counters();
+        let row = |id: PortId, role, ip| {
+            let s = self.ports.get(id)?;
+            let c = counters.get(usize::from(id))?;
+            Some(stats::port_stats(s, c, role, ip))
+        };
+        let mut ports: Vec<_> = self
+            .endpoints
+            .iter()
+            .filter_map(|e| row(e.port, PortRole::Pod, Some(e.ip)))
+            .chain(self.host.and_then(|h| row(h, PortRole::Host, self.host_ip)))
+            .collect();
+        ports.sort_by_key(|p| p.port);
+        let workers = self
+            .workers
+            .shared()
+            .map(|w| stats::worker_stats(w, &ports))
+            .collect();
+        Stats {
+            workers,
+            ports,
+            policy_hits: self.policy.hit_totals(),
+        }
+    }
+
+    /// Housekeeping, every control-loop tick: free retired tables, follow
+    /// `policyDir`, finish pending DELs, report exited workers.
+    fn housekeeping(&mut self) {
+        self.publisher.collect();
+        if self.policy.dir_changed() {
+            if let Err(e) = self.reload_policy_dir() {
+                let dir = self.policy.dir().map(|d| d.display().to_string());
+                tracing::error!(dir = ?dir, error = %e, "policyDir change refused; policies in force unchanged");
+            }
+        }
+        if self.last_pending_scan.elapsed() >= PENDING_SCAN_INTERVAL {
+            self.last_pending_scan = Instant::now();
+            self.finish_pending_dels();
+        }
+        for w in self.workers.exited() {
+            tracing::error!(worker = w, "worker thread has exited");
+        }
+    }
+
+    // --- ports ------------------------------------------------------------------
+
+    /// The host port (see [`host`]), attached and published.
+    fn create_host_port(&mut self) -> Result<(), DaemonError> {
+        let link = host::create(&mut self.nl, &self.cfg.host_port, self.cfg.pod_cidr)?;
+        let id = self
+            .attach_port(&link.dp_ifname, link.dp_ifindex, link.info)
+            .map_err(DaemonError::HostAttach)?;
+        self.host = Some(id);
+        self.host_ip = Some(link.info.ip);
+        self.publish_and_wait().map_err(DaemonError::HostPublish)?;
+        tracing::info!(host_port = %self.cfg.host_port.name, host_ip = %link.info.ip, "host port up");
+        Ok(())
+    }
+
+    /// Socket, XDP registration and attachment; the port goes to its worker (a pod's:
+    /// the least loaded one).
+    fn attach_port(
+        &mut self,
+        ifname: &str,
+        ifindex: u32,
+        mut info: PortInfo,
+    ) -> Result<PortId, AttachError> {
+        if info.kind == PortKind::Pod {
+            info.worker = self.ports.least_loaded(self.workers.len());
+        }
+        let key = QueueKey::first(ifindex);
+        let cfg = &self.port_cfg;
+        let port = self.ports.open(ifname, key, info, |id, counters| {
+            Port::open(id, ifname, key.queue, cfg, counters)
+        })?;
+        let id = port.id();
+        if let Err(e) = self.workers.add_port(info.worker, port) {
+            // The port went down with the refused command: nobody holds it.
+            self.ports.close(id);
+            self.ports.release(id);
+            return Err(e.into());
+        }
+        Ok(id)
+    }
+
+    /// Undo attach_port: stop redirecting (detach if it was the interface's last
+    /// socket), publish tables without the port, have the worker drop the socket.
+    fn detach_port(&mut self, id: PortId) {
+        let Some(socket) = self.ports.close(id) else {
+            return;
+        };
+        // Tables without the port must be live before the worker drops it, so no other
+        // worker hands it packets for a port that is going away.
+        if let Err(e) = self.publish_and_wait() {
+            tracing::error!(error = %e, "publish tables without port {id}");
+        }
+        match self.workers.remove_port(socket.info.worker, id) {
+            Ok(()) | Err(WorkerError::Gone(_)) => self.ports.release(id),
+            // The slot stays reserved rather than risk reuse.
+            Err(e) => tracing::error!(error = %e, "port slot kept"),
+        }
+    }
+
+    // --- tables -----------------------------------------------------------------
+
+    fn build_tables(&self) -> Tables {
+        tables::build(TableInputs {
+            capacity: self.ports.capacity(),
+            ports: self.ports.sockets().map(|s| (s.id, s.info)),
+            routes: self.endpoints.iter().map(|e| (e.ip, e.port)),
+            host_port: self.host,
+            policy: self.policy.snapshot(),
+            policy_hits: self.policy.hits(),
+        })
+    }
+
+    /// Publish the current truth and wait until every worker runs on it.
+    fn publish_and_wait(&mut self) -> Result<(), WorkerError> {
+        let t = self.build_tables();
+        self.publisher.publish(t);
+        let gen = self.publisher.current().generation;
+        self.workers.wait_generation(gen, READY_TIMEOUT)
+    }
+
+    /// Recompile the policy, publish, wait for every worker, then fold the counters
+    /// of the snapshot they left. Returns the generation now in force.
+    fn recompile_and_publish(&mut self) -> Result<u64, WorkerError> {
+        let retired = self.policy.recompile(&self.endpoints.pod_ports());
+        let r = self.publish_and_wait();
+        // On failure some worker may still count into the old array; what is there
+        // now is folded and a late increment is lost.
+        self.policy.fold(retired);
+        r.map(|()| self.publisher.current().generation)
+    }
+
+    // --- endpoints --------------------------------------------------------------
+
+    fn persist(&mut self) {
+        let eps: Vec<&Endpoint> = self.endpoints.iter().collect();
+        if let Err(e) = crate::state::save_json(&self.state.endpoints_path(), &eps) {
+            self.persist_errors += 1;
+            tracing::error!(error = %e, "persist endpoints");
+        }
+    }
+
+    /// Re-attach endpoints persisted by a previous run whose veths still exist.
+    fn restore(&mut self) {
+        let saved: Vec<Endpoint> = match crate::state::load_json(&self.state.endpoints_path()) {
+            Ok(Some(v)) => v,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read persisted endpoints; starting empty");
+                return;
+            }
+        };
+        let mut restored = 0;
+        for ep in saved {
+            match self.add_endpoint(endpoints::respec(&ep)) {
+                Ok(_) => restored += 1,
+                Err(e) => tracing::warn!(ifname = %ep.ifname, error = %e, "endpoint not restored"),
+            }
+        }
+        tracing::info!(restored, "endpoints restored");
+        self.persist();
+    }
+
+    fn add_endpoint(&mut self, spec: EndpointSpec) -> Result<Endpoint, ControlError> {
+        if let Some(e) = self.endpoints.admit(&spec, self.host_ip)? {
+            return Ok(e); // idempotent re-add
+        }
+        let link = self
+            .nl
+            .link_by_name(&spec.ifname)
+            .map_err(EndpointError::from)?
+            .ok_or_else(|| EndpointError::NoInterface(spec.ifname.clone()))?;
+        let peer_mac = match &spec.mac {
+            Some(m) => parse_mac(m).ok_or_else(|| EndpointError::BadMac(m.clone()))?,
+            None => self
+                .nl
+                .peer_mac(&spec.ifname)
+                .map_err(|source| EndpointError::PeerMac {
+                    ifname: spec.ifname.clone(),
+                    source,
+                })?,
+        };
+        let mac = link
+            .mac
+            .ok_or_else(|| EndpointError::NoMac(spec.ifname.clone()))?;
+        if !link.up {
+            self.nl
+                .set_link_up(link.index, true)
+                .map_err(EndpointError::from)?;
+        }
+        let _ =
+            crate::sys::write_sysctl(&format!("net/ipv6/conf/{}/disable_ipv6", spec.ifname), "1");
+        let info = PortInfo {
+            kind: PortKind::Pod,
+            worker: 0,
+            mac,
+            peer_mac,
+            ip: spec.ip,
+        };
+        let mut ep = Endpoint {
+            ifname: spec.ifname,
+            ip: spec.ip,
+            mac: mac_to_string(&peer_mac),
+            namespace: spec.namespace,
+            name: spec.name,
+            labels: spec.labels,
+            cni: spec.cni,
+            port: 0,
+            worker: 0,
+        };
+        // The pod's identity goes into the policy store first: invalid labels refuse
+        // the endpoint before anything is attached.
+        let identity = self
+            .policy
+            .with_endpoint(&ep)
+            .map_err(EndpointError::Identity)?;
+        let id = self.attach_port(&ep.ifname, link.index, info)?;
+        ep.port = id;
+        ep.worker = self.ports.get(id).map_or(0, |s| s.info.worker);
+        let previous = identity.map(|next| self.policy.replace(next));
+        self.endpoints.insert(ep.clone());
+        if let Err(e) = self.recompile_and_publish() {
+            self.endpoints.remove(&ep.ifname);
+            let retired = previous.map(|p| {
+                self.policy.replace(p);
+                self.policy.recompile(&self.endpoints.pod_ports())
+            });
+            self.detach_port(id);
+            if let Some(r) = retired {
+                self.policy.fold(r);
+            }
+            return Err(e.into());
+        }
+        if previous.is_some() {
+            self.policy.persist();
+        }
+        tracing::info!(ifname = %ep.ifname, ip = %ep.ip, port = ep.port, worker = ep.worker, "endpoint attached");
+        Ok(ep)
+    }
+
+    fn del_endpoint(
+        &mut self,
+        ifname: Option<String>,
+        ip: Option<Ipv4Addr>,
+    ) -> Result<Endpoint, ControlError> {
+        let key = self.endpoints.resolve_del(ifname, ip)?;
+        let ep = self
+            .endpoints
+            .remove(&key)
+            .ok_or(EndpointError::NoIfname(key))?;
+        if let (Some(ns), Some(name)) = (&ep.namespace, &ep.name) {
+            self.policy.remove_endpoint(ns, name);
+        }
+        // detach_port publishes: the recompiled policy goes out with the port removal.
+        let retired = self.policy.recompile(&self.endpoints.pod_ports());
+        self.detach_port(ep.port);
+        self.policy.fold(retired);
+        self.persist();
+        tracing::info!(ifname = %ep.ifname, ip = %ep.ip, "endpoint detached");
+        Ok(ep)
+    }
+
+    fn endpoint_check(&self, ifname: &str) -> Result<EndpointCheck, EndpointError> {
+        let ep = self
+            .endpoints
+            .get(ifname)
+            .ok_or_else(|| EndpointError::NotForwarding(ifname.to_string()))?;
+        if !self.workers.running(ep.worker) {
+            return Err(EndpointError::WorkerExited {
+                worker: ep.worker,
+                ifname: ifname.to_string(),
+            });
+        }
+        let current = self.publisher.current().generation;
+        let running = self.workers.generation(ep.worker).unwrap_or(0);
+        if running < current {
+            return Err(EndpointError::Stale {
+                worker: ep.worker,
+                running,
+                current,
+            });
+        }
+        Ok(EndpointCheck {
+            endpoint: ep.clone(),
+            generation: running,
+        })
+    }
+
+    /// Completes the DELs the CNI plugin recorded while the daemon was unreachable (at
+    /// start, then every [`PENDING_SCAN_INTERVAL`]): detach the endpoint (its veth is
+    /// already gone), release the address, remove the record. A record that cannot be
+    /// read is moved aside, never retried forever.
+    fn finish_pending_dels(&mut self) {
+        let mut done = 0;
+        for (path, rec) in endpoints::pending_dels(&self.state.root.join(PENDING_DEL_DIR)) {
+            if self.endpoints.get(&rec.host_ifname).is_some() {
+                let _ = self.del_endpoint(Some(rec.host_ifname.clone()), None);
+            }
+            match self.ipam.release(&rec.container_id, &rec.ifname) {
+                Ok(_) => {
+                    let _ = std::fs::remove_file(&path);
+                    done += 1;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, container_id = %rec.container_id, "pending DEL: release address")
+                }
+            }
+        }
+        if done > 0 {
+            tracing::info!(done, "finished DELs recorded while the daemon was down");
+            self.persist();
+        }
+    }
+
+    // --- IPAM -------------------------------------------------------------------
+
+    fn ipam_allocate(
+        &mut self,
+        container_id: &str,
+        ifname: &str,
+        ip: Option<Ipv4Addr>,
+    ) -> Result<IpamLease, IpamError> {
+        let used: Vec<Ipv4Addr> = self.endpoints.iter().map(|e| e.ip).collect();
+        let taken = |ip: Ipv4Addr| used.contains(&ip);
+        let ip = self.ipam.allocate(container_id, ifname, ip, &taken)?;
+        tracing::info!(%ip, container_id, ifname, "address allocated");
+        Ok(IpamLease {
+            ip,
+            prefix: 32,
+            gateway: POD_GATEWAY,
+        })
+    }
+
+    // --- policy -----------------------------------------------------------------
+
+    /// Apply a change to a copy of the store; commit, persist and publish only if it
+    /// succeeds, so a refused change leaves everything in force as it was.
+    fn change_policy<T>(
+        &mut self,
+        f: impl FnOnce(&mut PolicyStore) -> Result<T, PolicyError>,
+    ) -> Result<(T, u64), ControlError> {
+        let (out, changed) = self.policy.apply(f)?;
+        if !changed {
+            return Ok((out, self.publisher.current().generation));
+        }
+        let gen = self.recompile_and_publish()?;
+        Ok((out, gen))
+    }
+
+    /// Re-apply `policyDir` as one all-or-nothing apply; NetworkPolicies that were in
+    /// it before and are not any more are deleted.
+    fn reload_policy_dir(&mut self) -> Result<PolicyApplied, ControlError> {
+        let Some(reload) = self.policy.read_dir()? else {
+            return Ok(PolicyApplied::default());
+        };
+        let (summary, deleted, changed) = self.policy.apply_dir(reload)?;
+        let gen = if changed {
+            self.recompile_and_publish()?
+        } else {
+            self.publisher.current().generation
+        };
+        let mut applied = policy::applied(summary, gen);
+        applied.deleted = deleted;
+        tracing::info!(
+            changed = applied.created.len() + applied.configured.len(),
+            deleted = applied.deleted.len(),
+            generation = gen,
+            "policyDir applied"
+        );
+        Ok(applied)
+    }
+
+    fn pod_label(
+        &mut self,
+        namespace: String,
+        name: String,
+        labels: BTreeMap<String, String>,
+        remove: Vec<String>,
+        replace: bool,
+        overwrite: bool,
+    ) -> Result<BTreeMap<String, String>, ControlError> {
+        let live = self
+            .endpoints
+            .by_pod(&namespace, &name)
+            .map(|e| (e.ifname.clone(), e.labels.clone()));
+        let current = match &live {
+            Some((_, l)) => l.clone(),
+            None => self
+                .policy
+                .store()
+                .pods()
+                .find(|p| p.metadata.namespace == namespace && p.metadata.name == name)
+                .map(|p| p.metadata.labels.clone())
+                .ok_or_else(|| PolicyRequestError::PodNotFound {
+                    namespace: namespace.clone(),
+                    name: name.clone(),
+                })?,
+        };
+        let next = policy::merge_labels(
+            (&namespace, &name),
+            &current,
+            labels,
+            remove,
+            replace,
+            overwrite,
+        )?;
+        let set = next.clone();
+        self.change_policy(|s| s.set_pod_labels(&namespace, &name, set))?;
+        if let Some((ifname, _)) = live {
+            if let Some(e) = self.endpoints.get_mut(&ifname) {
+                e.labels = next.clone();
+            }
+            self.persist();
+        }
+        tracing::info!(pod = %format!("{namespace}/{name}"), labels = ?next, "pod labels set");
+        Ok(next)
+    }
+
+    fn trace(
+        &self,
+        from: &str,
+        to: &str,
+        port: serde_json::Value,
+        protocol: Option<String>,
+    ) -> Result<reach::Trace, ControlError> {
+        let (proto, port) = policy::trace_args(protocol.as_deref(), &port)?;
+        let src = self.endpoints.find_pod("from", from)?;
+        let dst = self.endpoints.find_pod("to", to)?;
+        let number = match &port {
+            ProbePort::Number(n) => *n,
+            ProbePort::Name(_) => {
+                let view = self
+                    .policy
+                    .endpoint_view(dst)
+                    .ok_or_else(|| PolicyRequestError::NoIdentity(to.to_string()))?;
+                port.resolve(&view, proto)
+                    .ok_or_else(|| PolicyRequestError::NoNamedPort {
+                        to: to.to_string(),
+                        port: port.to_string(),
+                        protocol: proto,
+                    })?
+            }
+        };
+        let tables = std::sync::Arc::clone(self.publisher.current());
+        Ok(reach::trace(
+            &tables,
+            (from, src.port, src.ip),
+            (to, dst.port, dst.ip),
+            proto,
+            number,
+        ))
+    }
+}

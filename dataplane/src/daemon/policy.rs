@@ -1,0 +1,712 @@
+//! The policy service: the [`PolicyStore`] (NetworkPolicies, Namespaces, YAML Pods and
+//! the live endpoints' identities), its compiled [`PolicySnapshot`] with per-worker
+//! hit counters, its persistence (`policy.json` in the state dir, written atomically,
+//! an unreadable one moved aside at start) and the `policyDir` watch.
+//!
+//! A change is made on a copy of the store and committed only if it succeeds, so a
+//! refused change leaves what is in force untouched; a committed change is persisted,
+//! then the daemon recompiles ([`PolicyService::recompile`]), publishes and waits for
+//! every worker, and folds the hit counters of the snapshot the workers left
+//! ([`PolicyService::fold`]) into per-name totals. `policyDir` is re-read as one
+//! all-or-nothing apply when the (file, mtime, length) signature of its YAML files
+//! changes; NetworkPolicies that came from it and are gone from it are deleted. The
+//! request-level rules that need no daemon state (merging pod labels, reading a trace
+//! request's protocol and port) are functions here, unit-tested.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::control::proto::{ControlError, Endpoint, ErrorKind, PolicyApplied, PolicyInfo};
+use crate::control::reach::ProbePort;
+use crate::pipeline::policy::PolicyHits;
+use crate::policy::compile::{compile, PodView};
+use crate::policy::k8s::{self, Object, PolicyError, Protocol, ValueError};
+use crate::policy::store::{ApplySummary, PolicyStore};
+use crate::policy::PolicySnapshot;
+use crate::state::StateError;
+use crate::tables::PortId;
+
+/// The persisted policy store, in the state dir.
+pub const POLICY_FILE: &str = "policy.json";
+
+/// How often the daemon looks at the `policyDir` files' mtimes.
+pub const POLICY_DIR_POLL: Duration = Duration::from_secs(1);
+
+/// A policy request that was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyRequestError {
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    #[error("Pod {namespace}/{name} not found (no live endpoint or YAML pod of that name)")]
+    PodNotFound { namespace: String, name: String },
+    #[error("Pod {namespace}/{name}: label {key} already has value {old:?}; pass overwrite to change it")]
+    LabelConflict {
+        namespace: String,
+        name: String,
+        key: String,
+        old: String,
+    },
+    #[error("protocol: {0}")]
+    Protocol(ValueError),
+    #[error("port: expected 0-65535 or a port name")]
+    Port,
+    #[error("to {0}: pod has no identity")]
+    NoIdentity(String),
+    #[error("to {to}: no container port named {port} for {protocol}")]
+    NoNamedPort {
+        to: String,
+        port: String,
+        protocol: Protocol,
+    },
+}
+
+impl From<PolicyRequestError> for ControlError {
+    fn from(e: PolicyRequestError) -> Self {
+        use PolicyRequestError as E;
+        let kind = match &e {
+            E::Policy(PolicyError::NotFound { .. }) | E::PodNotFound { .. } => ErrorKind::NotFound,
+            E::NoNamedPort { .. } => ErrorKind::NotFound,
+            E::LabelConflict { .. } => ErrorKind::Conflict,
+            E::Policy(_) | E::Protocol(_) | E::Port | E::NoIdentity(_) => ErrorKind::InvalidRequest,
+        };
+        ControlError::new(kind, e.to_string())
+    }
+}
+
+impl From<PolicyError> for ControlError {
+    fn from(e: PolicyError) -> Self {
+        PolicyRequestError::Policy(e).into()
+    }
+}
+
+/// What `policyDir` looked like: (file, mtime, length) of every YAML file.
+type DirSignature = Vec<(PathBuf, SystemTime, u64)>;
+
+fn dir_signature(dir: &Path) -> Option<DirSignature> {
+    let mut sig = Vec::new();
+    for e in std::fs::read_dir(dir).ok()?.flatten() {
+        let path = e.path();
+        let yaml = path
+            .extension()
+            .and_then(|x| x.to_str())
+            .is_some_and(|x| x == "yaml" || x == "yml");
+        if !yaml {
+            continue;
+        }
+        if let Ok(m) = e.metadata() {
+            sig.push((path, m.modified().ok()?, m.len()));
+        }
+    }
+    sig.sort();
+    Some(sig)
+}
+
+/// The applied summary as the protocol reports it.
+pub fn applied(s: ApplySummary, generation: u64) -> PolicyApplied {
+    PolicyApplied {
+        created: s.created,
+        configured: s.configured,
+        unchanged: s.unchanged,
+        deleted: Vec::new(),
+        generation,
+    }
+}
+
+/// A snapshot and its counters the workers are being moved off.
+#[derive(Debug)]
+#[must_use = "fold it once the workers run on the next tables"]
+pub struct Retired {
+    snap: Arc<PolicySnapshot>,
+    hits: Arc<[PolicyHits]>,
+}
+
+/// A re-read of `policyDir`, to apply as one change ([`PolicyService::apply_dir`]).
+#[derive(Debug)]
+pub struct DirReload {
+    objects: Vec<Object>,
+    now: BTreeSet<(String, String)>,
+    gone: Vec<(String, String)>,
+}
+
+/// The policy service. See the module doc.
+#[derive(Debug)]
+pub struct PolicyService {
+    store: PolicyStore,
+    path: PathBuf,
+    workers: usize,
+    snap: Arc<PolicySnapshot>,
+    hits: Arc<[PolicyHits]>,
+    /// Hits of snapshots the workers have left, by policy name.
+    folded: BTreeMap<String, u64>,
+    dir: Option<PathBuf>,
+    /// NetworkPolicies that came from `policyDir` (removed when their file is).
+    dir_policies: BTreeSet<(String, String)>,
+    dir_sig: Option<DirSignature>,
+    last_dir_poll: Instant,
+    persist_errors: u64,
+}
+
+impl PolicyService {
+    /// Load the store persisted at `path` (an unreadable one is moved aside and the
+    /// service starts empty; only failing to move it is an error). Identities of
+    /// endpoints are dropped: live endpoints are registered again as they attach.
+    pub fn open(
+        path: PathBuf,
+        workers: usize,
+        dir: Option<PathBuf>,
+    ) -> Result<PolicyService, StateError> {
+        let mut store = match crate::state::load_json::<PolicyStore>(&path) {
+            Ok(Some(p)) => p,
+            Ok(None) => PolicyStore::new(),
+            Err(e) => {
+                let moved = crate::state::quarantine(&path)?;
+                tracing::error!(error = %e, moved_to = %moved.display(), "unreadable policy store moved aside; starting without policies");
+                PolicyStore::new()
+            }
+        };
+        for v in store.endpoint_views() {
+            store.remove_endpoint(&v.namespace, &v.name);
+        }
+        let dir_sig = dir.as_deref().and_then(dir_signature);
+        Ok(PolicyService {
+            store,
+            path,
+            workers,
+            snap: Arc::new(PolicySnapshot::default()),
+            hits: (0..workers).map(|_| PolicyHits::new(0)).collect(),
+            folded: BTreeMap::new(),
+            dir,
+            dir_policies: BTreeSet::new(),
+            dir_sig,
+            last_dir_poll: Instant::now(),
+            persist_errors: 0,
+        })
+    }
+
+    pub fn store(&self) -> &PolicyStore {
+        &self.store
+    }
+
+    /// The compiled snapshot the next publish carries, and its counters.
+    pub fn snapshot(&self) -> &Arc<PolicySnapshot> {
+        &self.snap
+    }
+
+    pub fn hits(&self) -> &Arc<[PolicyHits]> {
+        &self.hits
+    }
+
+    pub fn persist_errors(&self) -> u64 {
+        self.persist_errors
+    }
+
+    /// The compiler's view of a live endpoint (one with a namespace and name). Named
+    /// container ports come from a YAML Pod of the same name, if one was given.
+    pub fn endpoint_view(&self, ep: &Endpoint) -> Option<PodView> {
+        let (ns, name) = (ep.namespace.clone()?, ep.name.clone()?);
+        let ports = self
+            .store
+            .pods()
+            .find(|p| p.metadata.namespace == ns && p.metadata.name == name)
+            .map(|p| p.named_ports())
+            .unwrap_or_default();
+        Some(PodView {
+            namespace: ns,
+            name,
+            labels: ep.labels.clone(),
+            ip: ep.ip,
+            ports,
+        })
+    }
+
+    /// The store as it would be with `ep`'s identity registered (`None`: it has no
+    /// namespace and name, nothing to register). Invalid labels are refused here,
+    /// before anything is attached.
+    pub fn with_endpoint(&self, ep: &Endpoint) -> Result<Option<PolicyStore>, PolicyError> {
+        let Some(view) = self.endpoint_view(ep) else {
+            return Ok(None);
+        };
+        let mut next = self.store.clone();
+        next.upsert_endpoint(view)?;
+        Ok(Some(next))
+    }
+
+    /// Put `next` in force (not persisted); returns the store it replaced.
+    pub fn replace(&mut self, next: PolicyStore) -> PolicyStore {
+        std::mem::replace(&mut self.store, next)
+    }
+
+    /// Forget a pod's identity; persisted if there was one.
+    pub fn remove_endpoint(&mut self, namespace: &str, name: &str) {
+        if self.store.remove_endpoint(namespace, name).is_some() {
+            self.persist();
+        }
+    }
+
+    /// Write the store to its file; a failure is logged and counted.
+    pub fn persist(&mut self) {
+        if let Err(e) = crate::state::save_json(&self.path, &self.store) {
+            self.persist_errors += 1;
+            tracing::error!(error = %e, "persist policy store");
+        }
+    }
+
+    /// Apply `f` to a copy of the store; commit (and persist) only if it succeeds.
+    /// Returns `f`'s result and whether anything changed (then the caller recompiles
+    /// and publishes).
+    pub fn apply<T>(
+        &mut self,
+        f: impl FnOnce(&mut PolicyStore) -> Result<T, PolicyError>,
+    ) -> Result<(T, bool), PolicyError> {
+        let mut next = self.store.clone();
+        let out = f(&mut next)?;
+        let changed = next != self.store;
+        self.store = next;
+        if changed {
+            self.persist();
+        }
+        Ok((out, changed))
+    }
+
+    /// Compile the store for the live endpoints (`ports`: each pod's port) into the
+    /// snapshot the next publish carries, with fresh counters. The one the workers run
+    /// on now is returned, to [`fold`](Self::fold) once they have moved on.
+    pub fn recompile(&mut self, ports: &BTreeMap<(String, String), PortId>) -> Retired {
+        let mut views = self.store.endpoint_views();
+        // Named ports of YAML pods may have changed since the endpoint was recorded.
+        for v in &mut views {
+            if let Some(p) = self
+                .store
+                .pods()
+                .find(|p| p.metadata.namespace == v.namespace && p.metadata.name == v.name)
+            {
+                v.ports = p.named_ports();
+            }
+        }
+        let t = Instant::now();
+        let snap = compile(&self.store, &views, |v| {
+            ports.get(&(v.namespace.clone(), v.name.clone())).copied()
+        });
+        tracing::debug!(
+            policies = snap.policies.len(),
+            elapsed_us = t.elapsed().as_micros() as u64,
+            "policy compiled"
+        );
+        let n = snap.policies.len();
+        let hits = (0..self.workers).map(|_| PolicyHits::new(n)).collect();
+        Retired {
+            snap: std::mem::replace(&mut self.snap, Arc::new(snap)),
+            hits: std::mem::replace(&mut self.hits, hits),
+        }
+    }
+
+    /// Add the counters of a snapshot no worker writes any more to the totals. (If a
+    /// worker did not move on in time, a late increment into it is lost.)
+    pub fn fold(&mut self, r: Retired) {
+        for h in r.hits.iter() {
+            for (i, c) in h.hits.iter().enumerate() {
+                let v = c.load(Relaxed);
+                if v > 0 {
+                    if let Some(name) = r.snap.policies.get(i) {
+                        *self.folded.entry(name.clone()).or_default() += v;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Hits per policy name: folded totals plus the live counters (zeros left out).
+    pub fn hit_totals(&self) -> BTreeMap<String, u64> {
+        let mut out = self.folded.clone();
+        for h in self.hits.iter() {
+            for (i, c) in h.hits.iter().enumerate() {
+                if let Some(name) = self.snap.policies.get(i) {
+                    *out.entry(name.clone()).or_default() += c.load(Relaxed);
+                }
+            }
+        }
+        out.retain(|_, v| *v > 0);
+        out
+    }
+
+    /// The `policy list` answer.
+    pub fn list(&self) -> Vec<PolicyInfo> {
+        let hits = self.hit_totals();
+        let views = self.store.endpoint_views();
+        self.store
+            .list()
+            .into_iter()
+            .map(|p| {
+                let key = format!("{}/{}", p.namespace, p.name);
+                let selected = self
+                    .store
+                    .policy(&p.namespace, &p.name)
+                    .map(|np| {
+                        views
+                            .iter()
+                            .filter(|v| {
+                                v.namespace == np.metadata.namespace
+                                    && np.spec.pod_selector.matches(&v.labels)
+                            })
+                            .count()
+                    })
+                    .unwrap_or(0);
+                PolicyInfo {
+                    hits: hits.get(&key).copied().unwrap_or(0),
+                    policy_types: p.policy_types.iter().map(|t| format!("{t:?}")).collect(),
+                    namespace: p.namespace,
+                    name: p.name,
+                    ingress_rules: p.ingress_rules,
+                    egress_rules: p.egress_rules,
+                    selected,
+                }
+            })
+            .collect()
+    }
+
+    /// A policy was deleted by request: it no longer counts as one from `policyDir`.
+    pub fn forget_dir_policy(&mut self, namespace: &str, name: &str) {
+        self.dir_policies
+            .remove(&(namespace.to_string(), name.to_string()));
+    }
+
+    pub fn dir(&self) -> Option<&Path> {
+        self.dir.as_deref()
+    }
+
+    /// Whether `policyDir` changed since last looked at (looked at most every
+    /// [`POLICY_DIR_POLL`]).
+    pub fn dir_changed(&mut self) -> bool {
+        let Some(dir) = &self.dir else { return false };
+        if self.last_dir_poll.elapsed() < POLICY_DIR_POLL {
+            return false;
+        }
+        self.last_dir_poll = Instant::now();
+        let sig = dir_signature(dir);
+        if sig == self.dir_sig {
+            return false;
+        }
+        self.dir_sig = sig;
+        true
+    }
+
+    /// Read `policyDir` (`None`: there is none).
+    pub fn read_dir(&self) -> Result<Option<DirReload>, PolicyError> {
+        let Some(dir) = &self.dir else {
+            return Ok(None);
+        };
+        let objects = k8s::parse_dir(dir)?;
+        let now: BTreeSet<(String, String)> = objects
+            .iter()
+            .filter_map(|o| match o {
+                Object::NetworkPolicy(p) => {
+                    Some((p.metadata.namespace.clone(), p.metadata.name.clone()))
+                }
+                _ => None,
+            })
+            .collect();
+        let gone = self.dir_policies.difference(&now).cloned().collect();
+        Ok(Some(DirReload { objects, now, gone }))
+    }
+
+    /// Apply a re-read `policyDir` as one change: delete what left it, apply the rest.
+    /// Returns the summary, the deleted policies and whether anything changed.
+    pub fn apply_dir(
+        &mut self,
+        reload: DirReload,
+    ) -> Result<(ApplySummary, Vec<String>, bool), PolicyError> {
+        let DirReload { objects, now, gone } = reload;
+        let ((summary, deleted), changed) = self.apply(|s| {
+            let mut deleted = Vec::new();
+            for (ns, name) in &gone {
+                if s.delete(ns, name).is_ok() {
+                    deleted.push(format!("NetworkPolicy {ns}/{name}"));
+                }
+            }
+            Ok((s.apply_objects(objects)?, deleted))
+        })?;
+        self.dir_policies = now;
+        Ok((summary, deleted, changed))
+    }
+}
+
+/// `pod label`: the labels `current` becomes. Without `replace` or `overwrite`, a
+/// label that exists with another value is a conflict; `remove` goes last.
+pub fn merge_labels(
+    (namespace, name): (&str, &str),
+    current: &BTreeMap<String, String>,
+    labels: BTreeMap<String, String>,
+    remove: Vec<String>,
+    replace: bool,
+    overwrite: bool,
+) -> Result<BTreeMap<String, String>, PolicyRequestError> {
+    let mut next = if replace {
+        BTreeMap::new()
+    } else {
+        current.clone()
+    };
+    for (k, v) in labels {
+        if !replace && !overwrite {
+            if let Some(old) = current.get(&k) {
+                if *old != v {
+                    return Err(PolicyRequestError::LabelConflict {
+                        namespace: namespace.to_string(),
+                        name: name.to_string(),
+                        key: k,
+                        old: old.clone(),
+                    });
+                }
+            }
+        }
+        next.insert(k, v);
+    }
+    for k in remove {
+        next.remove(&k);
+    }
+    Ok(next)
+}
+
+/// A trace request's protocol (default TCP, any case) and port (number or name).
+pub fn trace_args(
+    protocol: Option<&str>,
+    port: &serde_json::Value,
+) -> Result<(Protocol, ProbePort), PolicyRequestError> {
+    let proto: Protocol = protocol
+        .unwrap_or("TCP")
+        .to_ascii_uppercase()
+        .parse()
+        .map_err(PolicyRequestError::Protocol)?;
+    let port = match port {
+        serde_json::Value::Number(n) => n
+            .as_u64()
+            .and_then(|n| u16::try_from(n).ok())
+            .map(ProbePort::Number),
+        serde_json::Value::String(s) => Some(ProbePort::parse(s)),
+        _ => None,
+    }
+    .ok_or(PolicyRequestError::Port)?;
+    Ok((proto, port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+
+    const DENY_ALL: &str = "
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: deny-all, namespace: ns}
+spec: {podSelector: {}, policyTypes: [Ingress]}
+";
+
+    fn service(dir: &Path, policy_dir: Option<PathBuf>) -> PolicyService {
+        PolicyService::open(dir.join(POLICY_FILE), 2, policy_dir).unwrap()
+    }
+
+    fn labels(kv: &[(&str, &str)]) -> BTreeMap<String, String> {
+        kv.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn endpoint(name: &str, ip: [u8; 4]) -> Endpoint {
+        Endpoint {
+            ifname: format!("veth-{name}"),
+            ip: Ipv4Addr::from(ip),
+            mac: String::new(),
+            namespace: Some("ns".into()),
+            name: Some(name.into()),
+            labels: labels(&[("app", name)]),
+            cni: None,
+            port: 0,
+            worker: 0,
+        }
+    }
+
+    #[test]
+    fn a_refused_change_leaves_the_store_as_it_was_and_a_good_one_persists() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut s = service(tmp.path(), None);
+        let before = s.store().clone();
+        assert!(s.apply(|st| st.apply_yaml("kind: Nonsense")).is_err());
+        assert_eq!(*s.store(), before);
+        assert!(!tmp.path().join(POLICY_FILE).exists());
+
+        let (_, changed) = s.apply(|st| st.apply_yaml(DENY_ALL)).unwrap();
+        assert!(changed);
+        let (_, changed) = s.apply(|st| st.apply_yaml(DENY_ALL)).unwrap();
+        assert!(!changed, "the same again changes nothing");
+        // A restart finds it.
+        let again = service(tmp.path(), None);
+        assert_eq!(again.store().list().len(), 1);
+        assert_eq!(again.persist_errors(), 0);
+    }
+
+    #[test]
+    fn an_unreadable_store_is_moved_aside_and_identities_are_not_kept() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::write(tmp.path().join(POLICY_FILE), b"{garbage").unwrap();
+        let s = service(tmp.path(), None);
+        assert!(s.store().list().is_empty());
+        assert!(!tmp.path().join(POLICY_FILE).exists());
+
+        let mut s = service(tmp.path(), None);
+        let next = s
+            .with_endpoint(&endpoint("a", [10, 0, 0, 2]))
+            .unwrap()
+            .unwrap();
+        s.replace(next);
+        s.persist();
+        assert_eq!(s.store().endpoint_views().len(), 1);
+        let restarted = service(tmp.path(), None);
+        assert!(restarted.store().endpoint_views().is_empty());
+    }
+
+    #[test]
+    fn with_endpoint_refuses_bad_labels_and_ignores_anonymous_endpoints() {
+        let tmp = tempfile::tempdir().unwrap();
+        let s = service(tmp.path(), None);
+        let mut bad = endpoint("a", [10, 0, 0, 2]);
+        bad.labels = labels(&[("-bad-", "x")]);
+        assert!(s.with_endpoint(&bad).is_err());
+        let mut anon = endpoint("a", [10, 0, 0, 2]);
+        anon.name = None;
+        assert!(s.with_endpoint(&anon).unwrap().is_none());
+    }
+
+    #[test]
+    fn recompile_selects_ports_and_hits_are_folded_by_name() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut s = service(tmp.path(), None);
+        s.apply(|st| st.apply_yaml(DENY_ALL)).unwrap();
+        let next = s
+            .with_endpoint(&endpoint("a", [10, 0, 0, 2]))
+            .unwrap()
+            .unwrap();
+        s.replace(next);
+        let ports = BTreeMap::from([(("ns".to_string(), "a".to_string()), 3)]);
+        let retired = s.recompile(&ports);
+        s.fold(retired);
+        assert_eq!(s.snapshot().policies, vec!["ns/deny-all".to_string()]);
+        assert!(s.snapshot().ports.get(3).is_some_and(Option::is_some));
+        assert_eq!(s.hits().len(), 2, "one row per worker");
+        assert!(s.hit_totals().is_empty());
+
+        crate::pipeline::bump(&s.hits()[1].hits[0], 4);
+        assert_eq!(s.hit_totals().get("ns/deny-all"), Some(&4));
+        // Recompiling moves the live counters into the folded totals.
+        let retired = s.recompile(&ports);
+        assert_eq!(s.hit_totals().get("ns/deny-all"), None, "not folded yet");
+        s.fold(retired);
+        crate::pipeline::bump(&s.hits()[0].hits[0], 1);
+        assert_eq!(s.hit_totals().get("ns/deny-all"), Some(&5));
+        let list = s.list();
+        assert_eq!((list[0].hits, list[0].selected), (5, 1));
+    }
+
+    #[test]
+    fn policy_dir_changes_are_seen_and_removed_files_delete_their_policies() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("policies");
+        std::fs::create_dir(&dir).unwrap();
+        let mut s = service(tmp.path(), Some(dir.clone()));
+        assert!(!s.dir_changed(), "nothing new, and not yet time to look");
+        std::fs::write(dir.join("deny.yaml"), DENY_ALL).unwrap();
+        std::fs::write(dir.join("notes.txt"), "ignored").unwrap();
+        s.last_dir_poll -= POLICY_DIR_POLL;
+        assert!(s.dir_changed());
+        assert!(!s.dir_changed(), "looked at most once per interval");
+        let reload = s.read_dir().unwrap().unwrap();
+        let (summary, deleted, changed) = s.apply_dir(reload).unwrap();
+        assert_eq!(summary.created.len(), 1);
+        assert!(deleted.is_empty() && changed);
+
+        std::fs::remove_file(dir.join("deny.yaml")).unwrap();
+        s.last_dir_poll -= POLICY_DIR_POLL;
+        assert!(s.dir_changed());
+        let (_, deleted, changed) = s.apply_dir(s.read_dir().unwrap().unwrap()).unwrap();
+        assert_eq!(deleted, vec!["NetworkPolicy ns/deny-all".to_string()]);
+        assert!(changed);
+        assert!(s.store().list().is_empty());
+
+        // An invalid file refuses the whole reload.
+        std::fs::write(dir.join("bad.yaml"), "kind: Nonsense").unwrap();
+        assert!(s.read_dir().is_err());
+        assert!(service(tmp.path(), None).read_dir().unwrap().is_none());
+    }
+
+    #[test]
+    fn label_merge_rules() {
+        let cur = labels(&[("app", "web"), ("tier", "front")]);
+        let pod = ("ns", "p");
+        let add = merge_labels(pod, &cur, labels(&[("env", "prod")]), vec![], false, false);
+        assert_eq!(add.unwrap().len(), 3);
+        let same = merge_labels(pod, &cur, labels(&[("app", "web")]), vec![], false, false);
+        assert_eq!(same.unwrap(), cur);
+        let e =
+            merge_labels(pod, &cur, labels(&[("app", "db")]), vec![], false, false).unwrap_err();
+        assert_eq!(ControlError::from(e).kind, ErrorKind::Conflict);
+        let over = merge_labels(pod, &cur, labels(&[("app", "db")]), vec![], false, true);
+        assert_eq!(over.unwrap().get("app").map(String::as_str), Some("db"));
+        let replaced = merge_labels(
+            pod,
+            &cur,
+            labels(&[("app", "db")]),
+            vec!["app".into()],
+            true,
+            false,
+        );
+        assert!(
+            replaced.unwrap().is_empty(),
+            "remove applies after the new labels"
+        );
+        let removed = merge_labels(
+            pod,
+            &cur,
+            BTreeMap::new(),
+            vec!["tier".into()],
+            false,
+            false,
+        );
+        assert_eq!(removed.unwrap(), labels(&[("app", "web")]));
+    }
+
+    #[test]
+    fn trace_arguments() {
+        let (p, port) = trace_args(None, &serde_json::json!(80)).unwrap();
+        assert_eq!(p, Protocol::Tcp);
+        assert!(matches!(port, ProbePort::Number(80)));
+        let (p, port) = trace_args(Some("udp"), &serde_json::json!("dns")).unwrap();
+        assert_eq!(p, Protocol::Udp);
+        assert!(matches!(port, ProbePort::Name(_)));
+        let e = |p: Option<&str>, v: serde_json::Value| {
+            ControlError::from(trace_args(p, &v).unwrap_err())
+        };
+        assert_eq!(
+            e(Some("icmp"), serde_json::json!(1)).kind,
+            ErrorKind::InvalidRequest
+        );
+        assert_eq!(
+            e(None, serde_json::json!(70000)).kind,
+            ErrorKind::InvalidRequest
+        );
+        assert_eq!(
+            e(None, serde_json::json!(null)).kind,
+            ErrorKind::InvalidRequest
+        );
+    }
+
+    #[test]
+    fn not_found_policies_map_to_not_found() {
+        let e: ControlError = PolicyError::NotFound {
+            object: "NetworkPolicy a/b".into(),
+        }
+        .into();
+        assert_eq!(e.kind, ErrorKind::NotFound);
+        assert_eq!(e.message, "NetworkPolicy a/b not found");
+    }
+}
