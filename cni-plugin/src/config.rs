@@ -509,18 +509,18 @@ impl CniEnv {
                 )));
             }
         }
-        if !e.ifname.is_empty() {
+        // Only the verbs that act on an attachment read these; the others ignore
+        // them, as the spec says (libcni probes VERSION with `CNI_NETNS=dummy`).
+        if !need.is_empty() {
             xsknet_sys::netlink::check_ifname(&e.ifname)
                 .map_err(|why| CniError::invalid_env(format!("CNI_IFNAME: {why}")))?;
-        }
-        if !e.container_id.is_empty() {
             check_container_id(&e.container_id)?;
-        }
-        if !e.netns.is_empty() && !e.netns.starts_with('/') {
-            return Err(CniError::invalid_env(format!(
-                "CNI_NETNS: must be an absolute path, got {:?}",
-                e.netns
-            )));
+            if !e.netns.is_empty() && !e.netns.starts_with('/') {
+                return Err(CniError::invalid_env(format!(
+                    "CNI_NETNS: must be an absolute path, got {}",
+                    shown(&e.netns)
+                )));
+            }
         }
         Ok(e)
     }
@@ -932,10 +932,27 @@ mod tests {
         assert_eq!(bad.requested_mac().unwrap_err().code, code::INVALID_ENV);
     }
 
+    /// What libcni sends when it probes a plugin (podman does on every command): the
+    /// attachment variables are ignored outside ADD, CHECK and DEL.
+    #[test]
+    fn verbs_without_attachment_ignore_its_variables() {
+        for cmd in ["VERSION", "STATUS", "GC"] {
+            let e = CniEnv::from_env(&env(&[
+                ("CNI_COMMAND", cmd),
+                ("CNI_CONTAINERID", "-bad/id"),
+                ("CNI_NETNS", "dummy"),
+                ("CNI_IFNAME", "dummy/with/slashes"),
+                ("CNI_PATH", "dummy"),
+            ]))
+            .unwrap_or_else(|e| panic!("{cmd}: {e}"));
+            assert_eq!(e.command, cmd);
+        }
+    }
+
     #[test]
     fn container_id_syntax_and_length() {
         for id in ["-c", ".c", "_c", "c/d", "c d", "c:d", "c\u{0}", "é"] {
-            for cmd in ["ADD", "DEL", "CHECK", "GC"] {
+            for cmd in ["ADD", "DEL", "CHECK"] {
                 env_fails(cmd, &[("CNI_CONTAINERID", id)], "CNI_CONTAINERID: ");
             }
         }

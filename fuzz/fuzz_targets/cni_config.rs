@@ -2,9 +2,10 @@
 //! and the network configuration on stdin (single config or conflist). Whatever the
 //! bytes: no panic; every error carries the spec's code for its input (4 for the
 //! environment; 6, 7 or 1 for the config) and encodes as JSON; whatever is accepted
-//! keeps the strict rules (a valid container ID of at most 256 bytes whose pending-DEL
-//! record name has a fixed length; a valid network name, `type` xsknet, a supported
-//! version, an MTU in range, absolute paths), and its `prevResult` can be read.
+//! keeps the strict rules (for ADD, CHECK and DEL a valid container ID of at most 256
+//! bytes whose pending-DEL record name has a fixed length; a valid network name, `type`
+//! xsknet, a supported version, an MTU in range, absolute paths), and its `prevResult`
+//! can be read.
 //!
 //! Input: `KEY=VALUE` lines of environment, an empty line, then the stdin bytes; an
 //! input without an empty line is all stdin with an empty environment. Seeds: valid
@@ -44,11 +45,11 @@ fuzz_target!(|data: &[u8]| {
         .collect();
     match CniEnv::from_env(&env) {
         Ok(e) => {
-            assert!(e.container_id.len() <= MAX_CONTAINER_ID_LEN);
-            if !e.container_id.is_empty() {
+            if matches!(e.command.as_str(), "ADD" | "CHECK" | "DEL") {
+                assert!(e.container_id.len() <= MAX_CONTAINER_ID_LEN);
                 assert!(is_cni_identifier(&e.container_id), "{:?}", e.container_id);
+                assert_eq!(PendingDel::file_name(&e.container_id, &e.ifname).len(), 41);
             }
-            assert_eq!(PendingDel::file_name(&e.container_id, &e.ifname).len(), 41);
             for r in [e.requested_ip().err(), e.requested_mac().err()]
                 .into_iter()
                 .flatten()

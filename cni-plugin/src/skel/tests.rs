@@ -424,6 +424,14 @@ fn version_reports_supported_versions() {
     let (rc, v) = h.call_raw(&env, b"");
     assert_eq!(rc, 0);
     assert_eq!(v["cniVersion"], "1.1.0");
+    // libcni's probe (podman sends it before every command) sets dummy attachment
+    // variables, which VERSION ignores.
+    let mut probe = env.clone();
+    for k in ["CNI_NETNS", "CNI_IFNAME", "CNI_PATH"] {
+        probe.insert(k.to_string(), "dummy".to_string());
+    }
+    let (rc, v) = h.call(&probe, &json!({"cniVersion":"1.0.0"}));
+    assert_eq!(rc, 0, "{v}");
 }
 
 #[test]
