@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite on a fresh machine: installs what it needs, builds, lints, runs
-# unit tests and the privileged integration tests (real veths, namespaces, AF_XDP).
+# unit tests and the privileged integration tests (real veths, namespaces, AF_XDP),
+# then a short run of every fuzz target (scripts/fuzz.sh).
 # Must run as root; the privileged tier fails (does not skip) when it cannot run here.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,3 +21,5 @@ cargo build --workspace --release --locked --bins
 echo "== tests"
 # Privileged tests build real namespaces/veths; two at a time keeps a 2-core box sane.
 cargo test --workspace --locked --release -- --test-threads=2
+echo "== fuzz (every target from its seeds, 30 s each)"
+bash scripts/fuzz.sh 30

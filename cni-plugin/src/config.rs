@@ -2,10 +2,15 @@
 //! `CNI_*` environment.
 //!
 //! Parsed from an untyped JSON value field by field, so any input gives either a
-//! [`NetConf`] or a [`CniError`] naming the field (code 6 for bytes that are not a JSON
-//! object, 7 for a field with a wrong type or value, 1 for an unsupported
-//! `cniVersion`), never a panic. Unknown fields are ignored, as the spec asks. The raw
-//! bytes are kept: a delegated IPAM plugin gets exactly what the runtime sent.
+//! [`NetConf`] or a [`CniError`] naming the field, never a panic: code 6 for bytes that
+//! are not a JSON object, 1 for an unsupported `cniVersion`, 7 for any other field that
+//! is missing, of the wrong type or out of range (`network config: FIELD: why`). The
+//! spec's own fields are checked as strictly as xsknet's: `cniVersion` required and
+//! supported, `name` required and a valid network name
+//! (`^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$`), `type` required and `"xsknet"`. Unknown fields
+//! are ignored, as the spec asks. The raw bytes are kept: a delegated IPAM plugin gets
+//! exactly what the runtime sent. The `CNI_*` environment is checked the same way with
+//! code 4, `CNI_CONTAINERID` against the spec's syntax and [`MAX_CONTAINER_ID_LEN`].
 //!
 //! xsknet fields: `mtu` (default 1500), `socket` (the daemon's control socket, default
 //! `/run/xsknet/xsknetd.sock`), `stateDir` (default `/var/lib/xsknet`), `disableIPv6`
@@ -29,6 +34,14 @@ pub const SUPPORTED_VERSIONS: [&str; 3] = ["0.4.0", "1.0.0", "1.1.0"];
 pub use xsknet_proto::consts::{DEFAULT_SOCKET, DEFAULT_STATE_DIR};
 /// Default pod MTU.
 pub const DEFAULT_MTU: u32 = 1500;
+/// The only `type` this plugin answers to.
+pub const PLUGIN_TYPE: &str = "xsknet";
+/// Longest `CNI_CONTAINERID` accepted, in bytes, by every verb. The spec sets no
+/// limit; 256 is far above what runtimes use (64 hex digits) and every path honours
+/// it: the ID travels in control requests (limit 1 MiB) and is stored inside files
+/// (the daemon's IPAM state, the pending-DEL record), never as a file name (the
+/// host veth and the pending-DEL record are named by hashes of it).
+pub const MAX_CONTAINER_ID_LEN: usize = 256;
 
 /// One `{containerID, ifname}` of `cni.dev/valid-attachments` (GC).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -68,7 +81,109 @@ pub fn parse_ip(s: &str) -> Option<Ipv4Addr> {
 }
 
 fn bad(field: &str, why: impl std::fmt::Display) -> CniError {
-    CniError::invalid_config(format!("invalid network config: {field}: {why}"))
+    CniError::invalid_config(format!("network config: {field}: {why}"))
+}
+
+/// `s` quoted for an error message, cut to 64 characters: the value came from the
+/// runtime and may be of any length.
+fn shown(s: &str) -> String {
+    match s.char_indices().nth(64) {
+        Some((cut, _)) => format!("{:?}…", &s[..cut]),
+        None => format!("{s:?}"),
+    }
+}
+
+/// The spec's syntax of network names and container IDs: `^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$`.
+pub fn is_cni_identifier(s: &str) -> bool {
+    let mut bytes = s.bytes();
+    bytes.next().is_some_and(|b| b.is_ascii_alphanumeric())
+        && bytes.all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+}
+
+fn opt_bool(obj: &Map<String, Value>, field: &str) -> Result<Option<bool>, CniError> {
+    match obj.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(other) => Err(bad(field, format!("expected true or false, got {other}"))),
+    }
+}
+
+/// An absolute path without NUL: relative paths would depend on the directory the
+/// runtime happens to run the plugin in.
+fn opt_path(obj: &Map<String, Value>, field: &str, default: &str) -> Result<PathBuf, CniError> {
+    let s = opt_str(obj, field)?.unwrap_or(default);
+    if !s.starts_with('/') {
+        return Err(bad(field, format!("must be an absolute path, got {s:?}")));
+    }
+    if s.contains('\0') {
+        return Err(bad(field, "must not contain NUL"));
+    }
+    Ok(PathBuf::from(s))
+}
+
+/// The plugin configuration of this plugin in a conflist piped by hand: the single
+/// entry of type `xsknet`, with the list's `name` and `cniVersion` (what a runtime
+/// executing the list passes to each plugin). Every entry must be an object with a
+/// `type`, so a typo elsewhere in the list is reported, not skipped.
+fn conflist_entry(
+    list: &Map<String, Value>,
+    plugins: &Value,
+) -> Result<Map<String, Value>, CniError> {
+    let Value::Array(plugins) = plugins else {
+        return Err(bad(
+            "plugins",
+            format!("expected a list of plugin configurations, got {plugins}"),
+        ));
+    };
+    for field in ["disableCheck", "disableGC"] {
+        opt_bool(list, field)?;
+    }
+    let mut mine: Option<(usize, &Map<String, Value>)> = None;
+    let mut types = Vec::with_capacity(plugins.len());
+    for (i, p) in plugins.iter().enumerate() {
+        let Value::Object(p) = p else {
+            return Err(bad(
+                &format!("plugins[{i}]"),
+                format!("expected an object, got {p}"),
+            ));
+        };
+        let t = opt_str(p, "type")
+            .map_err(|_| bad(&format!("plugins[{i}].type"), "expected a string"))?
+            .ok_or_else(|| bad(&format!("plugins[{i}].type"), "required"))?;
+        if !is_plugin_name(t) {
+            return Err(bad(
+                &format!("plugins[{i}].type"),
+                format!("{t:?} is not a plugin name"),
+            ));
+        }
+        if t == PLUGIN_TYPE {
+            if let Some((first, _)) = mine {
+                return Err(bad(
+                    "plugins",
+                    format!("entries {first} and {i} are both of type \"{PLUGIN_TYPE}\""),
+                ));
+            }
+            mine = Some((i, p));
+        }
+        types.push(shown(t));
+    }
+    let Some((_, entry)) = mine else {
+        return Err(bad(
+            "plugins",
+            format!(
+                "no entry of type \"{PLUGIN_TYPE}\" (got [{}])",
+                types.join(", ")
+            ),
+        ));
+    };
+    let mut merged = entry.clone();
+    for k in ["name", "cniVersion"] {
+        match list.get(k) {
+            Some(v) => merged.insert(k.to_string(), v.clone()),
+            None => merged.remove(k),
+        };
+    }
+    Ok(merged)
 }
 
 fn opt_str<'a>(obj: &'a Map<String, Value>, field: &str) -> Result<Option<&'a str>, CniError> {
@@ -93,7 +208,7 @@ pub fn check_version(v: &str) -> Result<(), CniError> {
         Err(CniError::new(
             code::INCOMPATIBLE_VERSION,
             format!(
-                "incompatible CNI version {v:?}: xsknet supports {}",
+                "network config: cniVersion: {v:?} is not supported (xsknet supports {})",
                 SUPPORTED_VERSIONS.join(", ")
             ),
         ))
@@ -141,7 +256,7 @@ fn labels_from(v: &Value, field: &str) -> Result<BTreeMap<String, String>, CniEr
 
 impl NetConf {
     /// Parses the configuration from stdin. A conflist (with `plugins`) is accepted
-    /// too: its first `"type": "xsknet"` entry is used, inheriting `name` and
+    /// too: its one `"type": "xsknet"` entry is used, inheriting `name` and
     /// `cniVersion`, so an operator can pipe a whole conflist file by hand.
     pub fn parse(stdin: &[u8]) -> Result<NetConf, CniError> {
         let value: Value = serde_json::from_slice(stdin).map_err(|e| {
@@ -156,27 +271,35 @@ impl NetConf {
                 "the network configuration on stdin must be a JSON object",
             ));
         };
-        if let Some(Value::Array(plugins)) = obj.get("plugins") {
-            let mine = plugins
-                .iter()
-                .find(|p| p.get("type").and_then(Value::as_str) == Some("xsknet"))
-                .and_then(Value::as_object)
-                .cloned()
-                .ok_or_else(|| bad("plugins", "no plugin of type \"xsknet\" in the list"))?;
-            let mut merged = mine;
-            for k in ["name", "cniVersion"] {
-                if let Some(v) = obj.get(k) {
-                    merged.insert(k.to_string(), v.clone());
-                }
-            }
-            obj = merged;
+        if let Some(plugins) = obj.get("plugins") {
+            obj = conflist_entry(&obj, plugins)?;
         }
         let cni_version = opt_str(&obj, "cniVersion")?
-            .ok_or_else(|| bad("cniVersion", "missing"))?
+            .ok_or_else(|| bad("cniVersion", "required"))?
             .to_string();
         check_version(&cni_version)?;
-        let name = opt_str(&obj, "name")?.unwrap_or_default().to_string();
-        let plugin_type = opt_str(&obj, "type")?.unwrap_or("xsknet").to_string();
+        let name = opt_str(&obj, "name")?
+            .ok_or_else(|| bad("name", "required"))?
+            .to_string();
+        if !is_cni_identifier(&name) {
+            return Err(bad(
+                "name",
+                format!(
+                    "{} is not a valid network name (letters, digits, '_', '.' and '-', \
+                     starting with a letter or digit)",
+                    shown(&name)
+                ),
+            ));
+        }
+        let plugin_type = opt_str(&obj, "type")?
+            .ok_or_else(|| bad("type", "required"))?
+            .to_string();
+        if plugin_type != PLUGIN_TYPE {
+            return Err(bad(
+                "type",
+                format!("must be \"{PLUGIN_TYPE}\" (got {})", shown(&plugin_type)),
+            ));
+        }
         let mtu = match obj.get("mtu") {
             None | Some(Value::Null) => DEFAULT_MTU,
             Some(v) => match v.as_u64() {
@@ -184,23 +307,25 @@ impl NetConf {
                 _ => return Err(bad("mtu", format!("must be an integer 68-65535, got {v}"))),
             },
         };
-        let socket = PathBuf::from(opt_str(&obj, "socket")?.unwrap_or(DEFAULT_SOCKET));
-        let state_dir = PathBuf::from(opt_str(&obj, "stateDir")?.unwrap_or(DEFAULT_STATE_DIR));
-        if socket.as_os_str().is_empty() || state_dir.as_os_str().is_empty() {
-            return Err(bad("socket/stateDir", "must not be empty"));
+        let socket = opt_path(&obj, "socket", DEFAULT_SOCKET)?;
+        let state_dir = opt_path(&obj, "stateDir", DEFAULT_STATE_DIR)?;
+        let disable_ipv6 = opt_bool(&obj, "disableIPv6")?.unwrap_or(false);
+        match obj.get("dns") {
+            None | Some(Value::Null) | Some(Value::Object(_)) => {}
+            Some(other) => return Err(bad("dns", format!("expected an object, got {other}"))),
         }
-        let disable_ipv6 = match obj.get("disableIPv6") {
-            None | Some(Value::Null) => false,
-            Some(Value::Bool(b)) => *b,
-            Some(other) => return Err(bad("disableIPv6", format!("expected a bool, got {other}"))),
-        };
         let ipam_type = match obj.get("ipam") {
             None | Some(Value::Null) => None,
             Some(Value::Object(m)) if m.is_empty() => None,
-            Some(Value::Object(m)) => match m.get("type").and_then(Value::as_str) {
-                Some(t) if is_plugin_name(t) => Some(t.to_string()),
-                Some(t) => return Err(bad("ipam.type", format!("{t:?} is not a plugin name"))),
-                None => {
+            Some(Value::Object(m)) => match m.get("type") {
+                Some(Value::String(t)) if is_plugin_name(t) => Some(t.clone()),
+                Some(Value::String(t)) => {
+                    return Err(bad("ipam.type", format!("{t:?} is not a plugin name")))
+                }
+                Some(other) if !other.is_null() => {
+                    return Err(bad("ipam.type", format!("expected a string, got {other}")))
+                }
+                _ => {
                     return Err(bad(
                         "ipam.type",
                         "missing (omit `ipam` to let xsknetd allocate)",
@@ -217,8 +342,16 @@ impl NetConf {
             if let Some(l) = args.get("labels") {
                 labels.extend(labels_from(l, "args.labels")?);
             }
-            if let Some(l) = args.get("cni").and_then(|c| c.get("labels")) {
-                labels.extend(labels_from(l, "args.cni.labels")?);
+            match args.get("cni") {
+                None | Some(Value::Null) => {}
+                Some(Value::Object(cni)) => {
+                    if let Some(l) = cni.get("labels") {
+                        labels.extend(labels_from(l, "args.cni.labels")?);
+                    }
+                }
+                Some(other) => {
+                    return Err(bad("args.cni", format!("expected an object, got {other}")))
+                }
             }
         }
         let mut runtime_mac = None;
@@ -226,7 +359,9 @@ impl NetConf {
         match obj.get("runtimeConfig") {
             None | Some(Value::Null) => {}
             Some(Value::Object(rc)) => {
-                if let Some(m) = opt_str(rc, "mac")? {
+                let mac = opt_str(rc, "mac")
+                    .map_err(|_| bad("runtimeConfig.mac", "expected a string"))?;
+                if let Some(m) = mac {
                     runtime_mac =
                         Some(m.parse::<MacAddr>().map_err(|_| {
                             bad("runtimeConfig.mac", format!("{m:?} is not a MAC"))
@@ -235,10 +370,12 @@ impl NetConf {
                 match rc.get("ips") {
                     None | Some(Value::Null) => {}
                     Some(Value::Array(ips)) => {
-                        for ip in ips {
-                            let s = ip.as_str().unwrap_or_default();
-                            let parsed = parse_ip(s).ok_or_else(|| {
-                                bad("runtimeConfig.ips", format!("{ip} is not an IPv4 address"))
+                        for (i, ip) in ips.iter().enumerate() {
+                            let parsed = ip.as_str().and_then(parse_ip).ok_or_else(|| {
+                                bad(
+                                    &format!("runtimeConfig.ips[{i}]"),
+                                    format!("{ip} is not an IPv4 address"),
+                                )
                             })?;
                             runtime_ips.push(parsed);
                         }
@@ -372,14 +509,18 @@ impl CniEnv {
                 )));
             }
         }
-        if !e.ifname.is_empty() {
+        // Only the verbs that act on an attachment read these; the others ignore
+        // them, as the spec says (libcni probes VERSION with `CNI_NETNS=dummy`).
+        if !need.is_empty() {
             xsknet_sys::netlink::check_ifname(&e.ifname)
                 .map_err(|why| CniError::invalid_env(format!("CNI_IFNAME: {why}")))?;
-        }
-        if e.container_id.contains(['/', '\0']) || e.container_id.len() > 256 {
-            return Err(CniError::invalid_env(
-                "CNI_CONTAINERID must not contain '/' or NUL and be at most 256 bytes",
-            ));
+            check_container_id(&e.container_id)?;
+            if !e.netns.is_empty() && !e.netns.starts_with('/') {
+                return Err(CniError::invalid_env(format!(
+                    "CNI_NETNS: must be an absolute path, got {}",
+                    shown(&e.netns)
+                )));
+            }
         }
         Ok(e)
     }
@@ -406,14 +547,39 @@ impl CniEnv {
     }
 }
 
-/// `K1=V1;K2=V2` → map. A pair without `=` is an error (code 4).
+/// `CNI_CONTAINERID` as the spec defines it (`^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$`), at most
+/// [`MAX_CONTAINER_ID_LEN`] bytes (code 4).
+pub fn check_container_id(id: &str) -> Result<(), CniError> {
+    if id.len() > MAX_CONTAINER_ID_LEN {
+        return Err(CniError::invalid_env(format!(
+            "CNI_CONTAINERID: {} bytes, at most {MAX_CONTAINER_ID_LEN} are accepted",
+            id.len()
+        )));
+    }
+    if !is_cni_identifier(id) {
+        return Err(CniError::invalid_env(format!(
+            "CNI_CONTAINERID: {} is not a valid container ID (letters, digits, '_', '.' \
+             and '-', starting with a letter or digit)",
+            shown(id)
+        )));
+    }
+    Ok(())
+}
+
+/// `K1=V1;K2=V2` → map. A pair without `=` or with an empty key is an error (code 4).
 pub fn parse_cni_args(s: &str) -> Result<BTreeMap<String, String>, CniError> {
     let mut out = BTreeMap::new();
     for pair in s.split(';').filter(|p| !p.is_empty()) {
-        let (k, v) = pair
-            .split_once('=')
-            .ok_or_else(|| CniError::invalid_env(format!("CNI_ARGS: {pair:?} is not KEY=VALUE")))?;
-        out.insert(k.to_string(), v.to_string());
+        match pair.split_once('=') {
+            Some((k, v)) if !k.is_empty() => {
+                out.insert(k.to_string(), v.to_string());
+            }
+            _ => {
+                return Err(CniError::invalid_env(format!(
+                    "CNI_ARGS: {pair:?} is not KEY=VALUE"
+                )))
+            }
+        }
     }
     Ok(out)
 }
@@ -427,15 +593,38 @@ mod tests {
         NetConf::parse(&serde_json::to_vec(&v).unwrap())
     }
 
+    /// A valid config with `extra`'s fields set (`null` removes one).
+    fn conf(extra: Value) -> Value {
+        let mut c = json!({"cniVersion":"1.0.0","name":"n","type":"xsknet"});
+        for (k, v) in extra.as_object().unwrap() {
+            match v {
+                Value::Null => {
+                    c.as_object_mut().unwrap().remove(k);
+                }
+                v => c[k] = v.clone(),
+            }
+        }
+        c
+    }
+
+    /// Parsing `v` fails with `code` and a message starting with `msg`.
+    #[track_caller]
+    fn fails(v: Value, code: u32, msg: &str) {
+        let e = parse(v.clone()).unwrap_err();
+        assert_eq!(e.code, code, "{v}: {e}");
+        assert!(e.msg.starts_with(msg), "{v}: want {msg:?}, got {:?}", e.msg);
+    }
+
     #[test]
     fn defaults() {
-        let c = parse(json!({"cniVersion":"1.0.0","name":"n","type":"xsknet"})).unwrap();
+        let c = parse(conf(json!({}))).unwrap();
         assert_eq!(c.mtu, 1500);
         assert_eq!(c.socket, PathBuf::from(DEFAULT_SOCKET));
         assert_eq!(c.state_dir, PathBuf::from(DEFAULT_STATE_DIR));
         assert!(!c.disable_ipv6);
         assert_eq!(c.ipam_type, None);
         assert!(c.labels.is_empty());
+        assert_eq!((c.name.as_str(), c.plugin_type.as_str()), ("n", "xsknet"));
     }
 
     #[test]
@@ -445,7 +634,7 @@ mod tests {
             "stateDir":"/d","disableIPv6":true,"ipam":{"type":"host-local","subnet":"10.1.0.0/24"},
             "args":{"labels":{"app":"web"},"cni":{"labels":[{"key":"tier","value":"fe"}]}},
             "runtimeConfig":{"mac":"02:AA:bb:cc:dd:ee","ips":["10.1.0.9/24"]},
-            "prevResult":{"cniVersion":"1.1.0"},
+            "prevResult":{"cniVersion":"1.1.0"},"dns":{"nameservers":["10.0.0.10"]},
             "cni.dev/valid-attachments":[{"containerID":"c","ifname":"eth0"}],
             "someOtherField": 1
         }))
@@ -466,84 +655,262 @@ mod tests {
 
     #[test]
     fn conflist_is_accepted() {
-        let c = parse(json!({"cniVersion":"0.4.0","name":"net","plugins":[
-            {"type":"xsknet","mtu":1400},{"type":"portmap"}]}))
+        let c = parse(
+            json!({"cniVersion":"0.4.0","name":"net","disableCheck":false,"plugins":[
+            {"type":"xsknet","mtu":1400},{"type":"portmap","capabilities":{"portMappings":true}}]}),
+        )
         .unwrap();
         assert_eq!((c.name.as_str(), c.mtu), ("net", 1400));
         assert_eq!(c.cni_version, "0.4.0");
+        // The list's name and version win over an entry's own.
+        let c = parse(json!({"cniVersion":"1.0.0","name":"net","plugins":[
+            {"type":"xsknet","name":"other","cniVersion":"0.4.0"}]}))
+        .unwrap();
+        assert_eq!((c.name.as_str(), c.cni_version.as_str()), ("net", "1.0.0"));
     }
 
     #[test]
-    fn errors_have_codes_and_fields() {
-        let code_of = |v: Value| parse(v).unwrap_err();
-        assert_eq!(NetConf::parse(b"{").unwrap_err().code, code::DECODE);
-        assert_eq!(NetConf::parse(b"[1]").unwrap_err().code, code::DECODE);
-        assert_eq!(NetConf::parse(b"").unwrap_err().code, code::DECODE);
-        let e = code_of(json!({"name":"n"}));
-        assert_eq!(e.code, code::INVALID_CONFIG);
-        assert!(e.msg.contains("cniVersion"), "{e}");
-        let e = code_of(json!({"cniVersion":"0.3.1"}));
-        assert_eq!(e.code, code::INCOMPATIBLE_VERSION);
-        assert!(e.msg.contains("0.4.0, 1.0.0, 1.1.0"), "{e}");
-        for (v, field) in [
-            (json!({"cniVersion":"1.0.0","mtu":"x"}), "mtu"),
-            (json!({"cniVersion":"1.0.0","mtu":10}), "mtu"),
-            (
-                json!({"cniVersion":"1.0.0","ipam":{"type":"../x"}}),
-                "ipam.type",
-            ),
-            (
-                json!({"cniVersion":"1.0.0","ipam":{"subnet":"x"}}),
-                "ipam.type",
-            ),
-            (json!({"cniVersion":"1.0.0","ipam":3}), "ipam"),
-            (
-                json!({"cniVersion":"1.0.0","args":{"labels":{"a":1}}}),
-                "args.labels.a",
-            ),
-            (
-                json!({"cniVersion":"1.0.0","runtimeConfig":{"mac":"zz"}}),
-                "runtimeConfig.mac",
-            ),
-            (
-                json!({"cniVersion":"1.0.0","runtimeConfig":{"ips":["x"]}}),
-                "runtimeConfig.ips",
-            ),
-            (json!({"cniVersion":"1.0.0","prevResult":[]}), "prevResult"),
-            (
-                json!({"cniVersion":"1.0.0","disableIPv6":"yes"}),
-                "disableIPv6",
-            ),
-            (
-                json!({"cniVersion":"1.0.0","cni.dev/valid-attachments":[{}]}),
-                "valid-attachments",
-            ),
-            (json!({"cniVersion":"1.0.0","socket":""}), "socket"),
-            (json!({"cniVersion":1}), "cniVersion"),
-            (
-                json!({"cniVersion":"1.0.0","plugins":[{"type":"bridge"}]}),
-                "plugins",
-            ),
+    fn conflist_errors_name_the_entry() {
+        let list = |plugins: Value| json!({"cniVersion":"1.0.0","name":"net","plugins":plugins});
+        let cfg = code::INVALID_CONFIG;
+        fails(
+            list(json!([{"type":"bridge"},{"type":"portmap"}])),
+            cfg,
+            r#"network config: plugins: no entry of type "xsknet" (got ["bridge", "portmap"])"#,
+        );
+        fails(list(json!([])), cfg, "network config: plugins: no entry");
+        fails(
+            list(json!([{"type":"xsknet"},{"type":"xsknet"}])),
+            cfg,
+            r#"network config: plugins: entries 0 and 1 are both of type "xsknet""#,
+        );
+        fails(
+            list(json!([{"type":"xsknet"},{}])),
+            cfg,
+            "network config: plugins[1].type: required",
+        );
+        fails(
+            list(json!([{"type":"xsknet"},{"type":7}])),
+            cfg,
+            "network config: plugins[1].type: expected a string",
+        );
+        fails(
+            list(json!([{"type":"xsknet"},{"type":"../bin/sh"}])),
+            cfg,
+            "network config: plugins[1].type: \"../bin/sh\" is not a plugin name",
+        );
+        fails(
+            list(json!([{"type":"xsknet"}, 3])),
+            cfg,
+            "network config: plugins[1]: expected an object",
+        );
+        fails(
+            list(json!(7)),
+            cfg,
+            "network config: plugins: expected a list",
+        );
+        fails(
+            list(json!([{"type":"xsknet","mtu":1}])),
+            cfg,
+            "network config: mtu:",
+        );
+        let mut nameless = list(json!([{"type":"xsknet","name":"inner"}]));
+        nameless.as_object_mut().unwrap().remove("name");
+        fails(nameless, cfg, "network config: name: required");
+        let mut l = list(json!([{"type":"xsknet"}]));
+        l["disableGC"] = json!("no");
+        fails(l, cfg, "network config: disableGC: expected true or false");
+    }
+
+    #[test]
+    fn name_type_and_version_are_strict() {
+        let cfg = code::INVALID_CONFIG;
+        fails(
+            conf(json!({"name":null})),
+            cfg,
+            "network config: name: required",
+        );
+        fails(
+            conf(json!({"name":7})),
+            cfg,
+            "network config: name: expected a string",
+        );
+        for bad_name in [
+            "", "-net", ".net", "_net", "my net", "net/1", "nét", "net\u{0}",
         ] {
-            let e = code_of(v);
-            assert_eq!(e.code, code::INVALID_CONFIG, "{e}");
-            assert!(e.msg.contains(field), "{field}: {e}");
+            fails(
+                conf(json!({ "name": bad_name })),
+                cfg,
+                &format!("network config: name: {bad_name:?} is not a valid network name"),
+            );
+        }
+        let long = "n".repeat(1000);
+        let e = parse(conf(json!({"name": format!("{long}!")}))).unwrap_err();
+        assert!(e.msg.len() < 200, "a long name is cut in the message: {e}");
+        for good in ["a", "0", "k8s-pod-network", "net_1.v2", &long] {
+            assert_eq!(parse(conf(json!({ "name": good }))).unwrap().name, good);
+        }
+        fails(
+            conf(json!({"type":null})),
+            cfg,
+            "network config: type: required",
+        );
+        fails(
+            conf(json!({"type":"bridge"})),
+            cfg,
+            r#"network config: type: must be "xsknet" (got "bridge")"#,
+        );
+        fails(
+            conf(json!({"type":"XSKNET"})),
+            cfg,
+            r#"network config: type: must be "xsknet" (got "XSKNET")"#,
+        );
+        fails(
+            conf(json!({"type":1})),
+            cfg,
+            "network config: type: expected a string",
+        );
+        fails(
+            conf(json!({"cniVersion":null})),
+            cfg,
+            "network config: cniVersion: required",
+        );
+        fails(
+            conf(json!({"cniVersion":1})),
+            cfg,
+            "network config: cniVersion: expected a string",
+        );
+        for v in ["0.3.1", "", "2.0.0", "1.0"] {
+            fails(
+                conf(json!({ "cniVersion": v })),
+                code::INCOMPATIBLE_VERSION,
+                &format!(
+                    "network config: cniVersion: {v:?} is not supported (xsknet supports 0.4.0, 1.0.0, 1.1.0)"
+                ),
+            );
         }
     }
 
     #[test]
+    fn every_field_error_has_code_7_and_names_the_field() {
+        assert_eq!(NetConf::parse(b"{").unwrap_err().code, code::DECODE);
+        assert_eq!(NetConf::parse(b"[1]").unwrap_err().code, code::DECODE);
+        assert_eq!(NetConf::parse(b"").unwrap_err().code, code::DECODE);
+        for (extra, field) in [
+            (json!({"mtu":"x"}), "mtu"),
+            (json!({"mtu":10}), "mtu"),
+            (json!({"mtu":65536}), "mtu"),
+            (json!({"mtu":1500.5}), "mtu"),
+            (json!({"ipam":{"type":"../x"}}), "ipam.type"),
+            (json!({"ipam":{"subnet":"x"}}), "ipam.type"),
+            (json!({"ipam":{"type":3}}), "ipam.type"),
+            (json!({"ipam":3}), "ipam"),
+            (json!({"args":[]}), "args"),
+            (json!({"args":{"labels":{"a":1}}}), "args.labels.a"),
+            (json!({"args":{"labels":7}}), "args.labels"),
+            (json!({"args":{"labels":[{"key":"a"}]}}), "args.labels[0]"),
+            (json!({"args":{"cni":5}}), "args.cni"),
+            (json!({"args":{"cni":{"labels":[1]}}}), "args.cni.labels[0]"),
+            (json!({"runtimeConfig":[]}), "runtimeConfig"),
+            (json!({"runtimeConfig":{"mac":"zz"}}), "runtimeConfig.mac"),
+            (json!({"runtimeConfig":{"mac":5}}), "runtimeConfig.mac"),
+            (
+                json!({"runtimeConfig":{"ips":"10.0.0.1"}}),
+                "runtimeConfig.ips",
+            ),
+            (
+                json!({"runtimeConfig":{"ips":["10.0.0.1", "x"]}}),
+                "runtimeConfig.ips[1]",
+            ),
+            (json!({"runtimeConfig":{"ips":[1]}}), "runtimeConfig.ips[0]"),
+            (json!({"prevResult":[]}), "prevResult"),
+            (json!({"disableIPv6":"yes"}), "disableIPv6"),
+            (json!({"dns":"8.8.8.8"}), "dns"),
+            (
+                json!({"cni.dev/valid-attachments":[{}]}),
+                "cni.dev/valid-attachments[0]",
+            ),
+            (
+                json!({"cni.dev/valid-attachments":{}}),
+                "cni.dev/valid-attachments",
+            ),
+            (json!({"socket":""}), "socket"),
+            (json!({"socket":"run/x.sock"}), "socket"),
+            (json!({"socket":5}), "socket"),
+            (json!({"stateDir":""}), "stateDir"),
+            (json!({"stateDir":"var/lib/xsknet"}), "stateDir"),
+            (json!({"stateDir":"/var/\u{0}lib"}), "stateDir"),
+        ] {
+            fails(
+                conf(extra),
+                code::INVALID_CONFIG,
+                &format!("network config: {field}: "),
+            );
+        }
+    }
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    /// `from_env` with a valid DEL environment changed by `pairs` fails with code 4 and
+    /// a message starting with `msg`.
+    #[track_caller]
+    fn env_fails(command: &str, pairs: &[(&str, &str)], msg: &str) {
+        let mut e = env(&[
+            ("CNI_COMMAND", command),
+            ("CNI_CONTAINERID", "c"),
+            ("CNI_NETNS", "/run/netns/p"),
+            ("CNI_IFNAME", "eth0"),
+        ]);
+        for (k, v) in pairs {
+            if v.is_empty() {
+                e.remove(*k);
+            } else {
+                e.insert(k.to_string(), v.to_string());
+            }
+        }
+        let err = CniEnv::from_env(&e).unwrap_err();
+        assert_eq!(err.code, code::INVALID_ENV, "{err}");
+        assert!(err.msg.starts_with(msg), "want {msg:?}, got {:?}", err.msg);
+    }
+
+    #[test]
     fn env_requirements() {
-        let env = |pairs: &[(&str, &str)]| -> HashMap<String, String> {
-            pairs
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect()
-        };
         let e = CniEnv::from_env(&env(&[])).unwrap_err();
         assert_eq!(e.code, code::INVALID_ENV);
-        let e = CniEnv::from_env(&env(&[("CNI_COMMAND", "ADD"), ("CNI_CONTAINERID", "c")]))
-            .unwrap_err();
-        assert!(e.msg.contains("CNI_NETNS"), "{e}");
+        assert!(e.msg.starts_with("CNI_COMMAND is not set"), "{e}");
+        env_fails("ADD", &[("CNI_NETNS", "")], "CNI_NETNS is required for ADD");
+        env_fails(
+            "CHECK",
+            &[("CNI_NETNS", "")],
+            "CNI_NETNS is required for CHECK",
+        );
+        env_fails(
+            "ADD",
+            &[("CNI_IFNAME", "")],
+            "CNI_IFNAME is required for ADD",
+        );
+        env_fails(
+            "DEL",
+            &[("CNI_CONTAINERID", "")],
+            "CNI_CONTAINERID is required for DEL",
+        );
+        env_fails(
+            "ADD",
+            &[("CNI_NETNS", "run/netns/p")],
+            "CNI_NETNS: must be an absolute path",
+        );
+        env_fails(
+            "DEL",
+            &[("CNI_IFNAME", "this-name-is-far-too-long")],
+            "CNI_IFNAME: ",
+        );
+        env_fails("DEL", &[("CNI_ARGS", "K8S_POD_NAME")], "CNI_ARGS: ");
+        env_fails("DEL", &[("CNI_ARGS", "A=1;=2")], "CNI_ARGS: \"=2\"");
         let ok = CniEnv::from_env(&env(&[
             ("CNI_COMMAND", "DEL"),
             ("CNI_CONTAINERID", "c"),
@@ -558,34 +925,84 @@ mod tests {
         assert_eq!(ok.path.len(), 2);
         assert_eq!(ok.requested_ip().unwrap(), Some(Ipv4Addr::new(10, 0, 0, 5)));
         assert!(ok.requested_mac().unwrap().is_some());
-        let e = CniEnv::from_env(&env(&[
-            ("CNI_COMMAND", "DEL"),
-            ("CNI_CONTAINERID", "c"),
-            ("CNI_IFNAME", "this-name-is-far-too-long"),
-        ]))
-        .unwrap_err();
-        assert!(e.msg.contains("CNI_IFNAME"), "{e}");
-        let e = parse_cni_args("K8S_POD_NAME").unwrap_err();
-        assert_eq!(e.code, code::INVALID_ENV);
         let mut bad = ok.clone();
         bad.args.insert("IP".into(), "nope".into());
         assert_eq!(bad.requested_ip().unwrap_err().code, code::INVALID_ENV);
+        bad.args.insert("MAC".into(), "nope".into());
+        assert_eq!(bad.requested_mac().unwrap_err().code, code::INVALID_ENV);
+    }
+
+    /// What libcni sends when it probes a plugin (podman does on every command): the
+    /// attachment variables are ignored outside ADD, CHECK and DEL.
+    #[test]
+    fn verbs_without_attachment_ignore_its_variables() {
+        for cmd in ["VERSION", "STATUS", "GC"] {
+            let e = CniEnv::from_env(&env(&[
+                ("CNI_COMMAND", cmd),
+                ("CNI_CONTAINERID", "-bad/id"),
+                ("CNI_NETNS", "dummy"),
+                ("CNI_IFNAME", "dummy/with/slashes"),
+                ("CNI_PATH", "dummy"),
+            ]))
+            .unwrap_or_else(|e| panic!("{cmd}: {e}"));
+            assert_eq!(e.command, cmd);
+        }
+    }
+
+    #[test]
+    fn container_id_syntax_and_length() {
+        for id in ["-c", ".c", "_c", "c/d", "c d", "c:d", "c\u{0}", "é"] {
+            for cmd in ["ADD", "DEL", "CHECK"] {
+                env_fails(cmd, &[("CNI_CONTAINERID", id)], "CNI_CONTAINERID: ");
+            }
+        }
+        let max = "a".repeat(MAX_CONTAINER_ID_LEN);
+        let over = "a".repeat(MAX_CONTAINER_ID_LEN + 1);
+        for cmd in ["ADD", "DEL", "CHECK"] {
+            env_fails(
+                cmd,
+                &[("CNI_CONTAINERID", &over)],
+                "CNI_CONTAINERID: 257 bytes, at most 256 are accepted",
+            );
+            let e = CniEnv::from_env(&env(&[
+                ("CNI_COMMAND", cmd),
+                ("CNI_CONTAINERID", &max),
+                ("CNI_NETNS", "/run/netns/p"),
+                ("CNI_IFNAME", "eth0"),
+            ]))
+            .unwrap();
+            assert_eq!(e.container_id, max);
+        }
+        for id in ["0", "abc-DEF_1.2", &"f".repeat(64)] {
+            assert!(check_container_id(id).is_ok(), "{id}");
+        }
     }
 
     #[test]
     fn parser_never_panics_on_junk() {
-        let samples: [&[u8]; 8] = [
+        let samples: [&[u8]; 10] = [
             b"",
             b"null",
             b"\xff\xfe",
             br#"{"cniVersion":"1.0.0","plugins":7}"#,
-            br#"{"cniVersion":"1.0.0","args":[]}"#,
-            br#"{"cniVersion":"1.0.0","runtimeConfig":{"ips":[1,2]}}"#,
-            br#"{"cniVersion":"1.0.0","mtu":1e99}"#,
-            br#"{"cniVersion":"1.0.0","args":{"cni":{"labels":[1]}}}"#,
+            br#"{"cniVersion":"1.0.0","name":"n","type":"xsknet","args":[]}"#,
+            br#"{"cniVersion":"1.0.0","name":"n","type":"xsknet","runtimeConfig":{"ips":[1,2]}}"#,
+            br#"{"cniVersion":"1.0.0","name":"n","type":"xsknet","mtu":1e99}"#,
+            br#"{"cniVersion":"1.0.0","name":"n","type":"xsknet","args":{"cni":{"labels":[1]}}}"#,
+            br#"{"cniVersion":"1.0.0","name":"\u00e9\u00e9\u00e9","type":"xsknet"}"#,
+            br#"{"plugins":[{"type":"xsknet"},null]}"#,
         ];
         for s in samples {
-            let _ = NetConf::parse(s);
+            let e = NetConf::parse(s).unwrap_err();
+            assert!(
+                [
+                    code::DECODE,
+                    code::INVALID_CONFIG,
+                    code::INCOMPATIBLE_VERSION
+                ]
+                .contains(&e.code),
+                "{e}"
+            );
         }
     }
 }

@@ -4,7 +4,7 @@
 //! nothing behind, chaining with the reference portmap and bandwidth plugins and
 //! delegation to host-local work, GC releases stale attachments, 32 parallel ADDs and
 //! DELs stay consistent, and a DEL made while the daemon is down is finished by the
-//! daemon when it is back. Needs root and Debian's containernetworking-plugins
+//! daemon when it is back, also for a container ID of the longest accepted length. Needs root and Debian's containernetworking-plugins
 //! (/usr/lib/cni); without root it prints SKIP (fails with XSKNET_REQUIRE_PRIVILEGED).
 
 mod common;
@@ -96,6 +96,31 @@ fn bad_input_returns_codes_and_leaves_nothing() {
     assert!(v["msg"].as_str().unwrap().contains("mtu"), "{v}");
     let (rc, v) = node.cni("ADD", &a, &node.conf("0.3.1"));
     assert_eq!((rc, v["code"].as_u64()), (1, Some(1)), "{v}");
+    // The spec's fields are checked strictly, the field named.
+    let mut nameless = node.conf("1.0.0");
+    nameless.as_object_mut().unwrap().remove("name");
+    let mut typeless = node.conf("1.0.0");
+    typeless.as_object_mut().unwrap().remove("type");
+    let mut bridge = node.conf("1.0.0");
+    bridge["type"] = json!("bridge");
+    let mut empty_name = node.conf("1.0.0");
+    empty_name["name"] = json!("");
+    for (conf, msg) in [
+        (nameless, "network config: name: required"),
+        (
+            empty_name,
+            "network config: name: \"\" is not a valid network name",
+        ),
+        (typeless, "network config: type: required"),
+        (
+            bridge,
+            "network config: type: must be \"xsknet\" (got \"bridge\")",
+        ),
+    ] {
+        let (rc, v) = node.cni("ADD", &a, &conf);
+        assert_eq!((rc, v["code"].as_u64()), (1, Some(7)), "{v}");
+        assert!(v["msg"].as_str().unwrap().starts_with(msg), "{v}");
+    }
     // Missing CNI_NETNS.
     let (rc, v) = node.exec_plugin(
         &xsknet(),
@@ -394,6 +419,53 @@ fn del_while_daemon_down_is_finished_at_restart() {
         0,
         "record consumed"
     );
+}
+
+/// The longest container ID the plugin accepts (256 bytes) through ADD, and DEL with
+/// the daemon down: the DEL is recorded (under a fixed-length name, the full ID inside)
+/// and finished by the daemon when it is back.
+#[test]
+fn del_while_daemon_down_with_longest_container_id() {
+    if !privileged() {
+        return;
+    }
+    let t = prefix("cl");
+    let mut node = Node::start(&t);
+    let mut a = Pod::new(&t, "a");
+    a.container_id = format!("{}-{}", a.container_id, "f".repeat(256))[..256].to_string();
+    let conf = node.conf("1.1.0");
+    let (rc, v) = node.cni("ADD", &a, &conf);
+    assert_eq!(rc, 0, "ADD with a 256-byte container ID: {v}");
+    assert_eq!(
+        node.allocations()[0]["container_id"],
+        a.container_id.as_str()
+    );
+    node.stop();
+    let (rc, v) = node.cni("DEL", &a, &conf);
+    assert_eq!(rc, 0, "DEL with the daemon down: {v}");
+    assert!(node.ns.pod_veths().is_empty(), "veth removed anyway");
+    let pending = node.state.join("pending-del");
+    let records: Vec<_> = std::fs::read_dir(&pending)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(records.len(), 1, "{records:?}");
+    let rec: Value = serde_json::from_slice(&std::fs::read(&records[0]).unwrap()).unwrap();
+    assert_eq!(rec["container_id"], a.container_id.as_str(), "full ID kept");
+    node.spawn();
+    node.assert_empty();
+    assert_eq!(
+        std::fs::read_dir(&pending).unwrap().count(),
+        0,
+        "record consumed"
+    );
+    // One byte more is refused by ADD and DEL alike, before anything is done.
+    a.container_id.push('0');
+    for cmd in ["ADD", "DEL"] {
+        let (rc, v) = node.cni(cmd, &a, &conf);
+        assert_eq!((rc, v["code"].as_u64()), (1, Some(4)), "{cmd}: {v}");
+    }
+    node.assert_empty();
 }
 
 #[test]

@@ -210,7 +210,10 @@ pub struct IpamAllocation {
     pub ifname: String,
 }
 
-/// One `<stateDir>/pending-del/<container_id>-<ifname>.json` record ([`PENDING_DEL_DIR`]).
+/// One `<stateDir>/pending-del/*.json` record ([`PENDING_DEL_DIR`]): a DEL the CNI plugin
+/// could not finish because the daemon was down. The record names the attachment in
+/// full; its file name ([`PendingDel::file_name`]) is only a fixed-length key, so a
+/// reader scans the directory for `*.json` and never derives a name from an ID.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct PendingDel {
     pub container_id: String,
@@ -218,6 +221,26 @@ pub struct PendingDel {
     pub ifname: String,
     /// The host-side veth the endpoint was attached on.
     pub host_ifname: String,
+}
+
+impl PendingDel {
+    /// `del-` + 32 hex digits of the 128-bit FNV-1a hash of `container_id` NUL
+    /// `ifname` + `.json` (41 bytes): the same attachment always maps to the same
+    /// record, and a container ID of any length fits in a file name (`NAME_MAX` is 255;
+    /// the `<container_id>-<ifname>.json` names of earlier releases were not, for IDs
+    /// of 233 bytes and more). Records under those older names are still read: readers
+    /// scan the directory.
+    pub fn file_name(container_id: &str, ifname: &str) -> String {
+        const OFFSET: u128 = 0x6c62_272e_07bb_0142_62b8_2175_6295_c58d;
+        const PRIME: u128 = 0x0000_0000_0100_0000_0000_0000_0000_013b;
+        let mut h = OFFSET;
+        let key = container_id.bytes().chain([0]).chain(ifname.bytes());
+        for b in key {
+            h ^= u128::from(b);
+            h = h.wrapping_mul(PRIME);
+        }
+        format!("del-{h:032x}.json")
+    }
 }
 
 /// A pod endpoint as a client describes it.
@@ -786,5 +809,23 @@ mod tests {
         let v = serde_json::to_value(&status).unwrap();
         assert!(v.get("host_ip").is_none());
         assert_eq!(serde_json::from_value::<Status>(v).unwrap(), status);
+    }
+
+    #[test]
+    fn pending_del_file_name_is_fixed_length_and_keyed_by_both_ids() {
+        // Pinned: records written by one release must be found by the next.
+        assert_eq!(
+            PendingDel::file_name("p1", "eth0"),
+            "del-238db929b74ff78df25e1a64588e0b1f.json"
+        );
+        let long = "c".repeat(256);
+        let name = PendingDel::file_name(&long, "eth0");
+        assert_eq!(name.len(), 41);
+        assert_ne!(name, PendingDel::file_name(&long, "eth1"));
+        // The separator keeps ("a", "bc") and ("ab", "c") apart.
+        assert_ne!(
+            PendingDel::file_name("a", "bc"),
+            PendingDel::file_name("ab", "c")
+        );
     }
 }

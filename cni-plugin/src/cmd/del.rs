@@ -2,9 +2,10 @@
 //! end; the pod end goes with it), release the address. Already gone is success at
 //! every step, and so is a vanished netns: nothing here needs to enter it. When
 //! `xsknetd` cannot be reached the veth is still deleted and the rest is recorded in
-//! `<stateDir>/pending-del/<containerID>-<ifname>.json`, which the daemon finishes
-//! (endpoint detach, address release) when it runs again; the runtime gets success, so
-//! a node whose daemon is down can still tear pods down.
+//! `<stateDir>/pending-del/` (a [`PendingDel`] named by a hash of the attachment, so a
+//! container ID of any accepted length fits), which the daemon finishes (endpoint
+//! detach, address release) when it runs again; the runtime gets success, so a node
+//! whose daemon is down can still tear pods down.
 
 use xsknet_proto::client::ClientError;
 use xsknet_proto::fsutil;
@@ -30,7 +31,7 @@ fn record_pending(c: &Call<'_>, host: &str) -> Result<(), CniError> {
         ifname: c.env.ifname.clone(),
         host_ifname: host.to_string(),
     };
-    let path = dir.join(format!("{}-{}.json", c.env.container_id, c.env.ifname));
+    let path = dir.join(PendingDel::file_name(&rec.container_id, &rec.ifname));
     let mut bytes = serde_json::to_vec_pretty(&rec).map_err(|e| {
         CniError::new(
             code::IO_FAILURE,
@@ -46,7 +47,25 @@ fn record_pending(c: &Call<'_>, host: &str) -> Result<(), CniError> {
                 path.display()
             ),
         )
-    })
+    })?;
+    remove_legacy_record(&dir, &rec);
+    Ok(())
+}
+
+/// Removes the record of the same attachment under the name earlier releases used
+/// (`<containerID>-<ifname>.json`), now that the new one is durable: the daemon would
+/// finish both (harmlessly), but one DEL should leave one record. Best effort: the
+/// name may not even be representable (too long), and a record of a different
+/// attachment that happens to have that name is left alone.
+fn remove_legacy_record(dir: &std::path::Path, rec: &PendingDel) {
+    let legacy = dir.join(format!("{}-{}.json", rec.container_id, rec.ifname));
+    let same = std::fs::read(&legacy)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<PendingDel>(&b).ok())
+        .is_some_and(|old| old.container_id == rec.container_id && old.ifname == rec.ifname);
+    if same {
+        let _ = std::fs::remove_file(&legacy);
+    }
 }
 
 pub fn run(c: &Call<'_>) -> Result<(), CniError> {

@@ -16,6 +16,7 @@ use xsknet_proto::wire::{
 };
 
 use super::run;
+use crate::config::MAX_CONTAINER_ID_LEN;
 use crate::platform::{ExecOutput, Platform};
 use crate::wire::{host_ifname, LinkPlan, PodLink, PodView, WireError};
 
@@ -423,6 +424,14 @@ fn version_reports_supported_versions() {
     let (rc, v) = h.call_raw(&env, b"");
     assert_eq!(rc, 0);
     assert_eq!(v["cniVersion"], "1.1.0");
+    // libcni's probe (podman sends it before every command) sets dummy attachment
+    // variables, which VERSION ignores.
+    let mut probe = env.clone();
+    for k in ["CNI_NETNS", "CNI_IFNAME", "CNI_PATH"] {
+        probe.insert(k.to_string(), "dummy".to_string());
+    }
+    let (rc, v) = h.call(&probe, &json!({"cniVersion":"1.0.0"}));
+    assert_eq!(rc, 0, "{v}");
 }
 
 #[test]
@@ -608,16 +617,165 @@ fn del_with_daemon_down_records_pending() {
         h.fake.s.borrow().host_links.is_empty(),
         "veth removed anyway"
     );
-    let rec = h
-        .dir
-        .path()
-        .join("state")
-        .join(PENDING_DEL_DIR)
-        .join("p1-eth0.json");
-    let p: PendingDel = serde_json::from_slice(&std::fs::read(&rec).unwrap()).unwrap();
+    let dir = h.dir.path().join("state").join(PENDING_DEL_DIR);
+    assert_eq!(
+        pending_records(&dir),
+        ["del-238db929b74ff78df25e1a64588e0b1f.json"]
+    );
+    let p: PendingDel = serde_json::from_slice(
+        &std::fs::read(dir.join(PendingDel::file_name("p1", "eth0"))).unwrap(),
+    )
+    .unwrap();
     assert_eq!(p.container_id, "p1");
     assert_eq!(p.ifname, "eth0");
     assert_eq!(p.host_ifname, host_ifname("p1", "eth0"));
+}
+
+fn pending_records(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn del_with_daemon_down_replaces_a_record_under_the_old_name() {
+    let h = Harness::new();
+    h.add("1.0.0", "p1");
+    let dir = h.dir.path().join("state").join(PENDING_DEL_DIR);
+    std::fs::create_dir_all(&dir).unwrap();
+    let old = |cid: &str, ifname: &str| PendingDel {
+        container_id: cid.into(),
+        ifname: ifname.into(),
+        host_ifname: host_ifname(cid, ifname),
+    };
+    // What an earlier release wrote for this attachment, and a record of another
+    // attachment that has the same old-style name ("p1-eth0" + "-" + ...).
+    std::fs::write(
+        dir.join("p1-eth0.json"),
+        serde_json::to_vec(&old("p1", "eth0")).unwrap(),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("p1-eth0-x.json"),
+        serde_json::to_vec(&old("p1", "eth0-x")).unwrap(),
+    )
+    .unwrap();
+    h.fake.s.borrow_mut().daemon_up = false;
+    let (rc, v) = h.call(&h.env("DEL", "p1"), &h.conf("1.0.0", json!({})));
+    assert_eq!(rc, 0, "{v}");
+    assert_eq!(
+        pending_records(&dir),
+        [
+            PendingDel::file_name("p1", "eth0"),
+            "p1-eth0-x.json".to_string()
+        ]
+    );
+}
+
+/// The longest container ID ADD accepts works in every verb, DEL with the daemon down
+/// included; one byte more is refused by every verb with code 4.
+#[test]
+fn longest_container_id_works_in_every_verb() {
+    let h = Harness::new();
+    let id = format!("c{}", "0123456789abcdef".repeat(16))[..MAX_CONTAINER_ID_LEN].to_string();
+    let env = |cmd: &str, id: &str| {
+        let mut e = h.env(cmd, "p1");
+        e.insert("CNI_CONTAINERID".into(), id.to_string());
+        e
+    };
+    let (rc, result) = h.call(&env("ADD", &id), &h.conf("1.1.0", json!({})));
+    assert_eq!(rc, 0, "{result}");
+    let mut conf = h.conf("1.1.0", json!({}));
+    conf["prevResult"] = result;
+    let (rc, v) = h.call(&env("CHECK", &id), &conf);
+    assert_eq!(rc, 0, "{v}");
+    h.fake.s.borrow_mut().daemon_up = false;
+    let (rc, v) = h.call(&env("DEL", &id), &conf);
+    assert_eq!(rc, 0, "DEL with the daemon down: {v}");
+    let dir = h.dir.path().join("state").join(PENDING_DEL_DIR);
+    let names = pending_records(&dir);
+    assert_eq!(names, [PendingDel::file_name(&id, "eth0")]);
+    assert_eq!(names[0].len(), 41);
+    let p: PendingDel =
+        serde_json::from_slice(&std::fs::read(dir.join(&names[0])).unwrap()).unwrap();
+    assert_eq!(p.container_id, id, "the full ID is kept in the record");
+    assert_eq!(p.host_ifname, host_ifname(&id, "eth0"));
+    h.fake.s.borrow_mut().daemon_up = true;
+    let (rc, v) = h.call(&env("DEL", &id), &conf);
+    assert_eq!(rc, 0, "DEL again with the daemon up: {v}");
+    h.nothing_left();
+    let over = format!("{id}x");
+    for cmd in ["ADD", "CHECK", "DEL"] {
+        let (rc, v) = h.call(&env(cmd, &over), &conf);
+        assert_eq!((rc, v["code"].as_u64()), (1, Some(4)), "{cmd}: {v}");
+        assert!(
+            v["msg"]
+                .as_str()
+                .unwrap()
+                .starts_with("CNI_CONTAINERID: 257 bytes"),
+            "{cmd}: {v}"
+        );
+    }
+}
+
+/// Bad configurations are refused with code 7 naming the field by every verb, before
+/// the plugin touches the daemon, the kernel or the state directory.
+#[test]
+fn strict_config_refused_before_anything_happens() {
+    let h = Harness::new();
+    let list = |plugins: Value| json!({"cniVersion":"1.0.0","name":"xnet","plugins":plugins});
+    let without = |field: &str| {
+        let mut c = h.conf("1.0.0", json!({}));
+        c.as_object_mut().unwrap().remove(field);
+        c
+    };
+    let cases = [
+        (without("name"), "network config: name: required"),
+        (
+            h.conf("1.0.0", json!({"name": ""})),
+            r#"network config: name: "" is not a valid network name"#,
+        ),
+        (
+            h.conf("1.0.0", json!({"name": "my net"})),
+            r#"network config: name: "my net" is not a valid network name"#,
+        ),
+        (without("type"), "network config: type: required"),
+        (
+            h.conf("1.0.0", json!({"type": "bridge"})),
+            r#"network config: type: must be "xsknet" (got "bridge")"#,
+        ),
+        (
+            without("cniVersion"),
+            "network config: cniVersion: required",
+        ),
+        (
+            list(json!([{"type": "bridge"}])),
+            r#"network config: plugins: no entry of type "xsknet" (got ["bridge"])"#,
+        ),
+        (
+            list(json!([{"type": "xsknet"}, {"type": "xsknet"}])),
+            "network config: plugins: entries 0 and 1",
+        ),
+        (
+            h.conf("1.0.0", json!({"stateDir": "state"})),
+            "network config: stateDir: must be an absolute path",
+        ),
+    ];
+    for (conf, msg) in cases {
+        for cmd in ["ADD", "CHECK", "DEL"] {
+            let (rc, v) = h.call(&h.env(cmd, "p1"), &conf);
+            assert_eq!((rc, v["code"].as_u64()), (1, Some(7)), "{cmd} {conf}: {v}");
+            let got = v["msg"].as_str().unwrap();
+            assert!(got.starts_with(msg), "{cmd}: want {msg:?}, got {got:?}");
+        }
+    }
+    let s = h.fake.s.borrow();
+    assert!(s.requests.is_empty(), "daemon asked: {:?}", s.requests);
+    assert!(s.host_links.is_empty() && s.execs.is_empty());
+    assert!(!h.dir.path().join("state").exists(), "state dir untouched");
 }
 
 #[test]
