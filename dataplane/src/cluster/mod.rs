@@ -7,7 +7,7 @@
 //! * [`records`]: the stored records, the key layout and the validation every record read
 //!   back goes through (untrusted input: refused with the key named, never a panic).
 //! * [`config`]: the `datastore` and `overlay` sections of `node.yaml`.
-//! * `etcd` (next): the etcd v3 client on a thread of its own (tokio stays there): registers
+//! * [`etcd`]: the etcd v3 client on a thread of its own (tokio stays there): registers
 //!   this node with a lease, claims its pod prefix (ownership separate from liveness),
 //!   publishes its pods, and lists + watches the prefix.
 //!
@@ -23,7 +23,12 @@
 //! [`ClusterEvent::Refused`].
 
 pub mod config;
+pub mod etcd;
 pub mod records;
+#[cfg(test)]
+mod tests;
+#[cfg(test)]
+mod testutil;
 
 use std::collections::BTreeMap;
 
