@@ -22,6 +22,7 @@
 
 #![deny(unsafe_code)]
 
+pub mod cluster;
 pub mod config;
 pub mod control;
 pub mod counters;

@@ -1,0 +1,251 @@
+//! Test fixtures for the cluster view: a real etcd (Debian `etcd-server`, binary `etcd`)
+//! on 127.0.0.1 with free ports in a temp data dir, and a TCP proxy a test can cut to
+//! partition one client from it.
+//!
+//! [`Etcd`] kills exactly the process it started (by its `Child`, never by name) and
+//! removes its data dir on drop, also when the test panics. Without the binary the
+//! tests skip with a visible message, unless `XSKNET_REQUIRE_PRIVILEGED` is set (the
+//! README's full test command), when they fail.
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// Whether the etcd binary is there; skips (or fails under XSKNET_REQUIRE_PRIVILEGED).
+pub fn etcd_available() -> bool {
+    let found = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join("etcd").is_file()))
+        .unwrap_or(false);
+    if !found {
+        if std::env::var_os("XSKNET_REQUIRE_PRIVILEGED").is_some() {
+            panic!("the etcd tests need the etcd binary (Debian etcd-server; scripts/setup.sh)");
+        }
+        eprintln!("SKIP: etcd test needs the etcd binary (Debian etcd-server)");
+    }
+    found
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind an ephemeral port")
+}
+
+/// One etcd member of its own cluster.
+pub struct Etcd {
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+    client_port: u16,
+    peer_port: u16,
+}
+
+impl Etcd {
+    /// Start etcd and wait until it is healthy; `None` when the binary is missing.
+    pub fn start() -> Option<Etcd> {
+        if !etcd_available() {
+            return None;
+        }
+        let dir = tempfile::Builder::new()
+            .prefix("xsknet-etcd")
+            .tempdir()
+            .expect("temp dir");
+        let mut e = Etcd {
+            child: None,
+            dir,
+            client_port: free_port(),
+            peer_port: free_port(),
+        };
+        e.spawn();
+        Some(e)
+    }
+
+    /// `http://127.0.0.1:PORT`
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.client_port)
+    }
+
+    pub fn client_port(&self) -> u16 {
+        self.client_port
+    }
+
+    fn spawn(&mut self) {
+        let client = self.url();
+        let peer = format!("http://127.0.0.1:{}", self.peer_port);
+        let data = self.dir.path().join("data");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("etcd.log"))
+            .expect("etcd log file");
+        let child = Command::new("etcd")
+            .arg("--name=t")
+            .arg(format!("--data-dir={}", data.display()))
+            .arg(format!("--listen-client-urls={client}"))
+            .arg(format!("--advertise-client-urls={client}"))
+            .arg(format!("--listen-peer-urls={peer}"))
+            .arg(format!("--initial-advertise-peer-urls={peer}"))
+            .arg(format!("--initial-cluster=t={peer}"))
+            .arg("--initial-cluster-state=new")
+            .arg("--logger=zap")
+            .arg("--log-outputs=stderr")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("dup log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn etcd");
+        self.child = Some(child);
+        self.wait_healthy();
+    }
+
+    fn wait_healthy(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
+                panic!("etcd exited with {status}: {}", self.log());
+            }
+            if health(self.client_port) {
+                return;
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+        panic!("etcd not healthy after 30 s: {}", self.log());
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("etcd.log")).unwrap_or_default()
+    }
+
+    /// Kill it (SIGKILL: no goodbye to the clients); the data dir stays.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Start it again on the same ports and data.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        self.kill();
+        // `dir` (a TempDir) removes the data dir after this.
+    }
+}
+
+fn health(port: u16) -> bool {
+    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    if s.write_all(b"GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+        .is_err()
+    {
+        return false;
+    }
+    let mut body = String::new();
+    let _ = s.read_to_string(&mut body);
+    body.contains("\"health\":\"true\"")
+}
+
+/// A TCP proxy in front of etcd: `cut` closes every connection through it and refuses
+/// new ones (a partition between one client and etcd) until `restore`.
+pub struct Proxy {
+    port: u16,
+    cut: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+    conns: Arc<Mutex<Vec<TcpStream>>>,
+    accept: Option<thread::JoinHandle<()>>,
+}
+
+impl Proxy {
+    pub fn new(target_port: u16) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
+        let port = listener.local_addr().expect("proxy addr").port();
+        listener.set_nonblocking(true).expect("nonblocking");
+        let cut = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(AtomicBool::new(false));
+        let conns: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
+        let (c, s, cs) = (cut.clone(), stop.clone(), conns.clone());
+        let accept = thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                let Ok((down, _)) = listener.accept() else {
+                    thread::sleep(Duration::from_millis(10));
+                    continue;
+                };
+                if c.load(Ordering::Relaxed) {
+                    let _ = down.shutdown(Shutdown::Both);
+                    continue;
+                }
+                let _ = down.set_nonblocking(false);
+                let Ok(up) = TcpStream::connect(("127.0.0.1", target_port)) else {
+                    continue;
+                };
+                let pipes = (
+                    down.try_clone(),
+                    up.try_clone(),
+                    down.try_clone(),
+                    up.try_clone(),
+                );
+                let (Ok(d2), Ok(u2), Ok(d3), Ok(u3)) = pipes else {
+                    continue;
+                };
+                if let Ok(mut all) = cs.lock() {
+                    all.push(d3);
+                    all.push(u3);
+                }
+                thread::spawn(move || pipe(down, up));
+                thread::spawn(move || pipe(u2, d2));
+            }
+        });
+        Proxy {
+            port,
+            cut,
+            stop,
+            conns,
+            accept: Some(accept),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn cut(&self) {
+        self.cut.store(true, Ordering::Relaxed);
+        if let Ok(mut all) = self.conns.lock() {
+            for s in all.drain(..) {
+                let _ = s.shutdown(Shutdown::Both);
+            }
+        }
+    }
+
+    pub fn restore(&self) {
+        self.cut.store(false, Ordering::Relaxed);
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.cut();
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.accept.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn pipe(mut from: TcpStream, mut to: TcpStream) {
+    let _ = std::io::copy(&mut from, &mut to);
+    let _ = to.shutdown(Shutdown::Both);
+    let _ = from.shutdown(Shutdown::Both);
+}
