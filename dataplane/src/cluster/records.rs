@@ -177,7 +177,7 @@ impl Keys {
             .strip_prefix(self.prefix.as_str())
             .ok_or_else(|| refuse(key, format!("not under the prefix {:?}", self.prefix)))?;
         let parts: Vec<&str> = rest.split('/').collect();
-        let name = |field: &str, s: &str, check: fn(&str) -> Result<(), String>| {
+        let name = |field: &str, s: &str, check: fn(&str) -> Result<(), k8s::ValueError>| {
             check(s)
                 .map(|()| s.to_string())
                 .map_err(|m| refuse(key, format!("key segment {field} {s:?}: {m}")))
