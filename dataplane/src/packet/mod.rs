@@ -1,5 +1,7 @@
 //! Checked zero-copy views over packet bytes: Ethernet II, ARP (Ethernet/IPv4), IPv4,
-//! ICMPv4, the Internet checksum, and the address-family keys tables use ([`addr`]).
+//! ICMPv4, the transport headers connection tracking reads (UDP, TCP, SCTP, and the
+//! port pair they share), VXLAN, the Internet checksum, the IP protocol numbers
+//! ([`protocol`]), and the address-family keys tables use ([`addr`]).
 //!
 //! This is the "knows bytes" layer of a packet's way: the pipeline stages read and
 //! rewrite frames in the UMEM through these views and nothing else. Each view wraps a
@@ -25,17 +27,33 @@ pub mod checksum;
 pub mod ethernet;
 pub mod icmp;
 pub mod ipv4;
+pub mod ports;
+pub mod sctp;
+pub mod tcp;
+pub mod udp;
+pub mod vxlan;
 
+/// IP protocol numbers (IPv4 protocol field, IPv6 next header) the packet path looks
+/// at: defined here once; `ipv4::protocol` and the policy contract re-export them.
+pub mod protocol {
+    pub const ICMP: u8 = 1;
+    pub const TCP: u8 = 6;
+    pub const UDP: u8 = 17;
+    pub const SCTP: u8 = 132;
+}
 /// Why a view refused a buffer. The pipeline turns these into `DropReason`s.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WireError {
-    /// The buffer is shorter than the header (or the lengths the header claims).
+    /// The buffer is shorter than the fixed header.
     Truncated,
-    /// IPv4 version field is not 4.
+    /// A version or format field holds a value the view does not speak: IPv4 version
+    /// not 4; VXLAN flags other than exactly I, or reserved bits set.
     BadVersion,
-    /// IPv4 IHL below 5 or the header would run past the buffer.
+    /// A header-length field below its minimum, or the header it claims would run past
+    /// the buffer: IPv4 IHL, TCP data offset, SCTP first chunk length.
     BadHeaderLength,
-    /// IPv4 total length below the header length or past the buffer.
+    /// A total-length field below the header length or past the buffer: IPv4 total
+    /// length, UDP length.
     BadTotalLength,
 }
 
