@@ -20,13 +20,13 @@ use std::sync::Arc;
 
 pub use classifier::Classifier;
 
+use crate::packet::addr::IpKey;
 use crate::tables::PortId;
 
-/// IP protocol numbers a rule can name.
-pub const PROTO_ICMP: u8 = 1;
-pub const PROTO_TCP: u8 = 6;
-pub const PROTO_UDP: u8 = 17;
-pub const PROTO_SCTP: u8 = 132;
+/// IP protocol numbers a rule can name (defined once, in `packet::protocol`).
+pub use crate::packet::protocol::{
+    ICMP as PROTO_ICMP, SCTP as PROTO_SCTP, TCP as PROTO_TCP, UDP as PROTO_UDP,
+};
 
 /// Which rule allowed a flow: index of the policy in [`PolicySnapshot::policies`] and
 /// of the rule inside that policy's ingress or egress list.
@@ -36,14 +36,15 @@ pub struct RuleRef {
     pub rule: u16,
 }
 
-/// An address block of a peer: `net/prefix` minus every `except` block. A pod peer is
-/// its /32; "any address" is 0.0.0.0/0.
+/// An address block of a peer: `net/prefix` minus every `except` block, in one
+/// address family (`u32`: IPv4, `u128`: IPv6). A pod peer is its /32 (/128); "any
+/// address" is 0.0.0.0/0 (::/0).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct IpBlock {
+pub struct IpBlock<A: IpKey = u32> {
     /// Network, host byte order, host bits zero.
-    pub net: u32,
+    pub net: A,
     pub prefix: u8,
-    pub except: Vec<(u32, u8)>,
+    pub except: Vec<(A, u8)>,
 }
 
 /// A port match: `proto` with destination port in `lo..=hi`. A protocol-only rule is
@@ -60,8 +61,8 @@ pub struct PortMatch {
 /// destination port match any of `ports`, or `ports` is empty = every protocol and
 /// port, ICMP included).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct CompiledRule {
-    pub peers: Vec<IpBlock>,
+pub struct CompiledRule<A: IpKey = u32> {
+    pub peers: Vec<IpBlock<A>>,
     pub ports: Vec<PortMatch>,
     pub origin: RuleRef,
 }
