@@ -36,9 +36,13 @@
 //! (`u32` IPv4, `u128` IPv6), the same code. The lookup arrays hold addresses of the
 //! family (4-byte interval starts for IPv4, 16-byte for IPv6), so an IPv4 lookup
 //! searches exactly the array it searched before the classifier was generic and costs
-//! the same instructions (`valgrind --tool=callgrind` on the `policy` bench, see
-//! bench/RESULTS.md). The build works on 128-bit positions for both families (control
-//! thread only). The broad tier starts at [`BROAD_PREFIX`] (IPv4) or
+//! the same instructions: `valgrind --tool=callgrind` on `cargo bench -p bench --bench
+//! policy -- --test 'classifier_lookup/rules/N$'` (one block of 4,096 lookups,
+//! 2026-11-29) counts 627,221 / 760,399 / 1,428,554 instructions at 100 / 1,000 /
+//! 10,000 rules (153 / 186 / 349 per lookup) before and after. The IPv6 instance on
+//! the same 10,000 rules embedded in `fd00::/96` (`classifier_lookup_v6`): 1,314,761
+//! (321 per lookup; no broad tier there). The build works on 128-bit positions for
+//! both families (control thread only). The broad tier starts at [`BROAD_PREFIX`] (IPv4) or
 //! [`BROAD_PREFIX_V6`] (IPv6).
 //!
 //! **Sharing.** Neighbouring intervals with the same port set are merged, and identical
