@@ -7,7 +7,10 @@
 //! narrow rule, and `0.0.0.0/0 except 10.0.0.0/8`, over none). Each iteration looks up a block of `LOOKUPS` precomputed flows (half aimed
 //! inside rule blocks and at their ports, half random), so criterion's "thrpt" is
 //! lookups per second on one core. The same bench at 100 and 1,000 rules shows how the
-//! cost grows (logarithmically).
+//! cost grows (logarithmically). `classifier_lookup_v6/rules/10000` runs the same
+//! rules and flows on a `Classifier<u128>`, every address embedded in `fd00::/96`
+//! (prefix + 96): the IPv6 instance's cost for the same decisions (its broad tier stays
+//! empty, the embedded blocks all being longer than /48).
 //!
 //! `compile/10000_rules` times [`compile`] of a store with 100 policies × 100 ingress
 //! rules (ipBlocks with excepts, pod and namespace selectors, numeric, range and named
@@ -187,6 +190,29 @@ fn bench_lookup(c: &mut Criterion) {
     }
     g.finish();
 
+    let mut g = c.benchmark_group("classifier_lookup_v6");
+    g.throughput(Throughput::Elements(LOOKUPS as u64));
+    let mut rng = Rng(0x5eed_0000 + 10_000);
+    let rules4 = rules(10_000, &mut rng);
+    let flows4 = flows(&rules4, &mut rng);
+    let rules6: Vec<CompiledRule<u128>> = rules4.iter().map(embed_rule).collect();
+    let flows6: Vec<(u128, u8, u16)> = flows4
+        .iter()
+        .map(|&(a, p, port)| (embed(a), p, port))
+        .collect();
+    let classifier = Classifier::build(&rules6);
+    eprintln!("classifier_v6 10000 rules: {:?}", classifier.stats());
+    g.bench_with_input(BenchmarkId::new("rules", 10_000), &flows6, |b, flows| {
+        b.iter(|| {
+            let mut allowed = 0u32;
+            for &(addr, proto, port) in flows {
+                allowed += u32::from(classifier.lookup(black_box(addr), proto, port).is_some());
+            }
+            black_box(allowed)
+        })
+    });
+    g.finish();
+
     let mut g = c.benchmark_group("classifier_build");
     let mut rng = Rng(0x5eed_0000 + 10_000);
     let rules = rules(10_000, &mut rng);
@@ -194,6 +220,28 @@ fn bench_lookup(c: &mut Criterion) {
         b.iter(|| Classifier::build(black_box(&rules)))
     });
     g.finish();
+}
+
+/// An IPv4 address embedded in `fd00::/96`.
+fn embed(a: u32) -> u128 {
+    (0xfd00u128 << 112) | u128::from(a)
+}
+
+/// An IPv4 rule as the same rule over `fd00::/96`.
+fn embed_rule(r: &CompiledRule) -> CompiledRule<u128> {
+    CompiledRule {
+        peers: r
+            .peers
+            .iter()
+            .map(|b| IpBlock {
+                net: embed(b.net),
+                prefix: b.prefix + 96,
+                except: b.except.iter().map(|&(n, p)| (embed(n), p + 96)).collect(),
+            })
+            .collect(),
+        ports: r.ports.clone(),
+        origin: r.origin,
+    }
 }
 
 /// 3 namespaces × 100 pods, 100 policies × 100 ingress rules, as YAML.

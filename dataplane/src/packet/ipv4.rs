@@ -29,12 +29,8 @@ mod field {
 /// Length of a header without options.
 pub const MIN_HEADER_LEN: usize = 20;
 
-/// IP protocol numbers the pipeline looks at.
-pub mod protocol {
-    pub const ICMP: u8 = 1;
-    pub const TCP: u8 = 6;
-    pub const UDP: u8 = 17;
-}
+/// IP protocol numbers the pipeline looks at (defined in [`super::protocol`]).
+pub use super::protocol;
 
 /// More-fragments flag in the flags/offset word.
 const FLAG_MF: u16 = 0x2000;
@@ -259,6 +255,70 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     }
 }
 
+/// A read-only view over an IPv4 header quoted in an ICMP error (RFC 792: the
+/// offending datagram's header and its first 8 payload bytes). The quoted total length
+/// names the original datagram, usually longer than what was quoted, so this view checks
+/// only what lies before the quoted payload: 20 bytes present (`Truncated`), version 4
+/// (`BadVersion`), `5 <= IHL` and the header within the buffer (`BadHeaderLength`).
+/// Every accessor is then in bounds; [`Quoted::payload`] is whatever follows the header.
+#[derive(Debug, Clone)]
+pub struct Quoted<T: AsRef<[u8]>> {
+    buffer: T,
+}
+
+impl<T: AsRef<[u8]>> Quoted<T> {
+    #[inline]
+    pub fn new_checked(buffer: T) -> Result<Self, WireError> {
+        let b = buffer.as_ref();
+        if b.len() < MIN_HEADER_LEN {
+            return Err(WireError::Truncated);
+        }
+        if b[field::VER_IHL] >> 4 != 4 {
+            return Err(WireError::BadVersion);
+        }
+        let hl = usize::from(b[field::VER_IHL] & 0x0f) * 4;
+        if hl < MIN_HEADER_LEN || hl > b.len() {
+            return Err(WireError::BadHeaderLength);
+        }
+        Ok(Quoted { buffer })
+    }
+
+    /// Header length in bytes (IHL × 4).
+    #[inline]
+    pub fn header_len(&self) -> usize {
+        usize::from(self.buffer.as_ref()[field::VER_IHL] & 0x0f) * 4
+    }
+
+    #[inline]
+    pub fn protocol(&self) -> u8 {
+        self.buffer.as_ref()[field::PROTOCOL]
+    }
+
+    /// Fragment offset in 8-byte units (0: the quote holds the transport header).
+    #[inline]
+    pub fn frag_offset(&self) -> u16 {
+        read_u16(self.buffer.as_ref(), field::FLG_OFF) & OFFSET_MASK
+    }
+
+    /// Source address, host order.
+    #[inline]
+    pub fn src_addr(&self) -> u32 {
+        read_u32(self.buffer.as_ref(), field::SRC)
+    }
+
+    /// Destination address, host order.
+    #[inline]
+    pub fn dst_addr(&self) -> u32 {
+        read_u32(self.buffer.as_ref(), field::DST)
+    }
+
+    /// The quoted bytes after the header.
+    #[inline]
+    pub fn payload(&self) -> &[u8] {
+        &self.buffer.as_ref()[self.header_len()..]
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -348,6 +408,45 @@ mod tests {
         let eh = etherparse::Ipv4HeaderSlice::from_slice(&b).unwrap();
         assert_eq!(eh.ttl(), 1);
         assert_eq!(eh.header_checksum(), eh.to_header().calc_header_checksum());
+    }
+
+    #[test]
+    fn quoted_header_ignores_the_total_length() {
+        let b = header();
+        // An ICMP error quotes the header and 8 bytes; the total length (28) is what
+        // the original datagram had, more than the quote in a shorter example.
+        let mut quote = [0u8; 24];
+        quote.copy_from_slice(&b[..24]);
+        assert!(Packet::new_checked(&quote[..]).is_err());
+        let q = Quoted::new_checked(&quote[..]).unwrap();
+        assert_eq!((q.src_addr(), q.dst_addr()), (0x0af4_0005, 0x0af4_0006));
+        assert_eq!(
+            (q.protocol(), q.header_len(), q.frag_offset()),
+            (protocol::UDP, 20, 0)
+        );
+        assert_eq!(q.payload().len(), 4);
+        for n in 0..MIN_HEADER_LEN {
+            assert_eq!(
+                Quoted::new_checked(&b[..n]).unwrap_err(),
+                WireError::Truncated
+            );
+        }
+        let mut v = b;
+        v[0] = 0x65;
+        assert_eq!(
+            Quoted::new_checked(&v[..]).unwrap_err(),
+            WireError::BadVersion
+        );
+        v[0] = 0x44;
+        assert_eq!(
+            Quoted::new_checked(&v[..]).unwrap_err(),
+            WireError::BadHeaderLength
+        );
+        v[0] = 0x48; // 32-byte header in 28 bytes
+        assert_eq!(
+            Quoted::new_checked(&v[..]).unwrap_err(),
+            WireError::BadHeaderLength
+        );
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! Checked zero-copy views over packet bytes: Ethernet II, ARP (Ethernet/IPv4), IPv4,
-//! ICMPv4, the Internet checksum, and the address-family keys tables use ([`addr`]).
+//! ICMPv4, the transport headers connection tracking reads (UDP, TCP, SCTP, and the
+//! port pair they share), VXLAN, the Internet checksum, the IP protocol numbers
+//! ([`protocol`]), and the address-family keys tables use ([`addr`]).
 //!
 //! This is the "knows bytes" layer of a packet's way: the pipeline stages read and
 //! rewrite frames in the UMEM through these views and nothing else. Each view wraps a
@@ -25,17 +27,34 @@ pub mod checksum;
 pub mod ethernet;
 pub mod icmp;
 pub mod ipv4;
+pub mod ports;
+pub mod sctp;
+pub mod tcp;
+pub mod udp;
+pub mod vxlan;
+
+/// IP protocol numbers (IPv4 protocol field, IPv6 next header) the packet path looks
+/// at, as the packet path names them; the numbers are defined once, in
+/// `xsknet_proto::consts`, and `ipv4::protocol` and the policy contract re-export them.
+pub mod protocol {
+    pub use xsknet_proto::consts::{
+        PROTO_ICMP as ICMP, PROTO_SCTP as SCTP, PROTO_TCP as TCP, PROTO_UDP as UDP,
+    };
+}
 
 /// Why a view refused a buffer. The pipeline turns these into `DropReason`s.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WireError {
-    /// The buffer is shorter than the header (or the lengths the header claims).
+    /// The buffer is shorter than the fixed header.
     Truncated,
-    /// IPv4 version field is not 4.
+    /// A version or format field holds a value the view does not speak: IPv4 version
+    /// not 4; VXLAN flags other than exactly I, or reserved bits set.
     BadVersion,
-    /// IPv4 IHL below 5 or the header would run past the buffer.
+    /// A header-length field below its minimum, or the header it claims would run past
+    /// the buffer: IPv4 IHL, TCP data offset, SCTP first chunk length.
     BadHeaderLength,
-    /// IPv4 total length below the header length or past the buffer.
+    /// A total-length field below the header length or past the buffer: IPv4 total
+    /// length, UDP length.
     BadTotalLength,
 }
 

@@ -34,12 +34,22 @@
 //! it, and the worker that receives it through the handoff ring ([`track_handoff`]),
 //! so the reply, which arrives on the other worker's port, finds its entry.
 //!
+//! Flows are read through the `packet` views (see [`Flow::parse`]); this stage is
+//! the IPv4 one, over the `u32` instances of the connection table and the classifiers
+//! (`Conntrack`, `Classifier`), which are generic over the address family so an IPv6
+//! stage is another instance of the same code.
+//!
 //! Nothing here allocates, locks or panics. [`evaluate`] is also what `trace` and
 //! `policy matrix` report rule names from; the verdicts they print come from running
 //! synthetic frames through `pipeline::process` (see [`synthetic_frame`]).
 
-use crate::packet::ipv4::Packet as Ipv4Packet;
-use crate::policy::{PolicySnapshot, RuleRef, PROTO_ICMP, PROTO_SCTP, PROTO_TCP, PROTO_UDP};
+use crate::packet::ethernet::{self, ethertype};
+use crate::packet::ipv4::{self, Packet as Ipv4Packet};
+use crate::packet::protocol::{
+    ICMP as PROTO_ICMP, SCTP as PROTO_SCTP, TCP as PROTO_TCP, UDP as PROTO_UDP,
+};
+use crate::packet::{icmp, sctp, tcp, udp};
+use crate::policy::{PolicySnapshot, RuleRef};
 use crate::tables::{PortId, PortInfo, PortKind, Tables};
 
 use super::bump;
@@ -214,7 +224,7 @@ pub fn admit(
             ct.remove(h.slot);
         }
     }
-    let icmp_error = flow.proto == PROTO_ICMP && crate::packet::icmp::is_error(flow.detail);
+    let icmp_error = flow.proto == PROTO_ICMP && icmp::is_error(flow.detail);
     if icmp_error && ip.frag_offset() == 0 {
         if let Some(inner) = conntrack::icmp_error_inner(payload) {
             if ct.lookup(&inner, now).is_some() {
@@ -248,11 +258,13 @@ pub fn track_handoff(
     ct: &mut Conntrack,
     now: Millis,
 ) {
-    let eth = crate::packet::ethernet::HEADER_LEN;
-    if frame.get(12..14) != Some(&[0x08, 0x00][..]) {
+    let Ok(eth) = ethernet::Frame::new_checked(frame) else {
+        return;
+    };
+    if eth.ethertype() != ethertype::IPV4 {
         return;
     }
-    let Some(Ok(ip)) = frame.get(eth..).map(Ipv4Packet::new_checked) else {
+    let Ok(ip) = Ipv4Packet::new_checked(eth.payload()) else {
         return;
     };
     let (src, dst) = (ip.src_addr(), ip.dst_addr());
@@ -266,7 +278,7 @@ pub fn track_handoff(
         return;
     }
     let flow = Flow::parse(src, dst, ip.protocol(), ip.payload(), ip.frag_offset() == 0);
-    if flow.proto == PROTO_ICMP && crate::packet::icmp::is_error(flow.detail) {
+    if flow.proto == PROTO_ICMP && icmp::is_error(flow.detail) {
         return;
     }
     match ct.lookup(&flow, now) {
@@ -294,66 +306,70 @@ pub struct Probe {
 }
 
 /// A complete Ethernet/IPv4 frame for `p`, as `ingress`'s far side would send it
-/// (valid IPv4 checksum; transport checksums are not computed: no stage reads them).
-/// Control-side helper for `trace`, `policy matrix` and tests.
+/// (valid IPv4 and ICMP checksums; TCP, UDP and SCTP checksums are not computed: no
+/// stage reads them). Built through the `packet` views. Control-side helper for
+/// `trace`, `policy matrix` and tests.
 pub fn synthetic_frame(tables: &Tables, ingress: PortId, p: &Probe) -> Vec<u8> {
+    /// UDP probes carry a few payload bytes, like a real datagram.
+    const UDP_PAYLOAD: usize = 4;
     let (dst_mac, src_mac) = tables
         .port(ingress)
         .map(|i| (i.mac, i.peer_mac))
         .unwrap_or(([0; 6], [0; 6]));
-    let l4: Vec<u8> = match p.proto {
+    let l4_len = match p.proto {
+        PROTO_TCP => tcp::MIN_HEADER_LEN,
+        PROTO_UDP => udp::HEADER_LEN + UDP_PAYLOAD,
+        PROTO_SCTP => sctp::MIN_LEN,
+        PROTO_ICMP => icmp::HEADER_LEN,
+        _ => 8,
+    };
+    let ip_len = ipv4::MIN_HEADER_LEN + l4_len;
+    let mut f = vec![0u8; ethernet::HEADER_LEN + ip_len];
+    let mut eth = ethernet::Frame::new_unchecked(&mut f[..]);
+    eth.set_dst_addr(dst_mac);
+    eth.set_src_addr(src_mac);
+    eth.set_ethertype(ethertype::IPV4);
+    let mut ip = ipv4::Packet::new_unchecked(eth.payload_mut());
+    ip.set_version_and_header_len(ipv4::MIN_HEADER_LEN);
+    ip.set_total_len(ip_len as u16);
+    ip.set_flags_and_offset(0x4000); // DF
+    ip.set_ttl(64);
+    ip.set_protocol(p.proto);
+    ip.set_src_addr(p.src);
+    ip.set_dst_addr(p.dst);
+    ip.fill_checksum();
+    let l4 = ip.payload_mut();
+    match p.proto {
         PROTO_TCP => {
-            let mut h = vec![0u8; 20];
-            h[0..2].copy_from_slice(&p.sport.to_be_bytes());
-            h[2..4].copy_from_slice(&p.dport.to_be_bytes());
-            h[12] = 0x50;
-            h[13] = p.detail;
-            h[14..16].copy_from_slice(&64240u16.to_be_bytes());
-            h
+            let mut t = tcp::Packet::new_unchecked(l4);
+            t.set_src_port(p.sport);
+            t.set_dst_port(p.dport);
+            t.set_header_len(tcp::MIN_HEADER_LEN);
+            t.set_flags(p.detail);
+            t.set_window_len(64240);
         }
         PROTO_UDP => {
-            let mut h = vec![0u8; 8 + 4];
-            h[0..2].copy_from_slice(&p.sport.to_be_bytes());
-            h[2..4].copy_from_slice(&p.dport.to_be_bytes());
-            h[4..6].copy_from_slice(&12u16.to_be_bytes());
-            h
+            let mut u = udp::Packet::new_unchecked(l4);
+            u.set_src_port(p.sport);
+            u.set_dst_port(p.dport);
+            u.set_len(l4_len as u16);
         }
         PROTO_SCTP => {
-            // Common header + one chunk header (type, flags, length 4).
-            let mut h = vec![0u8; 12 + 4];
-            h[0..2].copy_from_slice(&p.sport.to_be_bytes());
-            h[2..4].copy_from_slice(&p.dport.to_be_bytes());
-            h[12] = p.detail;
-            h[14..16].copy_from_slice(&4u16.to_be_bytes());
-            h
+            let mut s = sctp::Packet::new_unchecked(l4);
+            s.set_src_port(p.sport);
+            s.set_dst_port(p.dport);
+            s.set_first_chunk_type(p.detail);
+            s.set_first_chunk_len(sctp::CHUNK_HEADER_LEN as u16);
         }
         PROTO_ICMP => {
-            let mut h = vec![0u8; 8];
-            h[0] = p.detail;
-            h[4..6].copy_from_slice(&p.sport.to_be_bytes());
-            h[6..8].copy_from_slice(&1u16.to_be_bytes());
-            let c = crate::packet::checksum::checksum(&h);
-            h[2..4].copy_from_slice(&c.to_be_bytes());
-            h
+            let mut m = icmp::Packet::new_unchecked(l4);
+            m.set_msg_type(p.detail);
+            let [hi, lo] = p.sport.to_be_bytes();
+            m.set_rest_of_header([hi, lo, 0, 1]);
+            m.fill_checksum();
         }
-        _ => vec![0u8; 8],
-    };
-    let mut f = Vec::with_capacity(14 + 20 + l4.len());
-    f.extend_from_slice(&dst_mac);
-    f.extend_from_slice(&src_mac);
-    f.extend_from_slice(&[0x08, 0x00]);
-    let mut ip = [0u8; 20];
-    ip[0] = 0x45;
-    ip[2..4].copy_from_slice(&((20 + l4.len()) as u16).to_be_bytes());
-    ip[6] = 0x40; // DF
-    ip[8] = 64;
-    ip[9] = p.proto;
-    ip[12..16].copy_from_slice(&p.src.to_be_bytes());
-    ip[16..20].copy_from_slice(&p.dst.to_be_bytes());
-    let c = crate::packet::checksum::checksum(&ip);
-    ip[10..12].copy_from_slice(&c.to_be_bytes());
-    f.extend_from_slice(&ip);
-    f.extend_from_slice(&l4);
+        _ => {}
+    }
     f
 }
 
@@ -361,9 +377,10 @@ pub fn synthetic_frame(tables: &Tables, ingress: PortId, p: &Probe) -> Vec<u8> {
 /// TCP SYN / SYN-ACK, SCTP INIT / INIT ACK, ICMP echo request / reply, UDP plain.
 pub fn opening_details(proto: u8) -> (u8, u8) {
     use conntrack::tcp_flags::{ACK, SYN};
+    use sctp::chunk_type::{INIT, INIT_ACK};
     match proto {
         PROTO_TCP => (SYN, SYN | ACK),
-        PROTO_SCTP => (1, 2),
+        PROTO_SCTP => (INIT, INIT_ACK),
         PROTO_ICMP => (8, 0),
         _ => (0, 0),
     }
@@ -756,6 +773,43 @@ mod tests {
             send(&t, &mut w1, POD_B, &synack, 2),
             Verdict::Forward(POD_A)
         );
+    }
+
+    /// Every synthetic frame passes the views `process` reads it with, and its flow
+    /// parses back to the probe.
+    #[test]
+    fn synthetic_frames_parse_back_to_their_probe() {
+        let t = tables();
+        for (proto, detail) in [
+            (TCP, 0x12),
+            (PROTO_UDP, 0),
+            (PROTO_SCTP, 6),
+            (PROTO_ICMP, 8),
+            (47, 0),
+        ] {
+            let p = probe(IP_A, IP_B, proto, 40000, 443, detail);
+            let f = synthetic_frame(&t, POD_A, &p);
+            let eth = ethernet::Frame::new_checked(&f[..]).unwrap();
+            assert_eq!(eth.ethertype(), ethertype::IPV4);
+            let ip = Ipv4Packet::new_checked(eth.payload()).unwrap();
+            assert!(ip.verify_checksum());
+            assert_eq!(ip.total_len(), f.len() - ethernet::HEADER_LEN);
+            let flow = Flow::parse(ip.src_addr(), ip.dst_addr(), proto, ip.payload(), true);
+            assert_eq!((flow.src, flow.dst, flow.proto), (p.src, p.dst, proto));
+            match proto {
+                PROTO_ICMP => {
+                    assert_eq!((flow.sport, flow.detail), (40000, 8));
+                    assert!(icmp::Packet::new_checked(ip.payload())
+                        .unwrap()
+                        .verify_checksum());
+                }
+                47 => assert_eq!((flow.sport, flow.dport), (0, 0)),
+                _ => assert_eq!((flow.sport, flow.dport, flow.detail), (40000, 443, detail)),
+            }
+            if proto == PROTO_UDP {
+                assert!(udp::Packet::new_checked(ip.payload()).is_ok());
+            }
+        }
     }
 
     impl Conntrack {

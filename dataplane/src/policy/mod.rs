@@ -20,6 +20,7 @@ use std::sync::Arc;
 
 pub use classifier::Classifier;
 
+use crate::packet::addr::IpKey;
 use crate::tables::PortId;
 
 /// IP protocol numbers a rule can name (defined once, in `xsknet-proto`).
@@ -33,14 +34,15 @@ pub struct RuleRef {
     pub rule: u16,
 }
 
-/// An address block of a peer: `net/prefix` minus every `except` block. A pod peer is
-/// its /32; "any address" is 0.0.0.0/0.
+/// An address block of a peer: `net/prefix` minus every `except` block, in one
+/// address family (`u32`: IPv4, `u128`: IPv6). A pod peer is its /32 (/128); "any
+/// address" is 0.0.0.0/0 (::/0).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct IpBlock {
+pub struct IpBlock<A: IpKey = u32> {
     /// Network, host byte order, host bits zero.
-    pub net: u32,
+    pub net: A,
     pub prefix: u8,
-    pub except: Vec<(u32, u8)>,
+    pub except: Vec<(A, u8)>,
 }
 
 /// A port match: `proto` with destination port in `lo..=hi`. A protocol-only rule is
@@ -57,8 +59,8 @@ pub struct PortMatch {
 /// destination port match any of `ports`, or `ports` is empty = every protocol and
 /// port, ICMP included).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct CompiledRule {
-    pub peers: Vec<IpBlock>,
+pub struct CompiledRule<A: IpKey = u32> {
+    pub peers: Vec<IpBlock<A>>,
     pub ports: Vec<PortMatch>,
     pub origin: RuleRef,
 }
