@@ -660,11 +660,7 @@ fn sctp_frame(
 }
 
 fn parse_mac(s: &str) -> [u8; 6] {
-    let mut m = [0u8; 6];
-    for (i, p) in s.split(':').enumerate() {
-        m[i] = u8::from_str_radix(p, 16).unwrap();
-    }
-    m
+    s.parse::<xsknet_proto::MacAddr>().unwrap().into()
 }
 
 fn host_mac(node: &Netns, ifname: &str) -> [u8; 6] {

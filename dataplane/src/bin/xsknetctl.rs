@@ -214,16 +214,9 @@ struct DelArgs {
 }
 
 fn parse_mac(s: &str) -> Result<String, String> {
-    let parts: Vec<&str> = s.split(':').collect();
-    let ok = parts.len() == 6
-        && parts
-            .iter()
-            .all(|p| p.len() == 2 && p.bytes().all(|b| b.is_ascii_hexdigit()));
-    if ok {
-        Ok(s.to_ascii_lowercase())
-    } else {
-        Err(format!("expected a MAC like 02:42:ac:11:00:02, got {s:?}"))
-    }
+    s.parse::<xsknet_proto::MacAddr>()
+        .map(|m| m.to_string())
+        .map_err(|e| format!("expected a MAC like 02:42:ac:11:00:02: {e}"))
 }
 
 fn parse_label(s: &str) -> Result<(String, String), String> {

@@ -13,6 +13,7 @@
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
+use xsknet_proto::MacAddr;
 
 use crate::control::proto::{ControlError, Endpoint, EndpointSpec, ErrorKind, PendingDel};
 use crate::policy::k8s::PolicyError;
@@ -96,26 +97,15 @@ impl From<EndpointError> for ControlError {
     }
 }
 
-/// Parse `aa:bb:cc:dd:ee:ff`.
+/// Parse a MAC (`aa:bb:cc:dd:ee:ff`, either case; `-` separators too): the one MAC
+/// type, [`MacAddr`], does the parsing.
 pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
-    let mut out = [0u8; 6];
-    let mut n = 0;
-    for part in s.split(':') {
-        if n == 6 || part.len() != 2 {
-            return None;
-        }
-        out[n] = u8::from_str_radix(part, 16).ok()?;
-        n += 1;
-    }
-    (n == 6).then_some(out)
+    s.parse::<MacAddr>().ok().map(<[u8; 6]>::from)
 }
 
-/// `aa:bb:cc:dd:ee:ff`.
+/// `aa:bb:cc:dd:ee:ff`, as [`MacAddr`] prints it.
 pub fn mac_to_string(m: &[u8; 6]) -> String {
-    m.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
+    MacAddr(*m).to_string()
 }
 
 /// The live endpoints, by host-side interface name.

@@ -35,8 +35,9 @@ pub type WorkerId = u16;
 /// Index of another node in [`Tables::nodes`].
 pub type NodeId = u16;
 
-/// The link-local gateway every pod routes through (onlink default route).
-pub const GATEWAY_IP: Ipv4Addr = Ipv4Addr::new(169, 254, 1, 1);
+/// The link-local gateway every pod routes through (onlink default route); defined once,
+/// in `xsknet_proto::consts`.
+pub use xsknet_proto::consts::POD_GATEWAY as GATEWAY_IP;
 
 /// What sits behind a port.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
