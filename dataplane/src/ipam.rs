@@ -467,6 +467,11 @@ impl<A: PodAddr> Ipam<A> {
         Ok(Some(ip))
     }
 
+    /// Write the allocations (file and copy), e.g. after a recovery at start.
+    pub fn save(&self) -> Result<(), IpamError<A>> {
+        self.persist()
+    }
+
     fn persist(&self) -> Result<(), IpamError<A>> {
         let Some(path) = &self.path else {
             return Ok(());

@@ -172,6 +172,7 @@ impl std::fmt::Debug for Daemon {
 fn load_ipam(cfg: &Config, state: &StateDir, health: &Health) -> Result<(Ipam, bool), DaemonError> {
     let path = state.root.join(IPAM_FILE);
     let (ipam, origin) = Ipam::load_recovering(cfg.pod_cidr, &path).map_err(DaemonError::Ipam)?;
+    let origin_was_current = origin == IpamOrigin::Current;
     let lost = match origin {
         IpamOrigin::Current => false,
         IpamOrigin::FromCopy { set_aside } => {
@@ -194,7 +195,12 @@ fn load_ipam(cfg: &Config, state: &StateDir, health: &Health) -> Result<(Ipam, b
             true
         }
     };
-    Ok((ipam.with_health(health.clone()), lost))
+    let ipam = ipam.with_health(health.clone());
+    if !origin_was_current {
+        // The file is whole again (a failure is in the health; the copy still holds it).
+        let _ = ipam.save();
+    }
+    Ok((ipam, lost))
 }
 
 /// ` (kept as A, B)` for the files set aside.
@@ -272,6 +278,7 @@ impl Daemon {
             }
         }
         d.restore();
+        d.policy.save_recovered();
         d.reclaim_unfinished_adds();
         d.finish_pending_dels();
         if let Some(dir) = d.policy.dir().map(|p| p.to_path_buf()) {

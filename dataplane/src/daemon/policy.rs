@@ -166,6 +166,9 @@ pub struct PolicyService {
     health: Health,
     /// Fail-closed mode (see the module doc).
     fail_closed: bool,
+    /// Loaded from the copy or started fail-closed: to write once the endpoints are
+    /// back ([`save_recovered`](Self::save_recovered)).
+    recovered: bool,
     /// Endpoint identities of the loaded store (the store drops them; start uses them
     /// to recover endpoints from what the kernel shows).
     saved_views: Vec<PodView>,
@@ -184,9 +187,16 @@ impl PolicyService {
         health: Health,
     ) -> Result<PolicyService, StateError> {
         let mut fail_closed = false;
+        let mut recovered = true;
         let mut store = match load_json_recovering::<PolicyStore>(&path)? {
-            Loaded::Missing => PolicyStore::new(),
-            Loaded::Current(p) => p,
+            Loaded::Missing => {
+                recovered = false;
+                PolicyStore::new()
+            }
+            Loaded::Current(p) => {
+                recovered = false;
+                p
+            }
             Loaded::FromCopy { value, set_aside } => {
                 health.recovered(format!(
                     "{} unreadable{}; policies recovered from {}",
@@ -226,8 +236,20 @@ impl PolicyService {
             last_dir_poll: Instant::now(),
             health,
             fail_closed,
+            recovered,
             saved_views,
         })
+    }
+
+    /// After a recovery at start, once the endpoints are re-attached: write the store
+    /// (the recovered policies, or the fail-closed ones, with the live identities), so
+    /// the file is whole again and a second restart finds the same state.
+    pub fn save_recovered(&mut self) {
+        if std::mem::take(&mut self.recovered) {
+            if let Err(e) = self.persist() {
+                tracing::error!(error = %e, "recovered policy state not saved");
+            }
+        }
     }
 
     /// Endpoint identities the loaded store held (see [`open`](Self::open)).
