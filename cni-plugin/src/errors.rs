@@ -142,7 +142,11 @@ mod tests {
             },
         ];
         for e in &transient {
-            assert_eq!(daemon_code(e, code::DATAPLANE), code::TRY_AGAIN_LATER, "{e}");
+            assert_eq!(
+                daemon_code(e, code::DATAPLANE),
+                code::TRY_AGAIN_LATER,
+                "{e}"
+            );
         }
         let refused = ClientError::Daemon {
             kind: ErrorKind::Conflict,

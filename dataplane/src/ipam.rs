@@ -642,7 +642,10 @@ mod tests {
             br#"{"allocations":[{"ip":"10.244.0.9","container_id":"old","ifname":"eth0"}]}"#,
         )
         .unwrap();
-        assert!(Ipam::<Ipv4Addr>::load(c, &path).unwrap().pending().is_empty());
+        assert!(Ipam::<Ipv4Addr>::load(c, &path)
+            .unwrap()
+            .pending()
+            .is_empty());
     }
 
     #[test]
@@ -654,7 +657,10 @@ mod tests {
         let a = ipam.allocate("c1", "eth0", None, &none).unwrap();
         std::fs::write(&path, b"{\"allocations\": [").unwrap();
         let (got, origin) = Ipam::<Ipv4Addr>::load_recovering(c, &path).unwrap();
-        assert!(matches!(origin, IpamOrigin::FromCopy { set_aside: Some(_) }));
+        assert!(matches!(
+            origin,
+            IpamOrigin::FromCopy { set_aside: Some(_) }
+        ));
         assert_eq!(got.lookup("c1", "eth0"), Some(a));
         std::fs::write(&path, b"x").unwrap();
         std::fs::write(crate::state::prev_path(&path), b"y").unwrap();

@@ -70,8 +70,22 @@ impl Pair {
         let t = prefix(tag);
         let node = Netns::new(&format!("{t}-node"));
         let daemon = Daemon::start(&node, &t, "");
-        let a = daemon.cni_pod(&node, &format!("{t}-a"), "d", "a", &[("app", "a")], pod_ip(0));
-        let b = daemon.cni_pod(&node, &format!("{t}-b"), "d", "b", &[("app", "b")], pod_ip(1));
+        let a = daemon.cni_pod(
+            &node,
+            &format!("{t}-a"),
+            "d",
+            "a",
+            &[("app", "a")],
+            pod_ip(0),
+        );
+        let b = daemon.cni_pod(
+            &node,
+            &format!("{t}-b"),
+            "d",
+            "b",
+            &[("app", "b")],
+            pod_ip(1),
+        );
         serve(&b, &[80]);
         Pair { node, daemon, a, b }
     }
@@ -113,14 +127,24 @@ fn torn_endpoints_file_pods_keep_their_network() {
     p.daemon.spawn();
     let st = p.daemon.status().unwrap();
     assert_eq!(st["endpoints"], 2, "{st}\n{}", p.daemon.log_text());
-    assert!(p.a.ping(p.b.ip, 3), "pods keep their network: {}", p.daemon.log_text());
+    assert!(
+        p.a.ping(p.b.ip, 3),
+        "pods keep their network: {}",
+        p.daemon.log_text()
+    );
     let aside = files_starting(&state, "endpoints.json.corrupt-");
     assert_eq!(aside.len(), 1, "torn file kept for the operator");
     assert_eq!(std::fs::read(&aside[0]).unwrap(), torn_content);
     let log = p.daemon.log_text();
-    assert!(log.contains(aside[0].to_str().unwrap()), "log names the set-aside file: {log}");
+    assert!(
+        log.contains(aside[0].to_str().unwrap()),
+        "log names the set-aside file: {log}"
+    );
     let rec = persistence(&p.daemon)["recovered"].to_string();
-    assert!(rec.contains("endpoints.json") && rec.contains(".prev"), "{rec}");
+    assert!(
+        rec.contains("endpoints.json") && rec.contains(".prev"),
+        "{rec}"
+    );
     assert!(file.exists(), "rewritten after recovery");
 
     // 2. The file and its copy torn: recovered from the kernel's veths + ipam.json,
@@ -131,9 +155,17 @@ fn torn_endpoints_file_pods_keep_their_network() {
     p.daemon.spawn();
     let st = p.daemon.status().unwrap();
     assert_eq!(st["endpoints"], 2, "{st}\n{}", p.daemon.log_text());
-    assert!(p.a.ping(p.b.ip, 3), "pods keep their network: {}", p.daemon.log_text());
+    assert!(
+        p.a.ping(p.b.ip, 3),
+        "pods keep their network: {}",
+        p.daemon.log_text()
+    );
     assert!(p.reaches());
-    assert_eq!(files_starting(&state, "endpoints.json.corrupt-").len(), 3);
+    assert_eq!(files_starting(&state, "endpoints.json.corrupt-").len(), 2);
+    assert_eq!(
+        files_starting(&state, "endpoints.json.prev.corrupt-").len(),
+        1
+    );
     let rec = persistence(&p.daemon)["recovered"].to_string();
     assert!(rec.contains("kernel"), "{rec}");
     let eps = p.daemon.call(&Request::EndpointList).unwrap();
@@ -143,7 +175,11 @@ fn torn_endpoints_file_pods_keep_their_network() {
         .iter()
         .find(|e| e["ip"] == p.b.ip.to_string())
         .unwrap_or_else(|| panic!("{eps}"));
-    assert_eq!((b["namespace"].as_str(), b["name"].as_str()), (Some("d"), Some("b")), "{b}");
+    assert_eq!(
+        (b["namespace"].as_str(), b["name"].as_str()),
+        (Some("d"), Some("b")),
+        "{b}"
+    );
     assert_eq!(b["mac"], p.b.mac.as_str(), "peer MAC read from the kernel");
     let ps = persistence(&p.daemon);
     assert_eq!(ps["failing"], false, "{ps}");
@@ -164,7 +200,8 @@ fn torn_policy_file_denied_traffic_stays_denied() {
     assert!(p.reaches(), "allowed before any policy");
     let yaml = p.daemon.dir.join("deny.yaml");
     std::fs::write(&yaml, DENY_IN_D).unwrap();
-    p.daemon.ctl_ok(&["policy", "apply", "-f", yaml.to_str().unwrap()]);
+    p.daemon
+        .ctl_ok(&["policy", "apply", "-f", yaml.to_str().unwrap()]);
     assert!(!p.reaches(), "denied by the policy");
     let state = p.daemon.state.clone();
     let file = state.join("policy.json");
@@ -173,7 +210,10 @@ fn torn_policy_file_denied_traffic_stays_denied() {
     p.restart();
     tear(&file);
     p.daemon.spawn();
-    assert!(!p.reaches(), "still denied after a restart with a torn policy.json");
+    assert!(
+        !p.reaches(),
+        "still denied after a restart with a torn policy.json"
+    );
     let list = p.daemon.ctl_ok(&["policy", "list", "--json"]);
     assert!(list.contains("deny-in"), "{list}");
     assert_eq!(files_starting(&state, "policy.json.corrupt-").len(), 1);
@@ -183,17 +223,30 @@ fn torn_policy_file_denied_traffic_stays_denied() {
     tear(&file);
     tear(&prev(&file));
     p.daemon.spawn();
-    assert!(!p.reaches(), "fail-closed: still denied: {}", p.daemon.log_text());
+    assert!(
+        !p.reaches(),
+        "fail-closed: still denied: {}",
+        p.daemon.log_text()
+    );
     let ps = persistence(&p.daemon);
-    assert_eq!(ps["fail_closed_namespaces"], serde_json::json!(["d"]), "{ps}");
-    assert_eq!(files_starting(&state, "policy.json.corrupt-").len(), 3);
+    assert_eq!(
+        ps["fail_closed_namespaces"],
+        serde_json::json!(["d"]),
+        "{ps}"
+    );
+    assert_eq!(files_starting(&state, "policy.json.corrupt-").len(), 2);
+    assert_eq!(files_starting(&state, "policy.json.prev.corrupt-").len(), 1);
     // The operator re-applies the policies and lifts the fail-closed one.
-    p.daemon.ctl_ok(&["policy", "apply", "-f", yaml.to_str().unwrap()]);
-    p.daemon.ctl_ok(&["policy", "delete", "d/xsknet-fail-closed"]);
+    p.daemon
+        .ctl_ok(&["policy", "apply", "-f", yaml.to_str().unwrap()]);
+    p.daemon
+        .ctl_ok(&["policy", "delete", "d/xsknet-fail-closed"]);
     assert!(!p.reaches(), "the re-applied deny holds");
     p.daemon.ctl_ok(&["policy", "delete", "d/deny-in"]);
     assert!(p.reaches(), "allowed once the operator deleted both");
-    assert!(persistence(&p.daemon).get("fail_closed_namespaces").is_none());
+    assert!(persistence(&p.daemon)
+        .get("fail_closed_namespaces")
+        .is_none());
 }
 
 /// A small tmpfs mounted on `path`, unmounted (lazily, whatever holds it) on drop.
@@ -203,7 +256,15 @@ impl Tmpfs {
     fn mount(path: &Path, size: &str) -> Tmpfs {
         std::fs::create_dir_all(path).unwrap();
         let opt = format!("size={size},mode=0700");
-        sh(&["mount", "-t", "tmpfs", "-o", &opt, "tmpfs", path.to_str().unwrap()]);
+        sh(&[
+            "mount",
+            "-t",
+            "tmpfs",
+            "-o",
+            &opt,
+            "tmpfs",
+            path.to_str().unwrap(),
+        ]);
         Tmpfs(path.to_path_buf())
     }
 
@@ -257,9 +318,18 @@ fn full_state_disk_fails_the_request_and_leaves_nothing_in_force() {
     std::fs::write(&deny, DENY_IN_D).unwrap();
     let out = daemon.ctl(&["policy", "apply", "-f", deny.to_str().unwrap()]);
     let err = String::from_utf8_lossy(&out.stderr).to_string();
-    assert!(!out.status.success(), "policy apply with a full disk must fail");
-    assert!(err.contains("No space left on device") && err.contains("not saved"), "{err}");
-    assert!(tcp_connects(&a, b.ip, 80, T), "the refused policy is not enforced");
+    assert!(
+        !out.status.success(),
+        "policy apply with a full disk must fail"
+    );
+    assert!(
+        err.contains("No space left on device") && err.contains("not saved"),
+        "{err}"
+    );
+    assert!(
+        tcp_connects(&a, b.ip, 80, T),
+        "the refused policy is not enforced"
+    );
     let list = daemon.ctl_ok(&["policy", "list", "--json"]);
     assert!(!list.contains("deny-in"), "{list}");
 
@@ -279,7 +349,11 @@ fn full_state_disk_fails_the_request_and_leaves_nothing_in_force() {
     assert_eq!(v["code"], 11, "try again later: {v} {stderr}");
     assert!(v.to_string().contains("No space left"), "{v}");
     let ipam = daemon.call(&Request::IpamList).unwrap();
-    assert_eq!(ipam.as_array().unwrap().len(), 2, "no allocation for c: {ipam}");
+    assert_eq!(
+        ipam.as_array().unwrap().len(),
+        2,
+        "no allocation for c: {ipam}"
+    );
     assert_eq!(daemon.status().unwrap()["endpoints"], 2);
     let host = host_ifname(&att.container_id, "eth0");
     assert!(node.links(&host).is_empty(), "no veth of the failed ADD");
@@ -288,9 +362,15 @@ fn full_state_disk_fails_the_request_and_leaves_nothing_in_force() {
     let ps = persistence(&daemon);
     assert_eq!(ps["failing"], true, "{ps}");
     assert!(ps["failing_since_unix"].as_u64().is_some(), "{ps}");
-    assert!(ps["last_error"].as_str().unwrap().contains("No space left"), "{ps}");
+    assert!(
+        ps["last_error"].as_str().unwrap().contains("No space left"),
+        "{ps}"
+    );
     let human = daemon.ctl_ok(&["status"]);
-    assert!(human.contains("No space left") || human.contains("persist"), "{human}");
+    assert!(
+        human.contains("No space left") || human.contains("persist"),
+        "{human}"
+    );
 
     // Room again: the same apply works and is enforced; health recovers.
     std::fs::remove_file(&filler).unwrap();
@@ -350,7 +430,10 @@ fn daemon_killed_during_parallel_adds_answers_11_and_reclaims() {
     let ok: Vec<usize> = (0..N).filter(|&i| results[i].0 == 0).collect();
     for (i, (rc, v, err)) in results.iter().enumerate() {
         if *rc != 0 {
-            assert_eq!(v["code"], 11, "ADD {i} interrupted by the daemon's death: {v} {err}");
+            assert_eq!(
+                v["code"], 11,
+                "ADD {i} interrupted by the daemon's death: {v} {err}"
+            );
         }
     }
     assert!(ok.len() < N, "the kill interrupted no ADD: {results:?}");
@@ -370,18 +453,28 @@ fn daemon_killed_during_parallel_adds_answers_11_and_reclaims() {
     held_sorted.sort();
     let mut want_sorted = want.clone();
     want_sorted.sort();
-    assert_eq!(held_sorted, want_sorted, "only completed ADDs hold addresses\n{log}");
+    assert_eq!(
+        held_sorted, want_sorted,
+        "only completed ADDs hold addresses\n{log}"
+    );
     assert_eq!(daemon.status().unwrap()["endpoints"], ok.len());
     let file = std::fs::read_to_string(daemon.state.join("ipam.json")).unwrap();
     assert!(!file.contains("\"pending\""), "{file}");
     for (i, (_, att)) in pods.iter().enumerate() {
         if !ok.contains(&i) {
             let host = host_ifname(&att.container_id, "eth0");
-            assert!(node.links(&host).is_empty(), "veth {host} of ADD {i} left behind");
+            assert!(
+                node.links(&host).is_empty(),
+                "veth {host} of ADD {i} left behind"
+            );
         }
     }
     // The runtime's retry after 11 succeeds; DEL cleans up everything.
-    let (i, (ns, att)) = pods.iter().enumerate().find(|(i, _)| !ok.contains(i)).unwrap();
+    let (i, (ns, att)) = pods
+        .iter()
+        .enumerate()
+        .find(|(i, _)| !ok.contains(i))
+        .unwrap();
     let (rc, v, err) = daemon.cni(&node, "ADD", ns, att);
     assert_eq!(rc, 0, "retry of ADD {i}: {v} {err}");
     for (ns, att) in &pods {

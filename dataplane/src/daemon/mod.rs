@@ -496,7 +496,9 @@ impl Daemon {
                 (Vec::new(), true)
             }
             Err(e) => {
-                let msg = format!("{e}; endpoints recovered from the kernel's veths and the IP allocations");
+                let msg = format!(
+                    "{e}; endpoints recovered from the kernel's veths and the IP allocations"
+                );
                 tracing::error!("{msg}");
                 self.health.recovered(msg);
                 (Vec::new(), true)
@@ -505,7 +507,10 @@ impl Daemon {
         let mut specs: Vec<EndpointSpec> = saved.iter().map(endpoints::respec).collect();
         if from_kernel {
             let found = self.kernel_endpoints(&saved);
-            tracing::info!(found = found.len(), "endpoints found from the kernel's veths");
+            tracing::info!(
+                found = found.len(),
+                "endpoints found from the kernel's veths"
+            );
             specs.extend(found);
         }
         let mut restored = 0;
@@ -587,8 +592,7 @@ impl Daemon {
         for a in self.ipam.pending() {
             let live = self.endpoints.iter().any(|e| {
                 e.ip == a.ip
-                    && e
-                        .cni
+                    && e.cni
                         .as_ref()
                         .is_none_or(|c| c.container_id == a.container_id && c.ifname == a.ifname)
             });
@@ -600,13 +604,17 @@ impl Daemon {
             match self.nl.delete_link(&host) {
                 Ok(true) => tracing::info!(ifname = %host, "deleted the veth of an unfinished ADD"),
                 Ok(false) => {}
-                Err(e) => tracing::error!(ifname = %host, error = %e, "delete the veth of an unfinished ADD"),
+                Err(e) => {
+                    tracing::error!(ifname = %host, error = %e, "delete the veth of an unfinished ADD")
+                }
             }
             match self.ipam.release(&a.container_id, &a.ifname) {
                 Ok(_) => {
                     tracing::warn!(ip = %a.ip, container_id = %a.container_id, ifname = %a.ifname, "reclaimed the address of an ADD that never completed")
                 }
-                Err(e) => tracing::error!(ip = %a.ip, error = %e, "reclaim the address of an unfinished ADD"),
+                Err(e) => {
+                    tracing::error!(ip = %a.ip, error = %e, "reclaim the address of an unfinished ADD")
+                }
             }
         }
     }
@@ -661,7 +669,10 @@ impl Daemon {
     }
 
     /// Attach and publish an endpoint, nothing written (start re-attaches this way).
-    fn attach_endpoint(&mut self, spec: EndpointSpec) -> Result<(Endpoint, Attached), ControlError> {
+    fn attach_endpoint(
+        &mut self,
+        spec: EndpointSpec,
+    ) -> Result<(Endpoint, Attached), ControlError> {
         if let Some(e) = self.endpoints.admit(&spec, self.host_ip)? {
             return Ok((e, Attached::Already)); // idempotent re-add
         }

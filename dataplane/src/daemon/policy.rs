@@ -696,13 +696,23 @@ spec: {podSelector: {}, policyTypes: [Ingress]}
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
-        assert_eq!(names.iter().filter(|n| n.contains(".corrupt-")).count(), 2, "{names:?}");
-        let next = s.with_endpoint(&endpoint("a", [10, 0, 0, 2])).unwrap().unwrap();
+        assert_eq!(
+            names.iter().filter(|n| n.contains(".corrupt-")).count(),
+            2,
+            "{names:?}"
+        );
+        let next = s
+            .with_endpoint(&endpoint("a", [10, 0, 0, 2]))
+            .unwrap()
+            .unwrap();
         s.replace(next);
         assert_eq!(s.fail_closed_namespaces(), vec!["ns".to_string()]);
         let retired = s.recompile(&BTreeMap::from([(("ns".into(), "a".into()), 3)]));
         s.fold(retired);
-        assert_eq!(s.snapshot().policies, vec![format!("ns/{FAIL_CLOSED_POLICY}")]);
+        assert_eq!(
+            s.snapshot().policies,
+            vec![format!("ns/{FAIL_CLOSED_POLICY}")]
+        );
         // The operator deletes it: the mode ends, later pods are not held.
         s.apply(|st| st.delete("ns", FAIL_CLOSED_POLICY)).unwrap();
         let mut b = endpoint("b", [10, 0, 0, 3]);

@@ -177,7 +177,10 @@ pub enum Loaded<T> {
     /// The file, as written last.
     Current(T),
     /// The file was unreadable (moved to `set_aside`) or missing; its last good copy.
-    FromCopy { value: T, set_aside: Option<PathBuf> },
+    FromCopy {
+        value: T,
+        set_aside: Option<PathBuf>,
+    },
     /// The file and its copy were both unreadable (or the file unreadable and the copy
     /// missing); both were set aside (`set_aside`). The caller must recover otherwise.
     Unreadable { set_aside: Vec<PathBuf> },
@@ -242,7 +245,10 @@ pub struct Health(std::sync::Arc<std::sync::Mutex<HealthInner>>);
 
 impl Health {
     fn with<R>(&self, f: impl FnOnce(&mut HealthInner) -> R) -> R {
-        let mut g = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut g = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         f(&mut g)
     }
 
@@ -453,7 +459,9 @@ mod tests {
         assert_eq!(load_json_recovering(&path).unwrap(), Loaded::Current(m(2)));
         // Torn file: the copy holds the same last state; the torn file is kept aside.
         fs::write(&path, "{\"a\": ").unwrap();
-        let Loaded::FromCopy { value, set_aside } = load_json_recovering::<BTreeMap<String, u32>>(&path).unwrap() else {
+        let Loaded::FromCopy { value, set_aside } =
+            load_json_recovering::<BTreeMap<String, u32>>(&path).unwrap()
+        else {
             panic!("expected recovery from the copy")
         };
         assert_eq!(value, m(2));
@@ -463,7 +471,10 @@ mod tests {
         // Missing file, good copy: the copy.
         assert!(matches!(
             load_json_recovering::<BTreeMap<String, u32>>(&path).unwrap(),
-            Loaded::FromCopy { set_aside: None, .. }
+            Loaded::FromCopy {
+                set_aside: None,
+                ..
+            }
         ));
         // Both torn: both set aside, nothing returned.
         fs::write(&path, "x").unwrap();
