@@ -6,6 +6,8 @@
 //! check. Codes 1-99 are the spec's; 100 and above are xsknet's own.
 
 use serde::Serialize;
+use xsknet_proto::client::ClientError;
+use xsknet_proto::wire::ErrorKind;
 
 /// The spec's and xsknet's error codes.
 pub mod code {
@@ -35,6 +37,25 @@ pub mod code {
     pub const WIRING: u32 = 102;
     /// xsknet: address management (daemon or delegated plugin) failed.
     pub const IPAM: u32 = 103;
+}
+
+/// The code of a daemon call that failed with `e`, where `refused_code` is the verb's
+/// code for a refusal. "Try again later" (11) for everything transient: the daemon not
+/// reachable or not answering in time, the daemon going away while it handled the
+/// request (connection reset, closed without an answer: it was killed or restarted
+/// mid-ADD, and it reclaims what that ADD allocated at its next start), and a change
+/// it could not make durable (its state directory is not writable; nothing was kept).
+pub fn daemon_code(e: &ClientError, refused_code: u32) -> u32 {
+    match e {
+        ClientError::Connect { .. } | ClientError::Timeout { .. } => code::TRY_AGAIN_LATER,
+        e if e.is_daemon_gone() => code::TRY_AGAIN_LATER,
+        ClientError::Daemon { kind, .. } => match kind {
+            ErrorKind::UnsupportedVersion => code::INCOMPATIBLE_VERSION,
+            ErrorKind::Unavailable => code::TRY_AGAIN_LATER,
+            _ => refused_code,
+        },
+        _ => refused_code,
+    }
 }
 
 /// A failed CNI call.
@@ -95,6 +116,49 @@ impl CniError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::PathBuf;
+
+    #[test]
+    fn daemon_going_away_or_not_durable_is_try_again_later() {
+        let path = PathBuf::from("/run/xsknet.sock");
+        let io = |k: std::io::ErrorKind| std::io::Error::from(k);
+        let transient = [
+            ClientError::Closed { path: path.clone() },
+            ClientError::Receive {
+                path: path.clone(),
+                source: io(std::io::ErrorKind::ConnectionReset),
+            },
+            ClientError::Send {
+                path: path.clone(),
+                source: io(std::io::ErrorKind::BrokenPipe),
+            },
+            ClientError::Connect {
+                path: path.clone(),
+                source: io(std::io::ErrorKind::ConnectionRefused),
+            },
+            ClientError::Daemon {
+                kind: ErrorKind::Unavailable,
+                message: "write endpoints.json: No space left on device".into(),
+            },
+        ];
+        for e in &transient {
+            assert_eq!(
+                daemon_code(e, code::DATAPLANE),
+                code::TRY_AGAIN_LATER,
+                "{e}"
+            );
+        }
+        let refused = ClientError::Daemon {
+            kind: ErrorKind::Conflict,
+            message: "ip taken".into(),
+        };
+        assert_eq!(daemon_code(&refused, code::IPAM), code::IPAM);
+        let bad = ClientError::BadResponse {
+            path,
+            message: "not json".into(),
+        };
+        assert_eq!(daemon_code(&bad, code::DATAPLANE), code::DATAPLANE);
+    }
 
     #[test]
     fn error_json_shape() {

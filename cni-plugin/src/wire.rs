@@ -19,8 +19,7 @@ use xsknet_proto::{MacAddr, POD_GATEWAY};
 use xsknet_sys::netlink::{Netlink, NetlinkError, RouteSpec};
 use xsknet_sys::netns::{open_netns, run_in_netns_fd, NetnsError};
 
-/// Prefix of every host-side veth xsknet creates.
-pub const HOST_IFNAME_PREFIX: &str = "xsk";
+pub use xsknet_proto::wire::HOST_IFNAME_PREFIX;
 
 /// Wiring failures.
 #[derive(Debug, thiserror::Error)]
@@ -40,26 +39,8 @@ pub enum WireError {
     Other(String),
 }
 
-/// 64-bit FNV-1a: tiny, stable across builds and platforms (names must not change when
-/// the plugin is upgraded, or DEL would miss veths created by the old version).
-pub fn fnv1a64(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in bytes {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
-}
-
-/// `xsk` + 11 hex digits of the hash of `container_id` NUL `ifname` (14 bytes).
-pub fn host_ifname(container_id: &str, ifname: &str) -> String {
-    let mut key = Vec::with_capacity(container_id.len() + ifname.len() + 1);
-    key.extend_from_slice(container_id.as_bytes());
-    key.push(0);
-    key.extend_from_slice(ifname.as_bytes());
-    let hex = format!("{:016x}", fnv1a64(&key));
-    format!("{HOST_IFNAME_PREFIX}{}", &hex[..11])
-}
+// One definition, shared with the daemon (which finds these veths at recovery).
+pub use xsknet_proto::wire::{fnv1a64, host_ifname};
 
 /// What ADD wants wired.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -17,9 +17,17 @@
 //! as a `u128` of the family's width. The persisted file is the same for both families
 //! and unchanged from the IPv4-only allocator: addresses are strings.
 //!
-//! Every change is persisted with [`crate::state::save_json`] before it is reported:
-//! an address that a pod was told about survives a daemon restart, and a change whose
-//! write failed is rolled back in memory and reported as an error.
+//! Every change is persisted with [`crate::state::save_json_kept`] (the file and its
+//! last good copy) before it is reported: an address that a pod was told about
+//! survives a daemon restart, and a change whose write failed is rolled back in memory
+//! and reported as an error. [`Ipam::load_recovering`] falls back to the copy when the
+//! file is unreadable.
+//!
+//! Crash-safe ADD: a new allocation is written `pending` (the journal entry of an ADD
+//! under way) and [`Ipam::confirm`]ed once the attachment's endpoint is durable. A
+//! pending allocation found at start belongs to an ADD that never completed (the
+//! daemon went away mid-ADD, the plugin answered "try again later"); the daemon
+//! releases it unless its endpoint is there ([`Ipam::pending`]).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -31,7 +39,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::Ipv4Cidr;
 use crate::packet::addr::IpKey;
-use crate::state::{load_json, save_json, StateError};
+use crate::state::{load_json, load_json_recovering, save_json_kept, Health, Loaded, StateError};
 
 /// File name of the allocation table under the state dir.
 pub const IPAM_FILE: &str = "ipam.json";
@@ -134,6 +142,10 @@ pub struct Allocation<A: PodAddr = Ipv4Addr> {
     pub ip: A,
     pub container_id: String,
     pub ifname: String,
+    /// Allocated for an ADD that has not completed yet (absent in files of earlier
+    /// releases: completed).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pending: bool,
 }
 
 /// What is persisted.
@@ -177,6 +189,18 @@ pub enum IpamError<A: PodAddr = Ipv4Addr> {
     Persist(#[from] StateError),
 }
 
+/// Where [`Ipam::load_recovering`] got the allocations from.
+#[derive(Debug, PartialEq, Eq)]
+pub enum IpamOrigin {
+    /// The file (or nothing: a first start).
+    Current,
+    /// The last good copy; the unreadable file (if there was one) was set aside.
+    FromCopy { set_aside: Option<PathBuf> },
+    /// File and copy unreadable, set aside; the allocator starts empty (the daemon
+    /// re-adopts the addresses of the endpoints it restores).
+    Unreadable { set_aside: Vec<PathBuf> },
+}
+
 /// The allocator of one family (IPv4 unless named).
 #[derive(Debug)]
 pub struct Ipam<A: PodAddr = Ipv4Addr> {
@@ -184,6 +208,7 @@ pub struct Ipam<A: PodAddr = Ipv4Addr> {
     path: Option<PathBuf>,
     by_ip: BTreeMap<A, Allocation<A>>,
     last: Option<A>,
+    health: Health,
 }
 
 impl<A: PodAddr> Ipam<A> {
@@ -194,19 +219,48 @@ impl<A: PodAddr> Ipam<A> {
             path: None,
             by_ip: BTreeMap::new(),
             last: None,
+            health: Health::default(),
         }
+    }
+
+    /// Report write outcomes into `health` (the daemon's).
+    pub fn with_health(mut self, health: Health) -> Self {
+        self.health = health;
+        self
+    }
+
+    /// Loads `path`, falling back to its last good copy, setting unreadable files aside
+    /// ([`load_json_recovering`]); only an unreadable directory or a failed set-aside is
+    /// an error.
+    pub fn load_recovering(
+        cidr: impl Into<Cidr<A>>,
+        path: &Path,
+    ) -> Result<(Ipam<A>, IpamOrigin), IpamError<A>> {
+        let (saved, origin) = match load_json_recovering::<Persisted<A>>(path)? {
+            Loaded::Missing => (Persisted::default(), IpamOrigin::Current),
+            Loaded::Current(p) => (p, IpamOrigin::Current),
+            Loaded::FromCopy { value, set_aside } => (value, IpamOrigin::FromCopy { set_aside }),
+            Loaded::Unreadable { set_aside } => {
+                (Persisted::default(), IpamOrigin::Unreadable { set_aside })
+            }
+        };
+        Ok((Ipam::from_saved(cidr.into(), path, saved), origin))
     }
 
     /// Loads `path` (missing file: empty). Allocations outside `cidr` (the node's
     /// CIDR changed) are dropped with a warning rather than handed out twice.
     pub fn load(cidr: impl Into<Cidr<A>>, path: &Path) -> Result<Ipam<A>, IpamError<A>> {
-        let cidr = cidr.into();
         let saved: Persisted<A> = load_json(path)?.unwrap_or_default();
+        Ok(Ipam::from_saved(cidr.into(), path, saved))
+    }
+
+    fn from_saved(cidr: Cidr<A>, path: &Path, saved: Persisted<A>) -> Ipam<A> {
         let mut ipam = Ipam {
             cidr,
             path: Some(path.to_path_buf()),
             by_ip: BTreeMap::new(),
             last: saved.last.filter(|ip| cidr.contains(*ip)),
+            health: Health::default(),
         };
         for a in saved.allocations {
             if !ipam.assignable(a.ip) {
@@ -215,7 +269,7 @@ impl<A: PodAddr> Ipam<A> {
             }
             ipam.by_ip.insert(a.ip, a);
         }
-        Ok(ipam)
+        ipam
     }
 
     /// The pod CIDR.
@@ -314,6 +368,7 @@ impl<A: PodAddr> Ipam<A> {
                 ip,
                 container_id: container_id.to_string(),
                 ifname: ifname.to_string(),
+                pending: true,
             },
         );
         if requested.is_none() {
@@ -343,6 +398,60 @@ impl<A: PodAddr> Ipam<A> {
             .find(|ip| self.assignable(*ip) && !self.by_ip.contains_key(ip) && !taken(*ip))
     }
 
+    /// The ADD of `(container_id, ifname)` completed: its allocation is no longer
+    /// pending. `Ok(false)`: nothing pending to confirm. On a failed write the entry
+    /// stays pending in memory too (a restart then keeps it only if its endpoint is
+    /// there, which it is once the endpoint is durable).
+    pub fn confirm(&mut self, container_id: &str, ifname: &str) -> Result<bool, IpamError<A>> {
+        let Some(ip) = self.lookup(container_id, ifname) else {
+            return Ok(false);
+        };
+        let Some(a) = self.by_ip.get_mut(&ip).filter(|a| a.pending) else {
+            return Ok(false);
+        };
+        a.pending = false;
+        if let Err(e) = self.persist() {
+            if let Some(a) = self.by_ip.get_mut(&ip) {
+                a.pending = true;
+            }
+            return Err(e);
+        }
+        Ok(true)
+    }
+
+    /// The allocations of ADDs that have not completed.
+    pub fn pending(&self) -> Vec<Allocation<A>> {
+        self.by_ip.values().filter(|a| a.pending).cloned().collect()
+    }
+
+    /// Takes over `ip` for `(container_id, ifname)` as a completed allocation (an
+    /// endpoint restored at start whose allocation was lost with an unreadable file).
+    /// `Ok(false)` when the address or the key is held already.
+    pub fn adopt(&mut self, ip: A, container_id: &str, ifname: &str) -> Result<bool, IpamError<A>> {
+        if !self.assignable(ip)
+            || self.by_ip.contains_key(&ip)
+            || self.lookup(container_id, ifname).is_some()
+            || container_id.is_empty()
+            || ifname.is_empty()
+        {
+            return Ok(false);
+        }
+        self.by_ip.insert(
+            ip,
+            Allocation {
+                ip,
+                container_id: container_id.to_string(),
+                ifname: ifname.to_string(),
+                pending: false,
+            },
+        );
+        if let Err(e) = self.persist() {
+            self.by_ip.remove(&ip);
+            return Err(e);
+        }
+        Ok(true)
+    }
+
     /// Releases what `(container_id, ifname)` holds; `Ok(None)` when it held nothing.
     pub fn release(&mut self, container_id: &str, ifname: &str) -> Result<Option<A>, IpamError<A>> {
         let Some(ip) = self.lookup(container_id, ifname) else {
@@ -358,6 +467,11 @@ impl<A: PodAddr> Ipam<A> {
         Ok(Some(ip))
     }
 
+    /// Write the allocations (file and copy), e.g. after a recovery at start.
+    pub fn save(&self) -> Result<(), IpamError<A>> {
+        self.persist()
+    }
+
     fn persist(&self) -> Result<(), IpamError<A>> {
         let Some(path) = &self.path else {
             return Ok(());
@@ -366,7 +480,7 @@ impl<A: PodAddr> Ipam<A> {
             last: self.last,
             allocations: self.list(),
         };
-        save_json(path, &p)?;
+        self.health.record(save_json_kept(path, &p))?;
         Ok(())
     }
 }
@@ -502,6 +616,76 @@ mod tests {
         std::fs::write(&path, b"{not json").unwrap();
         let e = Ipam::load(cidr("10.0.0.0/24"), &path).unwrap_err();
         assert!(e.to_string().contains(IPAM_FILE), "{e}");
+    }
+
+    #[test]
+    fn new_allocations_are_pending_until_confirmed_and_survive_reload() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(IPAM_FILE);
+        let c = cidr("10.244.0.0/24");
+        let mut ipam = Ipam::load(c, &path).unwrap();
+        let a = ipam.allocate("c1", "eth0", None, &none).unwrap();
+        let b = ipam.allocate("c2", "eth0", None, &none).unwrap();
+        assert!(ipam.confirm("c1", "eth0").unwrap());
+        assert!(!ipam.confirm("c1", "eth0").unwrap(), "already confirmed");
+        assert!(!ipam.confirm("c9", "eth0").unwrap(), "nothing held");
+        // A restart (the daemon went away before c2's endpoint was durable).
+        let (again, origin) = Ipam::<Ipv4Addr>::load_recovering(c, &path).unwrap();
+        assert_eq!(origin, IpamOrigin::Current);
+        let pending = again.pending();
+        assert_eq!(pending.len(), 1);
+        assert_eq!((pending[0].ip, pending[0].container_id.as_str()), (b, "c2"));
+        assert_eq!(again.lookup("c1", "eth0"), Some(a));
+        // A file of an earlier release (no `pending`) loads as completed.
+        std::fs::write(
+            &path,
+            br#"{"allocations":[{"ip":"10.244.0.9","container_id":"old","ifname":"eth0"}]}"#,
+        )
+        .unwrap();
+        assert!(Ipam::<Ipv4Addr>::load(c, &path)
+            .unwrap()
+            .pending()
+            .is_empty());
+    }
+
+    #[test]
+    fn torn_file_recovers_from_its_copy_or_starts_empty_and_adopts() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(IPAM_FILE);
+        let c = cidr("10.244.0.0/24");
+        let mut ipam = Ipam::load(c, &path).unwrap();
+        let a = ipam.allocate("c1", "eth0", None, &none).unwrap();
+        std::fs::write(&path, b"{\"allocations\": [").unwrap();
+        let (got, origin) = Ipam::<Ipv4Addr>::load_recovering(c, &path).unwrap();
+        assert!(matches!(
+            origin,
+            IpamOrigin::FromCopy { set_aside: Some(_) }
+        ));
+        assert_eq!(got.lookup("c1", "eth0"), Some(a));
+        std::fs::write(&path, b"x").unwrap();
+        std::fs::write(crate::state::prev_path(&path), b"y").unwrap();
+        let (mut empty, origin) = Ipam::<Ipv4Addr>::load_recovering(c, &path).unwrap();
+        assert!(matches!(origin, IpamOrigin::Unreadable { ref set_aside } if set_aside.len() == 2));
+        assert!(empty.list().is_empty());
+        assert!(empty.adopt(a, "c1", "eth0").unwrap());
+        assert!(!empty.adopt(a, "c2", "eth0").unwrap(), "address held");
+        assert!(empty.pending().is_empty(), "adopted: completed");
+        // The allocator never hands the adopted address out again.
+        let next = empty.allocate("c3", "eth0", None, &none).unwrap();
+        assert_ne!(next, a);
+    }
+
+    #[test]
+    fn failed_write_rolls_the_allocation_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gone/ipam.json");
+        let health = Health::default();
+        let mut ipam = Ipam::from_saved(cidr("10.0.0.0/24").into(), &path, Persisted::default())
+            .with_health(health.clone());
+        let e = ipam.allocate("c1", "eth0", None, &none).unwrap_err();
+        assert!(matches!(e, IpamError::Persist(_)), "{e}");
+        assert!(ipam.list().is_empty());
+        assert!(health.status(Vec::new()).failing);
     }
 
     #[test]

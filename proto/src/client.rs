@@ -29,6 +29,10 @@ pub enum ClientError {
     Receive { path: PathBuf, source: io::Error },
     #[error("xsknetd at {path} did not answer within {timeout:?}")]
     Timeout { path: PathBuf, timeout: Duration },
+    /// The daemon closed the connection without answering (it exited or was killed
+    /// while handling the request).
+    #[error("xsknetd at {path} closed the connection without answering (did it exit?)")]
+    Closed { path: PathBuf },
     #[error("malformed response from xsknetd at {path}: {message}")]
     BadResponse { path: PathBuf, message: String },
     #[error("xsknetd refused the request ({kind}): {message}")]
@@ -39,6 +43,16 @@ impl ClientError {
     /// True when the daemon could not be reached at all (as opposed to answering badly).
     pub fn is_unreachable(&self) -> bool {
         matches!(self, ClientError::Connect { .. })
+    }
+
+    /// True when the daemon went away while the request was under way: the
+    /// connection was reset, closed before an answer, or the send failed. The request
+    /// may or may not have taken effect; a CNI ADD maps this to "try again later".
+    pub fn is_daemon_gone(&self) -> bool {
+        matches!(
+            self,
+            ClientError::Closed { .. } | ClientError::Send { .. } | ClientError::Receive { .. }
+        )
     }
 
     /// The daemon's error kind, when it answered with an error.
@@ -150,9 +164,8 @@ fn call_line(
     }
     let end = buf.iter().position(|&b| b == b'\n').unwrap_or(buf.len());
     if buf[..end].iter().all(u8::is_ascii_whitespace) {
-        return Err(ClientError::BadResponse {
+        return Err(ClientError::Closed {
             path: path.to_path_buf(),
-            message: "the daemon closed the connection without answering".to_string(),
         });
     }
     let response: Response =

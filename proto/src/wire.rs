@@ -210,6 +210,33 @@ pub struct IpamAllocation {
     pub ifname: String,
 }
 
+/// Prefix of every host-side veth xsknet's CNI plugin creates.
+pub const HOST_IFNAME_PREFIX: &str = "xsk";
+
+/// 64-bit FNV-1a: tiny, stable across builds and platforms (names must not change when
+/// the plugin is upgraded, or DEL would miss veths created by the old version).
+pub fn fnv1a64(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+/// The host-side veth name of the CNI attachment `(container_id, ifname)`: `xsk` + 11
+/// hex digits of the hash of `container_id` NUL `ifname` (14 bytes). Shared by the
+/// plugin (which creates it) and the daemon (which finds the veths of allocations when
+/// it recovers from what the kernel shows).
+pub fn host_ifname(container_id: &str, ifname: &str) -> String {
+    let mut key = Vec::with_capacity(container_id.len() + ifname.len() + 1);
+    key.extend_from_slice(container_id.as_bytes());
+    key.push(0);
+    key.extend_from_slice(ifname.as_bytes());
+    let hex = format!("{:016x}", fnv1a64(&key));
+    format!("{HOST_IFNAME_PREFIX}{}", &hex[..11])
+}
+
 /// One `<stateDir>/pending-del/*.json` record ([`PENDING_DEL_DIR`]): a DEL the CNI plugin
 /// could not finish because the daemon was down. The record names the attachment in
 /// full; its file name ([`PendingDel::file_name`]) is only a fixed-length key, so a
@@ -304,6 +331,11 @@ pub enum ErrorKind {
     Capacity,
     /// The kernel refused (netlink, XDP attach, AF_XDP bind, …).
     System,
+    /// The change could not be made durable (the state directory cannot be written,
+    /// e.g. the disk is full); nothing of it is in force. Retry once the state
+    /// directory is writable again. (A client older than this kind reads it as a
+    /// malformed response; it fails either way.)
+    Unavailable,
 }
 
 impl ErrorKind {
@@ -316,6 +348,7 @@ impl ErrorKind {
             ErrorKind::Conflict => "conflict",
             ErrorKind::Capacity => "capacity",
             ErrorKind::System => "system",
+            ErrorKind::Unavailable => "unavailable",
         }
     }
 }
@@ -501,6 +534,35 @@ pub struct Status {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_ip: Option<Ipv4Addr>,
     pub uptime_secs: u64,
+    /// Health of the state directory (absent from daemons older than it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub persistence: Option<PersistenceStatus>,
+}
+
+/// Persistence health in the `status` answer: write failures (the requests that met
+/// them failed and were rolled back), and what was recovered at start.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PersistenceStatus {
+    /// True while the last state write failed (cleared by the next one that succeeds).
+    pub failing: bool,
+    /// Failed state writes since start.
+    pub errors: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// When the last error happened (unix seconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error_unix: Option<u64>,
+    /// Since when writes have been failing without a success in between (unix seconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failing_since_unix: Option<u64>,
+    /// What start had to recover from (unreadable files set aside, where the state came
+    /// from instead), one line each.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recovered: Vec<String>,
+    /// Namespaces held default-deny because the policy state was unreadable at start
+    /// (until the operator deletes a `xsknet-fail-closed` policy).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fail_closed_namespaces: Vec<String>,
 }
 
 /// Decodes one request line (without its newline): the version is checked before the

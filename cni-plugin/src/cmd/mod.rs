@@ -22,7 +22,7 @@ use std::time::Duration;
 use serde_json::Value;
 use xsknet_proto::client::ClientError;
 use xsknet_proto::fsutil::{Flock, LockMode};
-use xsknet_proto::wire::{ErrorKind, Request};
+use xsknet_proto::wire::Request;
 
 use crate::config::{CniEnv, NetConf};
 use crate::errors::{code, CniError};
@@ -74,27 +74,29 @@ impl Call<'_> {
     /// Maps a client error to a CNI error.
     pub fn daemon_error(&self, e: &ClientError, doing: &str, refused_code: u32) -> CniError {
         let socket = self.conf.socket.display();
+        let c = crate::errors::daemon_code(e, refused_code);
         match e {
             ClientError::Connect { source, .. } => CniError::new(
-                code::TRY_AGAIN_LATER,
+                c,
                 format!(
                     "xsknetd not reachable at {socket}: {source} (is the xsknet DaemonSet running?)"
                 ),
             )
             .with_details(format!("needed to {doing}")),
             ClientError::Timeout { timeout, .. } => CniError::new(
-                code::TRY_AGAIN_LATER,
+                c,
                 format!("xsknetd at {socket} did not answer within {timeout:?} (is it overloaded or wedged?)"),
             )
             .with_details(format!("needed to {doing}")),
-            ClientError::Daemon { kind, message } => {
-                let c = match kind {
-                    ErrorKind::UnsupportedVersion => code::INCOMPATIBLE_VERSION,
-                    _ => refused_code,
-                };
+            ClientError::Daemon { message, .. } => {
                 CniError::new(c, format!("xsknetd could not {doing}: {message}"))
             }
-            other => CniError::new(refused_code, format!("xsknetd could not {doing}: {other}")),
+            other if other.is_daemon_gone() => CniError::new(
+                c,
+                format!("xsknetd went away while it was asked to {doing}: {other}"),
+            )
+            .with_details("try again once it is back; it reclaims an unfinished ADD at start"),
+            other => CniError::new(c, format!("xsknetd could not {doing}: {other}")),
         }
     }
 

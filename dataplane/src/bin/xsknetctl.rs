@@ -581,6 +581,24 @@ fn format_status(s: &Status) -> String {
         (None, None) => "disabled".to_string(),
     };
     kv("host port", host);
+    if let Some(p) = &s.persistence {
+        let state = match (p.failing, &p.last_error) {
+            (true, Some(e)) => format!(
+                "FAILING since {} (unix s), {} errors; last: {e}",
+                p.failing_since_unix.unwrap_or(0),
+                p.errors
+            ),
+            (false, Some(e)) => format!("ok ({} errors, last: {e})", p.errors),
+            _ => "ok".to_string(),
+        };
+        kv("persistence", state);
+        for r in &p.recovered {
+            kv("recovered", r.clone());
+        }
+        if !p.fail_closed_namespaces.is_empty() {
+            kv("fail-closed", p.fail_closed_namespaces.join(","));
+        }
+    }
     out
 }
 

@@ -31,9 +31,8 @@ impl Handler for Daemon {
     fn handle(&mut self, request: Request) -> Result<serde_json::Value, ControlError> {
         match request {
             Request::EndpointAdd(spec) => {
-                let ep = self.add_endpoint(spec)?;
-                self.persist();
-                to_json(ep)
+                // Durable before it returns (or refused and undone).
+                to_json(self.add_endpoint(spec)?)
             }
             Request::EndpointDel { ifname, ip } => to_json(self.del_endpoint(ifname, ip)?),
             Request::EndpointList => {

@@ -2,7 +2,8 @@
 //! of modules, each with one concern and its own typed errors:
 //!
 //! - this module: [`Daemon`], its start (XDP program, workers, host port, re-attaching
-//!   persisted endpoints, finishing DELs recorded while it was down, `policyDir`) and
+//!   persisted endpoints, recovering what an unreadable state file lost, reclaiming
+//!   unfinished ADDs, finishing DELs recorded while it was down, `policyDir`) and
 //!   shutdown, and the order every mutation follows;
 //! - [`ports`]: the port registry (slots, one AF_XDP socket per (interface, queue), the
 //!   XDP program attached once per interface);
@@ -21,6 +22,22 @@
 //! drops the socket → the slot is free. A policy change is in force when its request
 //! returns, for the same reason (published, and waited for). Each module's error type
 //! converts once into the control protocol's error kind and message.
+//!
+//! Durability (README "Durability"): a change is answered only once it is durable
+//! (state files written with their last good copy, [`crate::state::save_json_kept`]);
+//! when the write fails the change is undone in memory and in the dataplane and the
+//! request fails with kind `unavailable` (CNI code 11); `status` reports persistence
+//! health. At start, an unreadable `endpoints.json` is set aside and the endpoints are
+//! recovered from its copy *and* from what the kernel still shows: every completed IPAM
+//! allocation whose host veth (named from the attachment, `xsk…`) still exists is
+//! re-attached with its peer's MAC (read over netlink) and the identity (namespace,
+//! name, labels) the policy file remembered for its address. The daemon then reports
+//! ready: existing pods keep their network. An unreadable `ipam.json` (and copy) is
+//! rebuilt from the restored endpoints' CNI attachments; an unreadable `policy.json`
+//! falls back to its copy, else to fail-closed ([`policy`]). Crash-safe ADD: an
+//! allocation is journalled `pending` until its endpoint is durable; at start pending
+//! allocations without a live endpoint are released and their half-made veths deleted
+//! ([`Daemon::reclaim_unfinished_adds`]).
 
 pub mod endpoints;
 mod handler;
@@ -37,15 +54,15 @@ use std::time::{Duration, Instant};
 
 use crate::config::Config;
 use crate::control::proto::{
-    ControlError, Endpoint, EndpointCheck, EndpointSpec, ErrorKind, IpamLease, PolicyApplied,
-    Stats, Status, PENDING_DEL_DIR, POD_GATEWAY,
+    CniAttachment, ControlError, Endpoint, EndpointCheck, EndpointSpec, ErrorKind, IpamLease,
+    PolicyApplied, Stats, Status, PENDING_DEL_DIR, POD_GATEWAY,
 };
 use crate::control::reach::{self, ProbePort};
-use crate::ipam::{Ipam, IpamError, IPAM_FILE};
+use crate::ipam::{Ipam, IpamError, IpamOrigin, IPAM_FILE};
 use crate::loader::{LoaderError, XdpLoader};
 use crate::policy::k8s::PolicyError;
 use crate::policy::store::PolicyStore;
-use crate::state::{StateDir, StateError};
+use crate::state::{load_json_recovering, Health, Loaded, StateDir, StateError};
 use crate::sys::netlink::{Netlink, NetlinkError};
 use crate::tables::publish::Publisher;
 use crate::tables::{PortId, PortInfo, PortKind, Tables};
@@ -74,12 +91,10 @@ pub enum DaemonError {
     Netlink(NetlinkError),
     #[error("load XDP program: {0}")]
     Loader(LoaderError),
-    #[error("quarantine corrupt IP allocations: {0}")]
-    QuarantineIpam(StateError),
     #[error("load IP allocations: {0}")]
     Ipam(IpamError),
-    #[error("quarantine unreadable policy store: {0}")]
-    QuarantinePolicy(StateError),
+    #[error("load the policy store: {0}")]
+    Policy(StateError),
     #[error("start workers: {0}")]
     Workers(WorkerError),
     #[error("create host port: {0}")]
@@ -114,7 +129,7 @@ impl From<IpamError> for ControlError {
             IpamError::Exhausted { .. } => ErrorKind::Capacity,
             IpamError::InUse { .. } | IpamError::KeyHoldsOther { .. } => ErrorKind::Conflict,
             IpamError::NotAssignable { .. } | IpamError::EmptyKey => ErrorKind::InvalidRequest,
-            IpamError::Persist(_) => ErrorKind::System,
+            IpamError::Persist(_) => ErrorKind::Unavailable,
         };
         ControlError::new(kind, e.to_string())
     }
@@ -134,7 +149,10 @@ pub struct Daemon {
     host: Option<PortId>,
     host_ip: Option<Ipv4Addr>,
     state: StateDir,
-    persist_errors: u64,
+    /// Persistence health, shared with the IPAM and the policy service.
+    health: Health,
+    /// The IPAM file and its copy were unreadable at start.
+    ipam_lost: bool,
     ipam: Ipam,
     last_pending_scan: Instant,
     policy: PolicyService,
@@ -148,19 +166,61 @@ impl std::fmt::Debug for Daemon {
     }
 }
 
-fn load_ipam(cfg: &Config, state: &StateDir) -> Result<Ipam, DaemonError> {
+/// The allocations, from `ipam.json` or its last good copy; with both unreadable (set
+/// aside) an empty allocator, which start refills from the restored endpoints. Returns
+/// whether they were lost.
+fn load_ipam(cfg: &Config, state: &StateDir, health: &Health) -> Result<(Ipam, bool), DaemonError> {
     let path = state.root.join(IPAM_FILE);
-    match Ipam::load(cfg.pod_cidr, &path) {
-        Ok(i) => Ok(i),
-        Err(IpamError::Persist(StateError::Corrupt { .. })) => {
-            // Keep the evidence; starting empty may hand out a live pod's address
-            // again, which the operator is told about loudly.
-            let moved = crate::state::quarantine(&path).map_err(DaemonError::QuarantineIpam)?;
-            tracing::error!(moved_to = %moved.display(), "corrupt IP allocation file moved aside; starting with no allocations");
-            Ok(Ipam::in_memory(cfg.pod_cidr))
+    let (ipam, origin) = Ipam::load_recovering(cfg.pod_cidr, &path).map_err(DaemonError::Ipam)?;
+    let origin_was_current = origin == IpamOrigin::Current;
+    let lost = match origin {
+        IpamOrigin::Current => false,
+        IpamOrigin::FromCopy { set_aside } => {
+            health.recovered(format!(
+                "{} unreadable{}; allocations recovered from {}",
+                path.display(),
+                kept_as(set_aside.as_slice()),
+                crate::state::prev_path(&path).display()
+            ));
+            false
         }
-        Err(e) => Err(DaemonError::Ipam(e)),
+        IpamOrigin::Unreadable { set_aside } => {
+            let msg = format!(
+                "{} and its copy unreadable{}; allocations rebuilt from the restored endpoints",
+                path.display(),
+                kept_as(&set_aside)
+            );
+            tracing::error!("{msg}");
+            health.recovered(msg);
+            true
+        }
+    };
+    let ipam = ipam.with_health(health.clone());
+    if !origin_was_current {
+        // The file is whole again (a failure is in the health; the copy still holds it).
+        let _ = ipam.save();
     }
+    Ok((ipam, lost))
+}
+
+/// ` (kept as A, B)` for the files set aside.
+fn kept_as(set_aside: &[std::path::PathBuf]) -> String {
+    if set_aside.is_empty() {
+        return String::new();
+    }
+    let list: Vec<String> = set_aside.iter().map(|p| p.display().to_string()).collect();
+    format!(" (kept as {})", list.join(", "))
+}
+
+/// What [`Daemon::attach_endpoint`] did.
+enum Attached {
+    /// The endpoint was live already (an idempotent re-add): nothing changed.
+    Already,
+    /// Newly attached and published; `previous`: the policy store before its identity
+    /// was registered (to undo with).
+    New {
+        previous: Option<crate::policy::store::PolicyStore>,
+    },
 }
 
 impl Daemon {
@@ -169,13 +229,15 @@ impl Daemon {
     pub fn start(cfg: Config, state: StateDir) -> Result<Daemon, DaemonError> {
         let nl = Netlink::new().map_err(DaemonError::Netlink)?;
         let loader = XdpLoader::load().map_err(DaemonError::Loader)?;
-        let ipam = load_ipam(&cfg, &state)?;
+        let health = Health::default();
+        let (ipam, ipam_lost) = load_ipam(&cfg, &state, &health)?;
         let policy = PolicyService::open(
             state.root.join(POLICY_FILE),
             cfg.workers.len(),
             cfg.policy_dir.clone(),
+            health.clone(),
         )
-        .map_err(DaemonError::QuarantinePolicy)?;
+        .map_err(DaemonError::Policy)?;
         let max_ports = (cfg.umem.max_ports_per_worker as usize * cfg.workers.len())
             .min(crate::loader::MAX_PORTS as usize);
         let ports = PortRegistry::new(loader, max_ports);
@@ -203,7 +265,8 @@ impl Daemon {
             host: None,
             host_ip: None,
             state,
-            persist_errors: 0,
+            health,
+            ipam_lost,
             ipam,
             last_pending_scan: Instant::now(),
             policy,
@@ -215,6 +278,8 @@ impl Daemon {
             }
         }
         d.restore();
+        d.policy.save_recovered();
+        d.reclaim_unfinished_adds();
         d.finish_pending_dels();
         if let Some(dir) = d.policy.dir().map(|p| p.to_path_buf()) {
             if let Err(e) = d.reload_policy_dir() {
@@ -252,6 +317,7 @@ impl Daemon {
             host_port: self.host.map(|_| self.cfg.host_port.name.clone()),
             host_ip: self.host_ip,
             uptime_secs: self.started.elapsed().as_secs(),
+            persistence: Some(self.health.status(self.policy.fail_closed_namespaces())),
         }
     }
 
@@ -394,38 +460,221 @@ impl Daemon {
 
     // --- endpoints --------------------------------------------------------------
 
-    fn persist(&mut self) {
+    /// Write the endpoints (file and copy); a failure is recorded in the health and
+    /// returned (the caller undoes its change or reports it).
+    fn persist(&mut self) -> Result<(), StateError> {
         let eps: Vec<&Endpoint> = self.endpoints.iter().collect();
-        if let Err(e) = crate::state::save_json(&self.state.endpoints_path(), &eps) {
-            self.persist_errors += 1;
-            tracing::error!(error = %e, "persist endpoints");
-        }
+        let r = crate::state::save_json_kept(&self.state.endpoints_path(), &eps);
+        self.health.record(r)
     }
 
-    /// Re-attach endpoints persisted by a previous run whose veths still exist.
+    /// Re-attach the endpoints of the previous run whose veths still exist. With
+    /// `endpoints.json` unreadable (set aside): its last good copy plus what the kernel
+    /// shows ([`kernel_endpoints`](Self::kernel_endpoints)).
     fn restore(&mut self) {
-        let saved: Vec<Endpoint> = match crate::state::load_json(&self.state.endpoints_path()) {
-            Ok(Some(v)) => v,
-            Ok(None) => return,
+        let path = self.state.endpoints_path();
+        let (saved, from_kernel) = match load_json_recovering::<Vec<Endpoint>>(&path) {
+            Ok(Loaded::Missing) => (Vec::new(), false),
+            Ok(Loaded::Current(v)) => (v, false),
+            Ok(Loaded::FromCopy { value, set_aside }) => {
+                self.health.recovered(format!(
+                    "{} unreadable{}; endpoints recovered from {} and the kernel's veths",
+                    path.display(),
+                    kept_as(set_aside.as_slice()),
+                    crate::state::prev_path(&path).display()
+                ));
+                (value, true)
+            }
+            Ok(Loaded::Unreadable { set_aside }) => {
+                let msg = format!(
+                    "{} and its copy unreadable{}; endpoints recovered from the kernel's veths and the IP allocations",
+                    path.display(),
+                    kept_as(&set_aside)
+                );
+                tracing::error!("{msg}");
+                self.health.recovered(msg);
+                (Vec::new(), true)
+            }
             Err(e) => {
-                tracing::error!(error = %e, "cannot read persisted endpoints; starting empty");
-                return;
+                let msg = format!(
+                    "{e}; endpoints recovered from the kernel's veths and the IP allocations"
+                );
+                tracing::error!("{msg}");
+                self.health.recovered(msg);
+                (Vec::new(), true)
             }
         };
+        let mut specs: Vec<EndpointSpec> = saved.iter().map(endpoints::respec).collect();
+        if from_kernel {
+            let found = self.kernel_endpoints(&saved);
+            tracing::info!(
+                found = found.len(),
+                "endpoints found from the kernel's veths"
+            );
+            specs.extend(found);
+        }
         let mut restored = 0;
-        for ep in saved {
-            match self.add_endpoint(endpoints::respec(&ep)) {
+        for spec in specs {
+            let ifname = spec.ifname.clone();
+            match self.attach_endpoint(spec) {
                 Ok(_) => restored += 1,
-                Err(e) => tracing::warn!(ifname = %ep.ifname, error = %e, "endpoint not restored"),
+                Err(e) => tracing::warn!(%ifname, error = %e, "endpoint not restored"),
             }
         }
         tracing::info!(restored, "endpoints restored");
-        self.persist();
+        if self.ipam_lost {
+            self.adopt_endpoint_addresses();
+        }
+        if let Err(e) = self.persist() {
+            tracing::error!(error = %e, "restored endpoints not saved");
+        }
     }
 
+    /// The endpoints the kernel still shows: every completed allocation whose host
+    /// veth exists and which is not in `known`, with the identity the policy file
+    /// remembered for its address (the peer MAC is read when it attaches).
+    fn kernel_endpoints(&mut self, known: &[Endpoint]) -> Vec<EndpointSpec> {
+        let mut out = Vec::new();
+        for a in self.ipam.list() {
+            if a.pending || known.iter().any(|e| e.ip == a.ip) {
+                continue;
+            }
+            let host = xsknet_proto::wire::host_ifname(&a.container_id, &a.ifname);
+            match self.nl.link_by_name(&host) {
+                Ok(Some(_)) => {}
+                Ok(None) => continue,
+                Err(e) => {
+                    tracing::warn!(ifname = %host, error = %e, "look for a pod veth");
+                    continue;
+                }
+            }
+            let view = self.policy.saved_views().iter().find(|v| v.ip == a.ip);
+            out.push(EndpointSpec {
+                ifname: host,
+                ip: a.ip,
+                mac: None,
+                namespace: view.map(|v| v.namespace.clone()),
+                name: view.map(|v| v.name.clone()),
+                labels: view.map(|v| v.labels.clone()).unwrap_or_default(),
+                cni: Some(CniAttachment {
+                    container_id: a.container_id,
+                    ifname: a.ifname,
+                    netns: None,
+                }),
+            });
+        }
+        out
+    }
+
+    /// The IPAM file was lost: take over the addresses of the restored endpoints that
+    /// came from CNI, so they are never handed out twice.
+    fn adopt_endpoint_addresses(&mut self) {
+        let owned: Vec<(Ipv4Addr, String, String)> = self
+            .endpoints
+            .iter()
+            .filter_map(|e| {
+                let c = e.cni.as_ref()?;
+                Some((e.ip, c.container_id.clone(), c.ifname.clone()))
+            })
+            .collect();
+        for (ip, cid, ifname) in owned {
+            if let Err(e) = self.ipam.adopt(ip, &cid, &ifname) {
+                tracing::error!(%ip, container_id = %cid, error = %e, "re-adopt address");
+            }
+        }
+    }
+
+    /// Reclaims the allocations of ADDs that never completed (the daemon went away
+    /// between the allocation and the durable endpoint; the plugin answered "try again
+    /// later"): a pending allocation with a live endpoint is confirmed, one without is
+    /// released and the half-made host veth of its attachment deleted.
+    fn reclaim_unfinished_adds(&mut self) {
+        for a in self.ipam.pending() {
+            let live = self.endpoints.iter().any(|e| {
+                e.ip == a.ip
+                    && e.cni
+                        .as_ref()
+                        .is_none_or(|c| c.container_id == a.container_id && c.ifname == a.ifname)
+            });
+            if live {
+                let _ = self.ipam.confirm(&a.container_id, &a.ifname);
+                continue;
+            }
+            let host = xsknet_proto::wire::host_ifname(&a.container_id, &a.ifname);
+            match self.nl.delete_link(&host) {
+                Ok(true) => tracing::info!(ifname = %host, "deleted the veth of an unfinished ADD"),
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::error!(ifname = %host, error = %e, "delete the veth of an unfinished ADD")
+                }
+            }
+            match self.ipam.release(&a.container_id, &a.ifname) {
+                Ok(_) => {
+                    tracing::warn!(ip = %a.ip, container_id = %a.container_id, ifname = %a.ifname, "reclaimed the address of an ADD that never completed")
+                }
+                Err(e) => {
+                    tracing::error!(ip = %a.ip, error = %e, "reclaim the address of an unfinished ADD")
+                }
+            }
+        }
+    }
+
+    /// `endpoint add`: attach, then make it durable (the policy store with its
+    /// identity, the endpoints file), then confirm its allocation. A failed write
+    /// undoes the attach: nothing of it stays in force.
     fn add_endpoint(&mut self, spec: EndpointSpec) -> Result<Endpoint, ControlError> {
+        let (ep, attached) = self.attach_endpoint(spec)?;
+        if let Attached::New { previous } = attached {
+            let identity = previous.is_some();
+            let saved = if identity {
+                self.policy.persist()
+            } else {
+                Ok(())
+            }
+            .and_then(|()| self.persist());
+            if let Err(e) = saved {
+                self.undo_attach(&ep, previous);
+                if identity {
+                    let _ = self.policy.persist();
+                }
+                return Err(ControlError::new(
+                    ErrorKind::Unavailable,
+                    format!(
+                        "endpoint {} ({}) not saved, attach undone: {e}",
+                        ep.ifname, ep.ip
+                    ),
+                ));
+            }
+        }
+        if let Some(c) = &ep.cni {
+            // A failed write leaves it pending: at the next start the endpoint is there
+            // (it is durable), so it is kept.
+            let _ = self.ipam.confirm(&c.container_id, &c.ifname);
+        }
+        Ok(ep)
+    }
+
+    /// Undo a successful [`attach_endpoint`](Self::attach_endpoint): the endpoint goes,
+    /// the policy store it replaced comes back, the tables are published without it.
+    fn undo_attach(&mut self, ep: &Endpoint, previous: Option<crate::policy::store::PolicyStore>) {
+        self.endpoints.remove(&ep.ifname);
+        let retired = previous.map(|p| {
+            self.policy.replace(p);
+            self.policy.recompile(&self.endpoints.pod_ports())
+        });
+        self.detach_port(ep.port);
+        if let Some(r) = retired {
+            self.policy.fold(r);
+        }
+    }
+
+    /// Attach and publish an endpoint, nothing written (start re-attaches this way).
+    fn attach_endpoint(
+        &mut self,
+        spec: EndpointSpec,
+    ) -> Result<(Endpoint, Attached), ControlError> {
         if let Some(e) = self.endpoints.admit(&spec, self.host_ip)? {
-            return Ok(e); // idempotent re-add
+            return Ok((e, Attached::Already)); // idempotent re-add
         }
         let link = self
             .nl
@@ -482,22 +731,11 @@ impl Daemon {
         let previous = identity.map(|next| self.policy.replace(next));
         self.endpoints.insert(ep.clone());
         if let Err(e) = self.recompile_and_publish() {
-            self.endpoints.remove(&ep.ifname);
-            let retired = previous.map(|p| {
-                self.policy.replace(p);
-                self.policy.recompile(&self.endpoints.pod_ports())
-            });
-            self.detach_port(id);
-            if let Some(r) = retired {
-                self.policy.fold(r);
-            }
+            self.undo_attach(&ep, previous);
             return Err(e.into());
         }
-        if previous.is_some() {
-            self.policy.persist();
-        }
         tracing::info!(ifname = %ep.ifname, ip = %ep.ip, port = ep.port, worker = ep.worker, "endpoint attached");
-        Ok(ep)
+        Ok((ep, Attached::New { previous }))
     }
 
     fn del_endpoint(
@@ -517,7 +755,10 @@ impl Daemon {
         let retired = self.policy.recompile(&self.endpoints.pod_ports());
         self.detach_port(ep.port);
         self.policy.fold(retired);
-        self.persist();
+        // Detached either way; a failed write is in the health. Should the daemon
+        // restart before a later write succeeds, the endpoint comes back only if its
+        // veth still exists.
+        let _ = self.persist();
         tracing::info!(ifname = %ep.ifname, ip = %ep.ip, "endpoint detached");
         Ok(ep)
     }
@@ -570,7 +811,7 @@ impl Daemon {
         }
         if done > 0 {
             tracing::info!(done, "finished DELs recorded while the daemon was down");
-            self.persist();
+            let _ = self.persist();
         }
     }
 
@@ -667,12 +908,27 @@ impl Daemon {
             overwrite,
         )?;
         let set = next.clone();
-        self.change_policy(|s| s.set_pod_labels(&namespace, &name, set))?;
-        if let Some((ifname, _)) = live {
-            if let Some(e) = self.endpoints.get_mut(&ifname) {
-                e.labels = next.clone();
+        // The endpoint's labels are written first, so a refused write changes nothing;
+        // a refused policy change puts them back.
+        let set_endpoint_labels = |d: &mut Daemon, labels: &BTreeMap<String, String>| {
+            if let Some((ifname, _)) = &live {
+                if let Some(e) = d.endpoints.get_mut(ifname) {
+                    e.labels = labels.clone();
+                }
+                return d.persist();
             }
-            self.persist();
+            Ok(())
+        };
+        if let Err(e) = set_endpoint_labels(self, &next) {
+            let _ = set_endpoint_labels(self, &current);
+            return Err(ControlError::new(
+                ErrorKind::Unavailable,
+                format!("pod {namespace}/{name}: labels not saved, nothing changed: {e}"),
+            ));
+        }
+        if let Err(e) = self.change_policy(|s| s.set_pod_labels(&namespace, &name, set)) {
+            let _ = set_endpoint_labels(self, &current);
+            return Err(e);
         }
         tracing::info!(pod = %format!("{namespace}/{name}"), labels = ?next, "pod labels set");
         Ok(next)

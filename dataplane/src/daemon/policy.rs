@@ -1,7 +1,18 @@
 //! The policy service: the [`PolicyStore`] (NetworkPolicies, Namespaces, YAML Pods and
 //! the live endpoints' identities), its compiled [`PolicySnapshot`] with per-worker
-//! hit counters, its persistence (`policy.json` in the state dir, written atomically,
-//! an unreadable one moved aside at start) and the `policyDir` watch.
+//! hit counters, its persistence (`policy.json` in the state dir) and the `policyDir`
+//! watch.
+//!
+//! Persistence (README "Durability"): every change is written with
+//! [`crate::state::save_json_kept`] (`policy.json` and its last good copy
+//! `policy.json.prev`) before it is put in force; when the write fails the change is
+//! rolled back and refused ([`PolicyRequestError::Persist`], kind `unavailable`). At
+//! start an unreadable `policy.json` is set aside and the copy is used. With the copy
+//! unreadable too, policies must not disappear silently, so the service starts
+//! *fail-closed*: every namespace with a pod on this node gets the default-deny
+//! NetworkPolicy [`FAIL_CLOSED_POLICY`] (ingress and egress) as its pods attach, until
+//! the operator re-applies the policies and deletes one of them (`xsknetctl policy
+//! delete NS/xsknet-fail-closed`), which ends the mode. `status` lists those namespaces.
 //!
 //! A change is made on a copy of the store and committed only if it succeeds, so a
 //! refused change leaves what is in force untouched; a committed change is persisted,
@@ -26,11 +37,14 @@ use crate::policy::compile::{compile, PodView};
 use crate::policy::k8s::{self, Object, PolicyError, Protocol, ValueError};
 use crate::policy::store::{ApplySummary, PolicyStore};
 use crate::policy::PolicySnapshot;
-use crate::state::StateError;
+use crate::state::{load_json_recovering, Health, Loaded, StateError};
 use crate::tables::PortId;
 
 /// The persisted policy store, in the state dir.
 pub const POLICY_FILE: &str = "policy.json";
+
+/// Name of the default-deny policy of fail-closed mode (see the module doc).
+pub const FAIL_CLOSED_POLICY: &str = "xsknet-fail-closed";
 
 /// How often the daemon looks at the `policyDir` files' mtimes.
 pub const POLICY_DIR_POLL: Duration = Duration::from_secs(1);
@@ -55,6 +69,8 @@ pub enum PolicyRequestError {
     Port,
     #[error("to {0}: pod has no identity")]
     NoIdentity(String),
+    #[error("policy state not saved, change refused (nothing of it is in force): {0}")]
+    Persist(StateError),
     #[error("to {to}: no container port named {port} for {protocol}")]
     NoNamedPort {
         to: String,
@@ -71,6 +87,7 @@ impl From<PolicyRequestError> for ControlError {
             E::NoNamedPort { .. } => ErrorKind::NotFound,
             E::LabelConflict { .. } => ErrorKind::Conflict,
             E::Policy(_) | E::Protocol(_) | E::Port | E::NoIdentity(_) => ErrorKind::InvalidRequest,
+            E::Persist(_) => ErrorKind::Unavailable,
         };
         ControlError::new(kind, e.to_string())
     }
@@ -146,28 +163,63 @@ pub struct PolicyService {
     dir_policies: BTreeSet<(String, String)>,
     dir_sig: Option<DirSignature>,
     last_dir_poll: Instant,
-    persist_errors: u64,
+    health: Health,
+    /// Fail-closed mode (see the module doc).
+    fail_closed: bool,
+    /// Loaded from the copy or started fail-closed: to write once the endpoints are
+    /// back ([`save_recovered`](Self::save_recovered)).
+    recovered: bool,
+    /// Endpoint identities of the loaded store (the store drops them; start uses them
+    /// to recover endpoints from what the kernel shows).
+    saved_views: Vec<PodView>,
 }
 
 impl PolicyService {
-    /// Load the store persisted at `path` (an unreadable one is moved aside and the
-    /// service starts empty; only failing to move it is an error). Identities of
-    /// endpoints are dropped: live endpoints are registered again as they attach.
+    /// Load the store persisted at `path`, or its last good copy; with both unreadable
+    /// (set aside) start empty and fail-closed (see the module doc). Only an unreadable
+    /// directory or a failed set-aside is an error. Identities of endpoints are dropped
+    /// from the store (kept in [`saved_views`](Self::saved_views)): live endpoints are
+    /// registered again as they attach.
     pub fn open(
         path: PathBuf,
         workers: usize,
         dir: Option<PathBuf>,
+        health: Health,
     ) -> Result<PolicyService, StateError> {
-        let mut store = match crate::state::load_json::<PolicyStore>(&path) {
-            Ok(Some(p)) => p,
-            Ok(None) => PolicyStore::new(),
-            Err(e) => {
-                let moved = crate::state::quarantine(&path)?;
-                tracing::error!(error = %e, moved_to = %moved.display(), "unreadable policy store moved aside; starting without policies");
+        let mut fail_closed = false;
+        let mut recovered = true;
+        let mut store = match load_json_recovering::<PolicyStore>(&path)? {
+            Loaded::Missing => {
+                recovered = false;
+                PolicyStore::new()
+            }
+            Loaded::Current(p) => {
+                recovered = false;
+                p
+            }
+            Loaded::FromCopy { value, set_aside } => {
+                health.recovered(format!(
+                    "{} unreadable{}; policies recovered from {}",
+                    path.display(),
+                    aside_text(set_aside.as_slice()),
+                    crate::state::prev_path(&path).display()
+                ));
+                value
+            }
+            Loaded::Unreadable { set_aside } => {
+                fail_closed = true;
+                let msg = format!(
+                    "{} and its copy unreadable{}; fail-closed: every namespace with pods here is default-deny ({FAIL_CLOSED_POLICY}) until the operator re-applies policies and deletes it",
+                    path.display(),
+                    aside_text(&set_aside)
+                );
+                tracing::error!("{msg}");
+                health.recovered(msg);
                 PolicyStore::new()
             }
         };
-        for v in store.endpoint_views() {
+        let saved_views = store.endpoint_views();
+        for v in &saved_views {
             store.remove_endpoint(&v.namespace, &v.name);
         }
         let dir_sig = dir.as_deref().and_then(dir_signature);
@@ -182,8 +234,36 @@ impl PolicyService {
             dir_policies: BTreeSet::new(),
             dir_sig,
             last_dir_poll: Instant::now(),
-            persist_errors: 0,
+            health,
+            fail_closed,
+            recovered,
+            saved_views,
         })
+    }
+
+    /// After a recovery at start, once the endpoints are re-attached: write the store
+    /// (the recovered policies, or the fail-closed ones, with the live identities), so
+    /// the file is whole again and a second restart finds the same state.
+    pub fn save_recovered(&mut self) {
+        if std::mem::take(&mut self.recovered) {
+            if let Err(e) = self.persist() {
+                tracing::error!(error = %e, "recovered policy state not saved");
+            }
+        }
+    }
+
+    /// Endpoint identities the loaded store held (see [`open`](Self::open)).
+    pub fn saved_views(&self) -> &[PodView] {
+        &self.saved_views
+    }
+
+    /// Namespaces whose fail-closed default-deny is in force.
+    pub fn fail_closed_namespaces(&self) -> Vec<String> {
+        self.store
+            .policies()
+            .filter(|p| p.metadata.name == FAIL_CLOSED_POLICY)
+            .map(|p| p.metadata.namespace.clone())
+            .collect()
     }
 
     pub fn store(&self) -> &PolicyStore {
@@ -197,10 +277,6 @@ impl PolicyService {
 
     pub fn hits(&self) -> &Arc<[PolicyHits]> {
         &self.hits
-    }
-
-    pub fn persist_errors(&self) -> u64 {
-        self.persist_errors
     }
 
     /// The compiler's view of a live endpoint (one with a namespace and name). Named
@@ -229,8 +305,14 @@ impl PolicyService {
         let Some(view) = self.endpoint_view(ep) else {
             return Ok(None);
         };
+        let namespace = view.namespace.clone();
         let mut next = self.store.clone();
         next.upsert_endpoint(view)?;
+        if self.fail_closed && next.policy(&namespace, FAIL_CLOSED_POLICY).is_none() {
+            // The namespace was validated with the identity just registered.
+            next.apply_yaml(&fail_closed_yaml(&namespace))?;
+            tracing::warn!(%namespace, policy = FAIL_CLOSED_POLICY, "fail-closed: namespace held default-deny");
+        }
         Ok(Some(next))
     }
 
@@ -239,34 +321,47 @@ impl PolicyService {
         std::mem::replace(&mut self.store, next)
     }
 
-    /// Forget a pod's identity; persisted if there was one.
+    /// Forget a pod's identity; persisted if there was one (a failed write is only
+    /// reported: identities are not read back at start, the endpoint is gone anyway).
     pub fn remove_endpoint(&mut self, namespace: &str, name: &str) {
         if self.store.remove_endpoint(namespace, name).is_some() {
-            self.persist();
+            let _ = self.persist();
         }
     }
 
-    /// Write the store to its file; a failure is logged and counted.
-    pub fn persist(&mut self) {
-        if let Err(e) = crate::state::save_json(&self.path, &self.store) {
-            self.persist_errors += 1;
-            tracing::error!(error = %e, "persist policy store");
-        }
+    /// Write the store to its file and copy; a failure is recorded in the health.
+    pub fn persist(&mut self) -> Result<(), StateError> {
+        self.health
+            .record(crate::state::save_json_kept(&self.path, &self.store))
     }
 
-    /// Apply `f` to a copy of the store; commit (and persist) only if it succeeds.
+    /// Apply `f` to a copy of the store; commit only if it succeeds and is durable (a
+    /// failed write leaves the store as it was: [`PolicyRequestError::Persist`]).
     /// Returns `f`'s result and whether anything changed (then the caller recompiles
-    /// and publishes).
+    /// and publishes). Deleting a fail-closed policy ends fail-closed mode.
     pub fn apply<T>(
         &mut self,
         f: impl FnOnce(&mut PolicyStore) -> Result<T, PolicyError>,
-    ) -> Result<(T, bool), PolicyError> {
+    ) -> Result<(T, bool), PolicyRequestError> {
         let mut next = self.store.clone();
         let out = f(&mut next)?;
         let changed = next != self.store;
-        self.store = next;
         if changed {
-            self.persist();
+            let previous = std::mem::replace(&mut self.store, next);
+            if let Err(e) = self.persist() {
+                self.store = previous;
+                return Err(PolicyRequestError::Persist(e));
+            }
+            if self.fail_closed
+                && self.fail_closed_namespaces().len()
+                    < previous
+                        .policies()
+                        .filter(|p| p.metadata.name == FAIL_CLOSED_POLICY)
+                        .count()
+            {
+                self.fail_closed = false;
+                tracing::info!("fail-closed mode ended by the operator");
+            }
         }
         Ok((out, changed))
     }
@@ -417,7 +512,7 @@ impl PolicyService {
     pub fn apply_dir(
         &mut self,
         reload: DirReload,
-    ) -> Result<(ApplySummary, Vec<String>, bool), PolicyError> {
+    ) -> Result<(ApplySummary, Vec<String>, bool), PolicyRequestError> {
         let DirReload { objects, now, gone } = reload;
         let ((summary, deleted), changed) = self.apply(|s| {
             let mut deleted = Vec::new();
@@ -431,6 +526,21 @@ impl PolicyService {
         self.dir_policies = now;
         Ok((summary, deleted, changed))
     }
+}
+
+fn aside_text(set_aside: &[PathBuf]) -> String {
+    if set_aside.is_empty() {
+        return String::new();
+    }
+    let list: Vec<String> = set_aside.iter().map(|p| p.display().to_string()).collect();
+    format!(" (kept as {})", list.join(", "))
+}
+
+/// The fail-closed default-deny of `namespace`: every pod of it, no traffic in or out.
+fn fail_closed_yaml(namespace: &str) -> String {
+    format!(
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata:\n  name: {FAIL_CLOSED_POLICY}\n  namespace: {namespace}\nspec:\n  podSelector: {{}}\n  policyTypes: [Ingress, Egress]\n"
+    )
 }
 
 /// `pod label`: the labels `current` becomes. Without `replace` or `overwrite`, a
@@ -504,7 +614,7 @@ spec: {podSelector: {}, policyTypes: [Ingress]}
 ";
 
     fn service(dir: &Path, policy_dir: Option<PathBuf>) -> PolicyService {
-        PolicyService::open(dir.join(POLICY_FILE), 2, policy_dir).unwrap()
+        PolicyService::open(dir.join(POLICY_FILE), 2, policy_dir, Health::default()).unwrap()
     }
 
     fn labels(kv: &[(&str, &str)]) -> BTreeMap<String, String> {
@@ -543,27 +653,90 @@ spec: {podSelector: {}, policyTypes: [Ingress]}
         // A restart finds it.
         let again = service(tmp.path(), None);
         assert_eq!(again.store().list().len(), 1);
-        assert_eq!(again.persist_errors(), 0);
+        assert!(!again.health.status(Vec::new()).failing);
     }
 
     #[test]
-    fn an_unreadable_store_is_moved_aside_and_identities_are_not_kept() {
+    fn a_change_that_cannot_be_written_is_refused_and_not_in_force() {
+        let tmp = tempfile::tempdir().unwrap();
+        let health = Health::default();
+        let path = tmp.path().join("gone").join(POLICY_FILE);
+        let mut s = PolicyService::open(path, 1, None, health.clone()).unwrap();
+        let e = s.apply(|st| st.apply_yaml(DENY_ALL)).unwrap_err();
+        assert!(matches!(e, PolicyRequestError::Persist(_)), "{e}");
+        assert_eq!(ControlError::from(e).kind, ErrorKind::Unavailable);
+        assert!(s.store().list().is_empty(), "rolled back");
+        assert!(health.status(Vec::new()).failing);
+    }
+
+    #[test]
+    fn a_torn_store_recovers_from_its_copy_with_every_policy() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut s = service(tmp.path(), None);
+        s.apply(|st| st.apply_yaml(DENY_ALL)).unwrap();
+        std::fs::write(tmp.path().join(POLICY_FILE), b"{\"policies\": [").unwrap();
+        let health = Health::default();
+        let again =
+            PolicyService::open(tmp.path().join(POLICY_FILE), 2, None, health.clone()).unwrap();
+        assert_eq!(again.store().list().len(), 1, "the deny is still there");
+        let st = health.status(again.fail_closed_namespaces());
+        assert_eq!(st.recovered.len(), 1, "{st:?}");
+        assert!(st.recovered[0].contains(".corrupt-"), "{st:?}");
+        assert!(st.fail_closed_namespaces.is_empty());
+    }
+
+    #[test]
+    fn with_both_copies_unreadable_attached_pods_are_held_default_deny() {
         let tmp = tempfile::tempdir().unwrap();
         std::fs::write(tmp.path().join(POLICY_FILE), b"{garbage").unwrap();
-        let s = service(tmp.path(), None);
+        std::fs::write(crate::state::prev_path(&tmp.path().join(POLICY_FILE)), b"[").unwrap();
+        let mut s = service(tmp.path(), None);
         assert!(s.store().list().is_empty());
-        assert!(!tmp.path().join(POLICY_FILE).exists());
+        let names: Vec<_> = std::fs::read_dir(tmp.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(
+            names.iter().filter(|n| n.contains(".corrupt-")).count(),
+            2,
+            "{names:?}"
+        );
+        let next = s
+            .with_endpoint(&endpoint("a", [10, 0, 0, 2]))
+            .unwrap()
+            .unwrap();
+        s.replace(next);
+        assert_eq!(s.fail_closed_namespaces(), vec!["ns".to_string()]);
+        let retired = s.recompile(&BTreeMap::from([(("ns".into(), "a".into()), 3)]));
+        s.fold(retired);
+        assert_eq!(
+            s.snapshot().policies,
+            vec![format!("ns/{FAIL_CLOSED_POLICY}")]
+        );
+        // The operator deletes it: the mode ends, later pods are not held.
+        s.apply(|st| st.delete("ns", FAIL_CLOSED_POLICY)).unwrap();
+        let mut b = endpoint("b", [10, 0, 0, 3]);
+        b.namespace = Some("other".into());
+        let next = s.with_endpoint(&b).unwrap().unwrap();
+        s.replace(next);
+        assert!(s.fail_closed_namespaces().is_empty());
+    }
 
+    #[test]
+    fn identities_are_not_kept_in_the_store_but_remembered_for_recovery() {
+        let tmp = tempfile::tempdir().unwrap();
         let mut s = service(tmp.path(), None);
         let next = s
             .with_endpoint(&endpoint("a", [10, 0, 0, 2]))
             .unwrap()
             .unwrap();
         s.replace(next);
-        s.persist();
+        s.persist().unwrap();
         assert_eq!(s.store().endpoint_views().len(), 1);
         let restarted = service(tmp.path(), None);
         assert!(restarted.store().endpoint_views().is_empty());
+        assert_eq!(restarted.saved_views().len(), 1);
+        assert_eq!(restarted.saved_views()[0].ip, Ipv4Addr::new(10, 0, 0, 2));
     }
 
     #[test]

@@ -6,7 +6,17 @@
 //! directory. A reader therefore sees the old file or the new one,
 //! never a torn one, even across a power loss. A file that still fails to parse is an
 //! error naming it; the daemon decides whether to [`quarantine`] it (rename it aside,
-//! keeping the evidence) and start empty. One daemon owns a state directory at a time:
+//! keeping the evidence).
+//!
+//! Durability (README "Durability"): [`save_json_kept`] writes the file, and once that
+//! write is durable writes the same bytes to `<file>.prev` ([`prev_path`]), the last good
+//! copy, also with [`write_atomic`]. A failed write of the file itself is the caller's
+//! error (the request fails and is rolled back); a failed copy is only reported (the
+//! change is durable in the file). A file damaged later (disk, operator, tooling) is
+//! read back by [`load_json_recovering`]: an unreadable file is set aside as
+//! `<file>.corrupt-<unix seconds>` and the copy is used; with the copy unreadable too it
+//! is set aside as well and the caller recovers otherwise. [`Health`] records write
+//! failures and recoveries for `status`. One daemon owns a state directory at a time:
 //! [`StateDir::lock`] takes an exclusive `flock` ([`xsknet_proto::fsutil::Flock`]) on
 //! `<root>/lock` for the process's life. This module is control-thread only; workers never touch files.
 
@@ -17,6 +27,8 @@ use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use xsknet_proto::fsutil::{self, Flock, LockMode};
+
+use xsknet_proto::wire::PersistenceStatus;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -129,6 +141,171 @@ pub fn quarantine(path: &Path) -> Result<PathBuf, StateError> {
         source,
     })?;
     Ok(to)
+}
+
+/// Suffix of the last good copy of a state file.
+pub const PREV_SUFFIX: &str = ".prev";
+
+/// `<path>.prev`: the last good copy of `path`.
+pub fn prev_path(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(PREV_SUFFIX);
+    path.with_file_name(name)
+}
+
+/// Writes `value` to `path` ([`save_json`]), then the same bytes to [`prev_path`].
+/// `Err`: the file was not written (nothing changed on disk). `Ok(Some(e))`: the file is
+/// durable but its copy failed (report it; the copy is one change behind).
+pub fn save_json_kept<T: Serialize + ?Sized>(
+    path: &Path,
+    value: &T,
+) -> Result<Option<StateError>, StateError> {
+    let mut bytes = serde_json::to_vec_pretty(value).map_err(|source| StateError::Encode {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    bytes.push(b'\n');
+    write_atomic(path, &bytes)?;
+    Ok(write_atomic(&prev_path(path), &bytes).err())
+}
+
+/// What [`load_json_recovering`] found.
+#[derive(Debug, PartialEq)]
+pub enum Loaded<T> {
+    /// Neither the file nor its copy exists (a first start).
+    Missing,
+    /// The file, as written last.
+    Current(T),
+    /// The file was unreadable (moved to `set_aside`) or missing; its last good copy.
+    FromCopy {
+        value: T,
+        set_aside: Option<PathBuf>,
+    },
+    /// The file and its copy were both unreadable (or the file unreadable and the copy
+    /// missing); both were set aside (`set_aside`). The caller must recover otherwise.
+    Unreadable { set_aside: Vec<PathBuf> },
+}
+
+/// Reads `path`, falling back to its last good copy ([`prev_path`]); unreadable files
+/// are [`quarantine`]d (never deleted) and logged with where they went. `Err` only when
+/// a file cannot be read at all (I/O error, permissions) or cannot be set aside.
+pub fn load_json_recovering<T: DeserializeOwned>(path: &Path) -> Result<Loaded<T>, StateError> {
+    let mut set_aside = Vec::new();
+    let mut main_missing = false;
+    match load_json::<T>(path) {
+        Ok(Some(v)) => return Ok(Loaded::Current(v)),
+        Ok(None) => main_missing = true,
+        Err(e @ StateError::Corrupt { .. }) => {
+            let to = quarantine(path)?;
+            tracing::error!(error = %e, moved_to = %to.display(), "unreadable state file set aside");
+            set_aside.push(to);
+        }
+        Err(e) => return Err(e),
+    }
+    let prev = prev_path(path);
+    match load_json::<T>(&prev) {
+        Ok(Some(value)) => {
+            tracing::warn!(file = %path.display(), copy = %prev.display(), "state recovered from its last good copy");
+            Ok(Loaded::FromCopy {
+                value,
+                set_aside: set_aside.pop(),
+            })
+        }
+        Ok(None) if main_missing => Ok(Loaded::Missing),
+        Ok(None) => Ok(Loaded::Unreadable { set_aside }),
+        Err(e @ StateError::Corrupt { .. }) => {
+            let to = quarantine(&prev)?;
+            tracing::error!(error = %e, moved_to = %to.display(), "unreadable state file copy set aside");
+            set_aside.push(to);
+            Ok(Loaded::Unreadable { set_aside })
+        }
+        Err(e) => Err(e),
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+#[derive(Debug, Default)]
+struct HealthInner {
+    errors: u64,
+    last_error: Option<(String, u64)>,
+    failing_since: Option<u64>,
+    recovered: Vec<String>,
+}
+
+/// Persistence health, shared by the state's owners on the control thread (daemon,
+/// IPAM, policy service): write failures and what start recovered from. Cheap to
+/// clone (one handle).
+#[derive(Clone, Debug, Default)]
+pub struct Health(std::sync::Arc<std::sync::Mutex<HealthInner>>);
+
+impl Health {
+    fn with<R>(&self, f: impl FnOnce(&mut HealthInner) -> R) -> R {
+        let mut g = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        f(&mut g)
+    }
+
+    /// A state write failed.
+    pub fn failed(&self, e: &StateError) {
+        let now = unix_now();
+        self.with(|h| {
+            h.errors += 1;
+            h.last_error = Some((e.to_string(), now));
+            h.failing_since.get_or_insert(now);
+        });
+    }
+
+    /// A state write succeeded: writes are no longer failing.
+    pub fn ok(&self) {
+        self.with(|h| h.failing_since = None);
+    }
+
+    /// Records the outcome of a write (`Ok(Some(e))`: the file was written, its copy
+    /// was not: counted, but the state is durable).
+    pub fn record(&self, r: Result<Option<StateError>, StateError>) -> Result<(), StateError> {
+        match r {
+            Ok(None) => {
+                self.ok();
+                Ok(())
+            }
+            Ok(Some(copy)) => {
+                self.failed(&copy);
+                tracing::error!(error = %copy, "state written, its last good copy not");
+                Ok(())
+            }
+            Err(e) => {
+                self.failed(&e);
+                tracing::error!(error = %e, "state not written; the change is refused");
+                Err(e)
+            }
+        }
+    }
+
+    /// Start recovered something (one line for `status`).
+    pub fn recovered(&self, what: impl Into<String>) {
+        let what = what.into();
+        self.with(|h| h.recovered.push(what));
+    }
+
+    /// The `status` view.
+    pub fn status(&self, fail_closed_namespaces: Vec<String>) -> PersistenceStatus {
+        self.with(|h| PersistenceStatus {
+            failing: h.failing_since.is_some(),
+            errors: h.errors,
+            last_error: h.last_error.as_ref().map(|(m, _)| m.clone()),
+            last_error_unix: h.last_error.as_ref().map(|(_, t)| *t),
+            failing_since_unix: h.failing_since,
+            recovered: h.recovered.clone(),
+            fail_closed_namespaces,
+        })
+    }
 }
 
 /// The daemon's state directory.
@@ -266,6 +443,72 @@ mod tests {
         let to2 = quarantine(&path).unwrap();
         assert_ne!(to, to2);
         assert!(to.exists() && to2.exists());
+    }
+
+    #[test]
+    fn kept_copy_recovers_a_torn_file_and_is_set_aside_with_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("policy.json");
+        let m = |v: u32| BTreeMap::from([("a".to_string(), v)]);
+        assert_eq!(
+            load_json_recovering::<BTreeMap<String, u32>>(&path).unwrap(),
+            Loaded::Missing
+        );
+        assert!(save_json_kept(&path, &m(1)).unwrap().is_none());
+        assert!(save_json_kept(&path, &m(2)).unwrap().is_none());
+        assert_eq!(load_json_recovering(&path).unwrap(), Loaded::Current(m(2)));
+        // Torn file: the copy holds the same last state; the torn file is kept aside.
+        fs::write(&path, "{\"a\": ").unwrap();
+        let Loaded::FromCopy { value, set_aside } =
+            load_json_recovering::<BTreeMap<String, u32>>(&path).unwrap()
+        else {
+            panic!("expected recovery from the copy")
+        };
+        assert_eq!(value, m(2));
+        let aside = set_aside.unwrap();
+        assert_eq!(fs::read_to_string(&aside).unwrap(), "{\"a\": ");
+        assert!(!path.exists());
+        // Missing file, good copy: the copy.
+        assert!(matches!(
+            load_json_recovering::<BTreeMap<String, u32>>(&path).unwrap(),
+            Loaded::FromCopy {
+                set_aside: None,
+                ..
+            }
+        ));
+        // Both torn: both set aside, nothing returned.
+        fs::write(&path, "x").unwrap();
+        fs::write(prev_path(&path), "y").unwrap();
+        let Loaded::Unreadable { set_aside } =
+            load_json_recovering::<BTreeMap<String, u32>>(&path).unwrap()
+        else {
+            panic!("expected unreadable")
+        };
+        assert_eq!(set_aside.len(), 2);
+        assert!(!path.exists() && !prev_path(&path).exists());
+        // Torn file, no copy: unreadable, set aside.
+        fs::write(&path, "x").unwrap();
+        assert!(matches!(
+            load_json_recovering::<BTreeMap<String, u32>>(&path).unwrap(),
+            Loaded::Unreadable { set_aside } if set_aside.len() == 1
+        ));
+    }
+
+    #[test]
+    fn failed_write_changes_nothing_and_health_says_since_when() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("missing-dir/e.json");
+        let health = Health::default();
+        let e = health.record(save_json_kept(&path, &[1u32])).unwrap_err();
+        assert!(e.to_string().contains("missing-dir/e.json"), "{e}");
+        let st = health.status(Vec::new());
+        assert!(st.failing && st.errors == 1 && st.failing_since_unix.is_some());
+        assert!(st.last_error.unwrap().contains("e.json"));
+        let ok = dir.path().join("e.json");
+        health.record(save_json_kept(&ok, &[1u32])).unwrap();
+        let st = health.status(Vec::new());
+        assert!(!st.failing && st.errors == 1 && st.failing_since_unix.is_none());
+        assert_eq!(fs::read(&ok).unwrap(), fs::read(prev_path(&ok)).unwrap());
     }
 
     #[test]

@@ -135,6 +135,13 @@ impl Daemon {
         Daemon(d)
     }
 
+    /// A daemon fixture made by the caller (e.g. with [`NodeDaemon::at`], its state
+    /// somewhere special), started until ready.
+    pub fn spawn_node(mut d: NodeDaemon) -> Daemon {
+        d.spawn();
+        Daemon(d)
+    }
+
     /// Run xsknetctl against this daemon.
     pub fn ctl(&self, args: &[&str]) -> Output {
         Command::new(bin("xsknetctl"))
