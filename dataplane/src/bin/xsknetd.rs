@@ -209,6 +209,9 @@ fn uninstall_cni(cfg: &Config, paths: &CniPaths) -> anyhow::Result<()> {
     };
     println!("{} {}", said(done.conflist), opts.conflist_path().display());
     println!("{} {}", said(done.binary), opts.binary_path().display());
+    // The node leaves the network: its pod egress masquerade goes too.
+    xsknet_dataplane::daemon::masq::remove(cfg)?;
+    println!("removed nftables table ip {}", cfg.masquerade.table);
     Ok(())
 }
 

@@ -328,6 +328,10 @@ const F_INIT_IS_A: u8 = 0x01;
 const F_REPLIED: u8 = 0x02;
 const F_FIN_ORIG: u8 = 0x04;
 const F_FIN_REPLY: u8 = 0x08;
+/// The flow's first packet came from the host port with a non-node source (the node
+/// forwarded it, typically after a Service's DNAT): replies go back through the host
+/// port so the node can reverse its NAT.
+const F_VIA_HOST: u8 = 0x10;
 
 /// One slot (32 bytes for IPv4, 64 for IPv6).
 #[derive(Clone, Copy, Debug, Default)]
@@ -365,6 +369,8 @@ pub struct Hit {
     /// Generation the entry was admitted or last re-checked under (low 32 bits).
     pub epoch: u32,
     pub state: State,
+    /// The flow entered through the host port (see [`Conntrack::mark_via_host`]).
+    pub via_host: bool,
 }
 
 /// The home bucket was full of replied flows.
@@ -445,6 +451,7 @@ impl<A: IpKey> Conntrack<A> {
                     original: src_is_a == (e.flags & F_INIT_IS_A != 0),
                     epoch: e.epoch,
                     state: state_from(e.state),
+                    via_host: e.flags & F_VIA_HOST != 0,
                 });
             }
         }
@@ -499,6 +506,16 @@ impl<A: IpKey> Conntrack<A> {
         };
         self.stats.inserts += 1;
         Ok(Slot((b * WAYS + w) as u32))
+    }
+
+    /// Record that the flow's first packet entered from the host port with a non-node
+    /// source: its replies must leave through the host port (the node's NAT reverses
+    /// there), whatever the route lookup says. Kept until the entry is removed.
+    #[inline]
+    pub fn mark_via_host(&mut self, s: Slot) {
+        if let Some(e) = self.entry_mut(s) {
+            e.flags |= F_VIA_HOST;
+        }
     }
 
     /// Record that the flow was re-checked (and still allowed) under `epoch`.
