@@ -102,7 +102,10 @@ fn iptables_rules() -> String {
         "*nat\n:KUBE-SERVICES - [0:0]\n:KUBE-NODEPORTS - [0:0]\n:KUBE-POSTROUTING - [0:0]\n:KUBE-MARK-MASQ - [0:0]\n",
     );
     for s in SERVICES {
-        r.push_str(&format!(":KUBE-SVC-{0} - [0:0]\n:KUBE-SEP-{0} - [0:0]\n", s.name.to_uppercase()));
+        r.push_str(&format!(
+            ":KUBE-SVC-{0} - [0:0]\n:KUBE-SEP-{0} - [0:0]\n",
+            s.name.to_uppercase()
+        ));
         if s.node_port.is_some() {
             r.push_str(&format!(":KUBE-EXT-{} - [0:0]\n", s.name.to_uppercase()));
         }
@@ -151,7 +154,10 @@ fn nft_rules() -> String {
     let mut np_elems = Vec::new();
     for s in SERVICES {
         let n = s.name;
-        svc_elems.push(format!("{} . {} . {} : goto service-{n}", s.ip, s.proto, s.port));
+        svc_elems.push(format!(
+            "{} . {} . {} : goto service-{n}",
+            s.ip, s.proto, s.port
+        ));
         chains.push_str(&format!(
             "  chain service-{n} {{\n    ip daddr {ip} {p} dport {port} ip saddr != 10.244.0.0/16 jump mark-for-masquerade\n    numgen random mod 1 vmap {{ 0 : goto endpoint-{n} }}\n  }}\n  chain endpoint-{n} {{\n    ip saddr {ep} jump mark-for-masquerade\n    meta l4proto {p} dnat to {ep}:{t}\n  }}\n",
             ip = s.ip,
@@ -213,8 +219,22 @@ impl World {
         let t = prefix(tag);
         let node = Netns::new(&format!("{t}-node"));
         let daemon = Daemon::start(&node, &t, "workers:\n- core: 0\n- core: 1\n");
-        let a = daemon.cni_pod(&node, &format!("{t}-a"), "default", "a", &[("app", "a")], A_IP);
-        let b = daemon.cni_pod(&node, &format!("{t}-b"), "default", "b", &[("app", "b")], B_IP);
+        let a = daemon.cni_pod(
+            &node,
+            &format!("{t}-a"),
+            "default",
+            "a",
+            &[("app", "a")],
+            A_IP,
+        );
+        let b = daemon.cni_pod(
+            &node,
+            &format!("{t}-b"),
+            "default",
+            "b",
+            &[("app", "b")],
+            B_IP,
+        );
         serve(&b, &[8080]);
         serve(&a, &[8080]);
         resolver(&b, 5353);
@@ -223,10 +243,42 @@ impl World {
         let (nif, oif) = (format!("{t}-o0"), format!("{t}-o1"));
         let nif = &nif[nif.len().saturating_sub(15)..];
         let oif = &oif[oif.len().saturating_sub(15)..];
-        sh(&["ip", "-n", &node.name, "link", "add", nif, "type", "veth", "peer", "name", oif, "netns", &outside.name]);
-        sh(&["ip", "-n", &node.name, "addr", "add", &format!("{NODE_OUT}/24"), "dev", nif]);
+        sh(&[
+            "ip",
+            "-n",
+            &node.name,
+            "link",
+            "add",
+            nif,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            oif,
+            "netns",
+            &outside.name,
+        ]);
+        sh(&[
+            "ip",
+            "-n",
+            &node.name,
+            "addr",
+            "add",
+            &format!("{NODE_OUT}/24"),
+            "dev",
+            nif,
+        ]);
         sh(&["ip", "-n", &node.name, "link", "set", nif, "up"]);
-        sh(&["ip", "-n", &outside.name, "addr", "add", &format!("{OUTSIDE}/24"), "dev", oif]);
+        sh(&[
+            "ip",
+            "-n",
+            &outside.name,
+            "addr",
+            "add",
+            &format!("{OUTSIDE}/24"),
+            "dev",
+            oif,
+        ]);
         sh(&["ip", "-n", &outside.name, "link", "set", oif, "up"]);
         for kv in [
             "net.ipv4.ip_forward=1",
@@ -348,7 +400,9 @@ fn dns_query(id: u16, name: &str) -> Vec<u8> {
 /// for [`ANSWER`] (a name pointer to the question, TTL 30).
 fn resolver(pod: &Pod, port: u16) {
     let ip = pod.ip;
-    let s: UdpSocket = pod.ns.run(|| UdpSocket::bind((ip, port)).expect("bind resolver"));
+    let s: UdpSocket = pod
+        .ns
+        .run(|| UdpSocket::bind((ip, port)).expect("bind resolver"));
     std::thread::spawn(move || {
         let mut buf = [0u8; 512];
         while let Ok((n, from)) = s.recv_from(&mut buf) {
@@ -472,13 +526,19 @@ fn services_work(tag: &str, mode: Mode) {
     }
 
     // Connected UDP through the Service.
-    let got = udp_connected(&w.a.ns, sa(WEB, 80), b"ping-udp").unwrap_or_else(|e| panic!("{}", ctx(&e)));
+    let got =
+        udp_connected(&w.a.ns, sa(WEB, 80), b"ping-udp").unwrap_or_else(|e| panic!("{}", ctx(&e)));
     assert_eq!(got, b"ping-udp");
 
     // DNS through the kube-dns-like Service, from a connected socket.
     let q = dns_query(0x1234, "web.default.svc.cluster.local");
     let r = udp_connected(&w.a.ns, sa(DNS, 53), &q).unwrap_or_else(|e| panic!("{}", ctx(&e)));
-    assert_eq!(dns_answer(&r, q.len()), Some((0x1234, ANSWER)), "{}", ctx("DNS answer"));
+    assert_eq!(
+        dns_answer(&r, q.len()),
+        Some((0x1234, ANSWER)),
+        "{}",
+        ctx("DNS answer")
+    );
 
     // Hairpin: A through its own Service (kube-proxy masquerades it).
     let peer = tcp_echo(&w.a.ns, sa(SELF_SVC, 80)).unwrap_or_else(|e| panic!("{}", ctx(&e)));
@@ -488,10 +548,24 @@ fn services_work(tag: &str, mode: Mode) {
     tcp_echo(&w.outside, sa(NODE_OUT, NODE_PORT)).unwrap_or_else(|e| panic!("{}", ctx(&e)));
 
     // Pod egress to the outside, masqueraded to the node's address.
-    sh(&["ip", "-n", &w.outside.name, "route", "add", "default", "via", &NODE_OUT.to_string()]);
+    sh(&[
+        "ip",
+        "-n",
+        &w.outside.name,
+        "route",
+        "add",
+        "default",
+        "via",
+        &NODE_OUT.to_string(),
+    ]);
     let seen = outside_peer(&w.outside, 9000);
     tcp_echo(&w.a.ns, sa(OUTSIDE, 9000)).unwrap_or_else(|e| panic!("{}", ctx(&e)));
-    assert_eq!(seen.join().unwrap(), Some(NODE_OUT), "{}", ctx("egress source"));
+    assert_eq!(
+        seen.join().unwrap(),
+        Some(NODE_OUT),
+        "{}",
+        ctx("egress source")
+    );
 
     // hostPort via portmap chained after xsknet (its own chains, next to kube-proxy's).
     let (rc, out) = portmap_add(&w, "ADD");
@@ -511,7 +585,9 @@ fn services_work(tag: &str, mode: Mode) {
             (direct, svc, udp_direct, udp_svc),
             (expect, expect, expect, expect),
             "{}",
-            ctx(&format!("{what}: (tcp direct, tcp via Service, udp direct, udp via Service)"))
+            ctx(&format!(
+                "{what}: (tcp direct, tcp via Service, udp direct, udp via Service)"
+            ))
         );
     };
     let pol = |name: &str, spec: &str| {
@@ -521,7 +597,13 @@ fn services_work(tag: &str, mode: Mode) {
     };
     both("no policy", true);
     // B isolated for ingress, nothing allowed.
-    w.set_policy("b-deny", &pol("b-deny", "  podSelector: {matchLabels: {app: b}}\n  policyTypes: [Ingress]\n"));
+    w.set_policy(
+        "b-deny",
+        &pol(
+            "b-deny",
+            "  podSelector: {matchLabels: {app: b}}\n  policyTypes: [Ingress]\n",
+        ),
+    );
     both("B denies all ingress", false);
     // … A allowed in (by its pod).
     w.set_policy(
@@ -532,7 +614,13 @@ fn services_work(tag: &str, mode: Mode) {
     w.clear_policy("b-allow-a");
     w.clear_policy("b-deny");
     // A isolated for egress: everything refused, through the Service too.
-    w.set_policy("a-deny", &pol("a-deny", "  podSelector: {matchLabels: {app: a}}\n  policyTypes: [Egress]\n"));
+    w.set_policy(
+        "a-deny",
+        &pol(
+            "a-deny",
+            "  podSelector: {matchLabels: {app: a}}\n  policyTypes: [Egress]\n",
+        ),
+    );
     both("A denies all egress", false);
     // … except to B on 8080: the direct path and the Service (deferred to the DNATed
     // packet) both pass.
@@ -545,8 +633,15 @@ fn services_work(tag: &str, mode: Mode) {
     // while B is isolated: the exemption is by address.
     w.clear_policy("a-allow-b");
     w.clear_policy("a-deny");
-    w.set_policy("b-deny", &pol("b-deny", "  podSelector: {matchLabels: {app: b}}\n  policyTypes: [Ingress]\n"));
-    tcp_echo(&w.outside, sa(NODE_OUT, NODE_PORT)).unwrap_or_else(|e| panic!("{}", ctx(&format!("NodePort with B isolated: {e}"))));
+    w.set_policy(
+        "b-deny",
+        &pol(
+            "b-deny",
+            "  podSelector: {matchLabels: {app: b}}\n  policyTypes: [Ingress]\n",
+        ),
+    );
+    tcp_echo(&w.outside, sa(NODE_OUT, NODE_PORT))
+        .unwrap_or_else(|e| panic!("{}", ctx(&format!("NodePort with B isolated: {e}"))));
     tcp_echo(&w.a.ns, sa(WEB, 80)).expect_err("A through the Service with B isolated");
 }
 
@@ -576,7 +671,9 @@ fn masquerade_table_lifecycle() {
     let t = prefix("svm");
     let node = Netns::new(&format!("{t}-node"));
     let list = || {
-        let out = common::try_sh(&["ip", "netns", "exec", &node.name, "nft", "list", "table", "ip", "xsknet"]);
+        let out = common::try_sh(&[
+            "ip", "netns", "exec", &node.name, "nft", "list", "table", "ip", "xsknet",
+        ]);
         out.status
             .success()
             .then(|| String::from_utf8_lossy(&out.stdout).to_string())
@@ -589,7 +686,11 @@ fn masquerade_table_lifecycle() {
     assert!(list().is_some(), "kept across a restart");
     d.spawn();
     let again = list().expect("still there");
-    assert_eq!(again.matches("masquerade").count(), first.matches("masquerade").count(), "not stacked");
+    assert_eq!(
+        again.matches("masquerade").count(),
+        first.matches("masquerade").count(),
+        "not stacked"
+    );
     d.stop();
     std::fs::write(
         &d.config,

@@ -25,7 +25,9 @@
 //! **Keys.** The 5-tuple is normalised so both directions of a flow land on the same
 //! entry: the (address, port) pair that sorts first is side A. The entry remembers
 //! which side initiated (sent the packet that created it), so a packet is either
-//! "original" (initiator → responder) or "reply". TCP, UDP and SCTP are keyed by
+//! "original" (initiator → responder) or "reply", and whether the flow entered through
+//! the host port from a non-node source ([`Conntrack::mark_via_host`]: its replies go
+//! back to the host port, see `pipeline::policy`). TCP, UDP and SCTP are keyed by
 //! their ports (SCTP's verification tag is not used: a new association on the same
 //! ports reuses the entry, as with Linux's default); ICMP echo, timestamp and
 //! information messages by their identifier in both port fields; other protocols by
@@ -56,9 +58,10 @@
 //! and removes it if the flow is no longer allowed.
 //!
 //! **Full buckets.** Insertion takes a free or dead slot of the home bucket; failing
-//! that it evicts the live entry closest to expiry among those never replied to (the
-//! equivalent of Linux's early drop: half-open and one-way flows go first); if every
-//! slot holds a replied flow the insert fails with [`Full`] and the policy stage drops
+//! that it evicts the live entry closest to expiry among those never replied to or
+//! TCP connections already over (closed, time-wait) (the equivalent of Linux's early
+//! drop: half-open, one-way and finished flows go first); if every slot holds a
+//! replied flow the insert fails with [`Full`] and the policy stage drops
 //! the packet (`DropReason::ConntrackFull`). Evictions and refusals are counted.
 //!
 //! In a packet's way this sits inside the policy stage (`pipeline::policy`), after the
@@ -479,12 +482,14 @@ impl<A: IpKey> Conntrack<A> {
             }
         }
         if pick.is_none() {
-            // Early drop: the unreplied entry closest to expiry.
+            // Early drop: the unreplied (or TCP closed / time-wait: over) entry
+            // closest to expiry. Short connections (a Service's clients: two entries
+            // each) otherwise fill buckets with finished flows.
             pick = bucket
                 .slots
                 .iter()
                 .enumerate()
-                .filter(|(_, e)| e.flags & F_REPLIED == 0)
+                .filter(|(_, e)| e.flags & F_REPLIED == 0 || is_over(e))
                 .min_by_key(|(_, e)| e.expires)
                 .map(|(w, _)| w);
             if pick.is_some() {
@@ -664,6 +669,14 @@ fn state_from(v: u8) -> State {
         7 => State::Revoked,
         _ => State::Open,
     }
+}
+
+/// A TCP entry whose connection has ended (closed by RST or FIN both ways): evictable
+/// like an unreplied one.
+#[inline]
+fn is_over<A>(e: &Entry<A>) -> bool {
+    e.key.rest & 0xff == u64::from(PROTO_TCP)
+        && matches!(state_from(e.state), State::Closed | State::TimeWait)
 }
 
 /// State and timeout set by a flow's first packet.
@@ -991,6 +1004,28 @@ mod tests {
         assert_eq!(ct.stats.full, 1);
         // Expired entries make room again.
         assert!(ct.insert(&flow(200), 1, 22 + timeout::UDP_REPLIED).is_ok());
+    }
+
+    #[test]
+    fn finished_tcp_connections_are_evicted_like_unreplied_ones() {
+        let mut ct = Conntrack::new(1);
+        let syn = |i: u16| tcp(A, B, 1000 + i, 80, SYN);
+        for i in 0..WAYS as u16 {
+            ct.insert(&syn(i), 1, 1).unwrap();
+            let h = ct.lookup(&syn(i).reversed(), 2).unwrap();
+            ct.update(h.slot, &tcp(B, A, 80, 1000 + i, SYN | ACK), h.original, 2);
+        }
+        assert_eq!(
+            ct.insert(&syn(100), 1, 3),
+            Err(Full),
+            "all replied and live"
+        );
+        // Connection 3 ends with a RST: its entry makes room.
+        let h = ct.lookup(&syn(3), 4).unwrap();
+        ct.update(h.slot, &tcp(A, B, 1003, 80, RST | ACK), h.original, 4);
+        assert!(ct.insert(&syn(100), 1, 5).is_ok());
+        assert!(ct.lookup(&syn(3), 5).is_none());
+        assert_eq!(ct.stats.evictions, 1);
     }
 
     #[test]

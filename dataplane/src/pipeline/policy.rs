@@ -2,11 +2,18 @@
 //!
 //! Runs inside the forward stage after the route lookup (so both ends are known) and
 //! before the rewrite. The ends of a packet are its ingress and egress ports: a pod
-//! port stands for that pod; the host port stands for the node itself when the
-//! address is the node's (the host port's `PortInfo::ip`; an unspecified one means
-//! "everything behind the host port is the node") and for a remote address otherwise.
-//! Traffic to or from the node and a pod's traffic to itself are always allowed and
-//! not tracked. Everything else goes through the worker's [`Conntrack`]:
+//! port stands for that pod; behind the host port an address is the node itself when
+//! it is one of the node's addresses (the host port's `PortInfo::ip` and the overlay's
+//! underlay address; an unspecified host-port address means "every address behind it
+//! that is not a local pod is the node"), a local pod when it is a local pod's address
+//! (the node forwarded that pod's packet, after a Service's DNAT: the flow as the
+//! backend sees it, subject to the client's egress and the backend's ingress policy),
+//! and a remote address otherwise. Traffic to or from the node is always allowed and
+//! not tracked (by address: a pod flow forwarded by the node does not inherit the
+//! node's exemption); a pod's traffic to itself is always allowed, and tracked.
+//! A pod's packet to the Service CIDR (`Tables::service_cidr`) has its egress decision
+//! deferred to the DNATed packet that comes back ([`judge`]). Everything else goes
+//! through the worker's [`Conntrack`]:
 //!
 //! * **hit** → allowed (this is how replies of allowed connections pass). An entry
 //!   admitted under an older table generation is first re-checked, once per
@@ -30,9 +37,17 @@
 //! pod, so a policy applied later can still let the replies of connections it allows
 //! through, and revoke the ones it does not.
 //!
+//! **Replies go back the way the flow came.** A flow whose first packet entered from
+//! the host port with a non-node source is marked "via host" in its entry; a packet of
+//! the reply direction (or an ICMP error from the responder about the flow) is then
+//! [`Steer::Host`]ed: sent to the host port instead of the routed egress, so the node
+//! reverses its NAT (Services, NodePort, hostPort). Cost on the packet path: one flag
+//! test on a conntrack hit (the entry is already loaded).
+//!
 //! A flow whose ends belong to two workers is tracked by both: the worker that admits
-//! it, and the worker that receives it through the handoff ring ([`track_handoff`]),
-//! so the reply, which arrives on the other worker's port, finds its entry.
+//! it, and the worker that receives it through the handoff ring ([`track_handoff`],
+//! told the packet's real ingress port, so the "via host" mark travels too), so the
+//! reply, which arrives on the other worker's port, finds its entry.
 //!
 //! Flows are read through the `packet` views (see [`Flow::parse`]); this stage is
 //! the IPv4 one, over the `u32` instances of the connection table and the classifiers
@@ -931,7 +946,10 @@ mod tests {
             // The same addresses without the node in between stay direct.
             let dp = if proto == PROTO_ICMP { 40001 } else { 8080 };
             let direct = probe(IP_A, IP_B, proto, 40001, dp, open);
-            assert_eq!(send(&t, &mut ct, POD_A, &direct, 4), Verdict::Forward(POD_B));
+            assert_eq!(
+                send(&t, &mut ct, POD_A, &direct, 4),
+                Verdict::Forward(POD_B)
+            );
             let direct_reply = probe(IP_B, IP_A, proto, dp, 40001, answer);
             assert_eq!(
                 send(&t, &mut ct, POD_B, &direct_reply, 4),
@@ -1016,19 +1034,36 @@ mod tests {
         let syn_direct = probe(IP_A, IP_B, TCP, 40001, 8080, 0x02);
         let denied = Verdict::Drop(DropReason::PolicyDenied);
         // B denies all ingress: direct and through the Service alike.
-        let t = as_node(with_policy(tables(), vec![(POD_B, deny_all(true, false))], 1));
+        let t = as_node(with_policy(
+            tables(),
+            vec![(POD_B, deny_all(true, false))],
+            1,
+        ));
         let mut ct = Conntrack::new(1024);
-        assert_eq!(send(&t, &mut ct, POD_A, &syn_svc, 1), Verdict::Forward(HOST));
+        assert_eq!(
+            send(&t, &mut ct, POD_A, &syn_svc, 1),
+            Verdict::Forward(HOST)
+        );
         assert_eq!(send(&t, &mut ct, HOST, &syn_dnat, 1), denied);
         assert_eq!(send(&t, &mut ct, POD_A, &syn_direct, 1), denied);
         // … but the node itself still reaches B (by its address).
         let from_node = probe(NODE, IP_B, TCP, 1, 8080, 0x02);
-        assert_eq!(send(&t, &mut ct, HOST, &from_node, 1), Verdict::Forward(POD_B));
+        assert_eq!(
+            send(&t, &mut ct, HOST, &from_node, 1),
+            Verdict::Forward(POD_B)
+        );
         // A denies all egress: the packet to the Service passes (deferred), the DNATed
         // one is A's flow to B and is refused; the outside stays refused.
-        let t = as_node(with_policy(tables(), vec![(POD_A, deny_all(false, true))], 1));
+        let t = as_node(with_policy(
+            tables(),
+            vec![(POD_A, deny_all(false, true))],
+            1,
+        ));
         let mut ct = Conntrack::new(1024);
-        assert_eq!(send(&t, &mut ct, POD_A, &syn_svc, 1), Verdict::Forward(HOST));
+        assert_eq!(
+            send(&t, &mut ct, POD_A, &syn_svc, 1),
+            Verdict::Forward(HOST)
+        );
         assert_eq!(send(&t, &mut ct, HOST, &syn_dnat, 1), denied);
         assert_eq!(send(&t, &mut ct, POD_A, &syn_direct, 1), denied);
         let out = probe(IP_A, IP_OUTSIDE, TCP, 40002, 80, 0x02);
@@ -1041,20 +1076,43 @@ mod tests {
         };
         let t = as_node(with_policy(tables(), vec![(POD_A, allow_b)], 1));
         let mut ct = Conntrack::new(1024);
-        assert_eq!(send(&t, &mut ct, POD_A, &syn_svc, 1), Verdict::Forward(HOST));
-        assert_eq!(send(&t, &mut ct, HOST, &syn_dnat, 1), Verdict::Forward(POD_B));
-        assert_eq!(send(&t, &mut ct, POD_A, &syn_direct, 1), Verdict::Forward(POD_B));
+        assert_eq!(
+            send(&t, &mut ct, POD_A, &syn_svc, 1),
+            Verdict::Forward(HOST)
+        );
+        assert_eq!(
+            send(&t, &mut ct, HOST, &syn_dnat, 1),
+            Verdict::Forward(POD_B)
+        );
+        assert_eq!(
+            send(&t, &mut ct, POD_A, &syn_direct, 1),
+            Verdict::Forward(POD_B)
+        );
         let other = probe(IP_A, IP_B, TCP, 40003, 9090, 0x02);
         assert_eq!(send(&t, &mut ct, HOST, &other, 1), denied);
         // Without a Service CIDR nothing is deferred.
-        let mut t = as_node(with_policy(tables(), vec![(POD_A, deny_all(false, true))], 1));
+        let mut t = as_node(with_policy(
+            tables(),
+            vec![(POD_A, deny_all(false, true))],
+            1,
+        ));
         t.service_cidr = None;
-        assert_eq!(send(&t, &mut Conntrack::new(64), POD_A, &syn_svc, 1), denied);
+        assert_eq!(
+            send(&t, &mut Conntrack::new(64), POD_A, &syn_svc, 1),
+            denied
+        );
         // A pod reaching itself through its Service (hairpin without masquerade).
-        let t = as_node(with_policy(tables(), vec![(POD_A, deny_all(true, true))], 1));
+        let t = as_node(with_policy(
+            tables(),
+            vec![(POD_A, deny_all(true, true))],
+            1,
+        ));
         let mut ct = Conntrack::new(1024);
         let self_dnat = probe(IP_A, IP_A, TCP, 40000, 8080, 0x02);
-        assert_eq!(send(&t, &mut ct, HOST, &self_dnat, 1), Verdict::Forward(POD_A));
+        assert_eq!(
+            send(&t, &mut ct, HOST, &self_dnat, 1),
+            Verdict::Forward(POD_A)
+        );
         let self_reply = probe(IP_A, IP_A, TCP, 8080, 40000, 0x12);
         assert_eq!(
             send(&t, &mut ct, POD_A, &self_reply, 2),
