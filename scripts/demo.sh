@@ -4,7 +4,9 @@
 #     through the xsknet CNI plugin over the real CNI protocol (ADD with CNI_* env and
 #     a JSON config on stdin, as kubelet's runtime does); shows every pod pinging every
 #     other pod and the node, a TCP transfer through the AF_XDP dataplane, the counters,
-#     then CNI DEL for each pod;
+#     a ClusterIP Service (the DNAT rules kube-proxy's iptables mode writes, in the
+#     node's own stack) with a TCP request and a DNS query through it to a resolver
+#     pod, then CNI DEL for each pod;
 #  2. installs the plugin for podman (xsknetd install-cni: binary + conflist written
 #     atomically once the dataplane is ready) and shows two podman containers pinging
 #     each other and moving a TCP stream through xsknet.
@@ -23,6 +25,7 @@ WORK=$(mktemp -d /tmp/xsknet-demo.XXXXXX)
 SOCK=$WORK/xsknetd.sock
 DAEMON_PID=""
 IPERF_PID=""
+SVC_PIDS=()
 PODMAN_DAEMON_PID=""
 PW=""                       # podman's private directory
 CONTAINERS=()
@@ -36,6 +39,7 @@ stop_pid() { # SIGTERM a process we started, by pid, and wait for it
 cleanup() {
   set +e
   [ -n "$IPERF_PID" ] && kill "$IPERF_PID" 2>/dev/null
+  for p in "${SVC_PIDS[@]}"; do kill "$p" 2>/dev/null; done
   for c in "${CONTAINERS[@]}"; do pm rm -f -t 0 "$c" >/dev/null 2>&1; done
   [ -n "$PODMAN_DAEMON_PID" ] && stop_pid "$PODMAN_DAEMON_PID"
   [ -n "$DAEMON_PID" ] && stop_pid "$DAEMON_PID"
@@ -96,6 +100,57 @@ sleep 0.5
 ip netns exec "${P}pod1" iperf3 -c "$(pod_ip 2)" -t 5 -f g | grep -E 'sender|receiver'
 wait "$IPERF_PID" 2>/dev/null || true
 IPERF_PID=""
+
+echo "== a ClusterIP Service: 10.96.0.10 (TCP 80 -> pod2:8080, UDP 53 -> pod2:5353), written"
+echo "   as kube-proxy's iptables mode writes it (DNAT in nat PREROUTING/OUTPUT of the node)"
+B=$(pod_ip 2)
+ip netns exec "$NODE" iptables-restore --noflush <<RULES
+*nat
+:KUBE-SERVICES - [0:0]
+:KUBE-SVC-DEMO-TCP - [0:0]
+:KUBE-SEP-DEMO-TCP - [0:0]
+:KUBE-SVC-DEMO-DNS - [0:0]
+:KUBE-SEP-DEMO-DNS - [0:0]
+-A PREROUTING -m comment --comment "kubernetes service portals" -j KUBE-SERVICES
+-A OUTPUT -m comment --comment "kubernetes service portals" -j KUBE-SERVICES
+-A KUBE-SERVICES -d 10.96.0.10/32 -p tcp -m tcp --dport 80 -j KUBE-SVC-DEMO-TCP
+-A KUBE-SVC-DEMO-TCP -j KUBE-SEP-DEMO-TCP
+-A KUBE-SEP-DEMO-TCP -p tcp -m tcp -j DNAT --to-destination $B:8080
+-A KUBE-SERVICES -d 10.96.0.10/32 -p udp -m udp --dport 53 -j KUBE-SVC-DEMO-DNS
+-A KUBE-SVC-DEMO-DNS -j KUBE-SEP-DEMO-DNS
+-A KUBE-SEP-DEMO-DNS -p udp -m udp -j DNAT --to-destination $B:5353
+COMMIT
+RULES
+ip netns exec "$NODE" iptables -t nat -S | grep -E 'KUBE-(SERVICES|SEP)' | sed 's/^/   /'
+# pod2: an HTTP server and a tiny resolver (answers every A query with 10.96.0.10).
+ip netns exec "${P}pod2" python3 -m http.server 8080 --bind "$B" >/dev/null 2>&1 &
+SVC_PIDS+=($!)
+ip netns exec "${P}pod2" python3 -c '
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind((sys.argv[1], 5353))
+while True:
+    q, a = s.recvfrom(512)
+    r = bytearray(q); r[2] = 0x81; r[3] = 0x80; r[6:8] = b"\x00\x01"
+    s.sendto(bytes(r) + b"\xc0\x0c\x00\x01\x00\x01\x00\x00\x00\x1e\x00\x04" + socket.inet_aton("10.96.0.10"), a)
+' "$B" &
+SVC_PIDS+=($!)
+sleep 0.5
+echo "   pod1 -> http://10.96.0.10:80/ (the node DNATs to pod2; the reply goes back through the node):"
+ip netns exec "${P}pod1" python3 -c '
+import urllib.request
+r = urllib.request.urlopen("http://10.96.0.10/", timeout=3)
+print("   HTTP", r.status, "from the Service address,", len(r.read()), "bytes")'
+echo "   pod1 -> DNS query for web.demo.svc.cluster.local to 10.96.0.10:53 (connected UDP socket, as resolvers use):"
+ip netns exec "${P}pod1" python3 -c '
+import socket, struct
+q = struct.pack("!HHHHHH", 0x4242, 0x0100, 1, 0, 0, 0)
+q += b"".join(bytes([len(l)]) + l.encode() for l in "web.demo.svc.cluster.local".split(".")) + b"\0\0\1\0\1"
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(3)
+s.connect(("10.96.0.10", 53)); s.send(q); r = s.recv(512)
+assert r[:2] == q[:2] and r[2] & 0x80, "not an answer to our query"
+print("   answer id 0x%04x from %s: web.demo.svc.cluster.local A %s" % (struct.unpack("!H", r[:2])[0], s.getpeername()[0], socket.inet_ntoa(r[-4:])))'
+for p in "${SVC_PIDS[@]}"; do kill "$p" 2>/dev/null; done
+SVC_PIDS=()
 
 echo "== counters (xsknetctl stats)"
 ctl stats

@@ -182,6 +182,43 @@ pub struct Config {
     /// and re-applied, all or nothing, whenever a file in it changes. None = no
     /// directory (policies come from `xsknetctl policy apply` only).
     pub policy_dir: Option<PathBuf>,
+
+    // --- Services and pod egress (issue 8) ---------------------------------------
+    /// The cluster's Service CIDR (kube-proxy's ClusterIPs). A pod's packet to it
+    /// leaving through the host port has its egress policy decided on the DNATed
+    /// packet that comes back (see `pipeline::policy`).
+    pub service_cidr: Ipv4Cidr,
+    /// The whole cluster's pod CIDR, excluded from the egress masquerade (pod → pod
+    /// keeps its source on every node). None = this node's `podCidr` (static mode).
+    pub cluster_cidr: Option<Ipv4Cidr>,
+    pub masquerade: MasqueradeConfig,
+}
+
+/// Pod egress masquerade to the node's address (flannel's `ipMasq`), as an nf_tables
+/// table the daemon writes over netlink.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct MasqueradeConfig {
+    /// On by default. Off: the daemon removes its table at start.
+    pub enabled: bool,
+    /// Name of the nf_tables table (family `ip`) the daemon owns.
+    pub table: String,
+}
+
+impl Default for MasqueradeConfig {
+    fn default() -> Self {
+        MasqueradeConfig {
+            enabled: true,
+            table: "xsknet".to_string(),
+        }
+    }
+}
+
+impl Config {
+    /// The prefix the masquerade excludes: `clusterCidr`, else this node's `podCidr`.
+    pub fn masquerade_exclude(&self) -> Ipv4Cidr {
+        self.cluster_cidr.unwrap_or(self.pod_cidr)
+    }
 }
 
 /// One worker thread.
@@ -275,6 +312,12 @@ impl Default for Config {
             idle: IdleConfig::default(),
             log_level: "info".to_string(),
             policy_dir: None,
+            service_cidr: Ipv4Cidr {
+                addr: Ipv4Addr::new(10, 96, 0, 0),
+                prefix: 12,
+            },
+            cluster_cidr: None,
+            masquerade: MasqueradeConfig::default(),
         }
     }
 }
@@ -419,6 +462,37 @@ impl Config {
                     cidr.prefix
                 ),
                 cidr,
+            ));
+        }
+
+        for (field, c) in [
+            ("serviceCidr", Some(&self.service_cidr)),
+            ("clusterCidr", self.cluster_cidr.as_ref()),
+        ] {
+            let Some(c) = c else { continue };
+            if !(1..=32).contains(&c.prefix) {
+                return Err(bad(field, "prefix length must be in 1..=32", c));
+            }
+            if c.has_host_bits() {
+                return Err(bad(field, "host bits are set", c));
+            }
+        }
+        if let Some(c) = &self.cluster_cidr {
+            if !c.contains(self.pod_cidr.addr) || c.prefix > self.pod_cidr.prefix {
+                return Err(bad("clusterCidr", "must contain podCidr", c));
+            }
+        }
+        let t = &self.masquerade.table;
+        if t.is_empty()
+            || t.len() > 64
+            || !t
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        {
+            return Err(bad(
+                "masquerade.table",
+                "1-64 characters of [A-Za-z0-9_-]",
+                t,
             ));
         }
 

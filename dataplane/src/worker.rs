@@ -348,7 +348,7 @@ impl Worker {
                         } else {
                             let w = tables.port(e).map(|p| p.worker).unwrap_or(me);
                             let sent = match handoff_tx.get_mut(w as usize) {
-                                Some(Some(tx)) => tx.push(e, ports[pi].packet(&d)),
+                                Some(Some(tx)) => tx.push(e, ingress, ports[pi].packet(&d)),
                                 _ => false,
                             };
                             if sent {
@@ -370,7 +370,7 @@ impl Worker {
 
         for rx in handoff_rx.iter_mut() {
             let mut got = 0u64;
-            total += rx.pop(|e, pkt| {
+            total += rx.pop(|e, from, pkt| {
                 got += 1;
                 let li = local.get(e as usize).copied().unwrap_or(NOT_LOCAL);
                 if li != NOT_LOCAL {
@@ -381,7 +381,7 @@ impl Worker {
                         }
                         _ => pkt,
                     };
-                    pipeline::policy::track_handoff(flow, e, tables, ct, now);
+                    pipeline::policy::track_handoff(flow, from, e, tables, ct, now);
                     ports[li as usize].send_copy(pkt);
                 }
             });

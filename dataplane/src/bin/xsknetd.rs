@@ -209,6 +209,15 @@ fn uninstall_cni(cfg: &Config, paths: &CniPaths) -> anyhow::Result<()> {
     };
     println!("{} {}", said(done.conflist), opts.conflist_path().display());
     println!("{} {}", said(done.binary), opts.binary_path().display());
+    // The node leaves the network: its pod egress masquerade goes too. A failure
+    // (e.g. no CAP_NET_ADMIN) is reported, not fatal: the CNI files are gone already.
+    let table = &cfg.masquerade.table;
+    match xsknet_dataplane::daemon::masq::remove(cfg) {
+        Ok(()) => println!(
+            "removed (or already absent): nftables table ip {table} (pod egress masquerade)"
+        ),
+        Err(e) => eprintln!("warning: pod egress masquerade table ip {table} not removed: {e}"),
+    }
     Ok(())
 }
 

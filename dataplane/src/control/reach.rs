@@ -130,13 +130,7 @@ pub fn probe(
         true,
     );
     let decision = match (tables.port(from_port), tables.port(to_port)) {
-        (Some(a), Some(b)) => match policy::ends(from_port, a, to_port, b, first.src, first.dst) {
-            Some((s, d)) => policy::evaluate(&tables.policy, s, d, &flow),
-            None => Decision {
-                egress: Side::NotIsolated,
-                ingress: Side::NotIsolated,
-            },
-        },
+        (Some(a), Some(b)) => policy::decide(tables, from_port, a, to_port, b, &flow),
         _ => Decision {
             egress: Side::Denied,
             ingress: Side::Denied,

@@ -3,7 +3,9 @@
 //! attached to the dataplane. The node's stack reaches pods through it exactly as a pod
 //! does through its `eth0`, and everything that is not a local pod leaves through it.
 //!
-//! [`create`] builds the link pair over netlink (replacing one a crashed instance left);
+//! [`create`] builds the link pair over netlink (replacing one a crashed instance left)
+//! and turns on IPv4 forwarding for packets the node receives on `xsknet0` (pod
+//! traffic the node routes: Services' DNAT, egress to the outside);
 //! attaching the dataplane end is the daemon's ([`super::ports`]); [`remove`] deletes
 //! the pair at shutdown.
 
@@ -80,6 +82,9 @@ pub fn create(
     // as unsupported_ethertype drops.
     let _ = crate::sys::write_sysctl(&format!("net/ipv6/conf/{name}/disable_ipv6"), "1");
     let _ = crate::sys::write_sysctl(&format!("net/ipv6/conf/{peer}/disable_ipv6"), "1");
+    // The node routes what pods send it (a Service's DNAT back into the dataplane, pod
+    // egress to the outside): IPv4 forwarding is decided by the receiving interface.
+    let _ = crate::sys::write_sysctl(&format!("net/ipv4/conf/{name}/forwarding"), "1");
     // The node's stack transmits into the dataplane through `name` exactly like a pod
     // does through its eth0: without this, node → pod TCP (kubelet probes, portmap's
     // hostPort DNAT) leaves with partial checksums and the pod drops it.

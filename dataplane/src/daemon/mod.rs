@@ -42,6 +42,7 @@
 pub mod endpoints;
 mod handler;
 pub mod host;
+pub mod masq;
 pub mod policy;
 pub mod ports;
 pub mod stats;
@@ -103,6 +104,8 @@ pub enum DaemonError {
     HostAttach(AttachError),
     #[error("publish host port: {0}")]
     HostPublish(WorkerError),
+    #[error("pod egress masquerade (masquerade.enabled: false turns it off): {0}")]
+    Masquerade(crate::sys::nft::NftError),
 }
 
 /// Attaching a port failed; nothing of it stays attached.
@@ -277,6 +280,13 @@ impl Daemon {
                 return Err(e);
             }
         }
+        match masq::apply(&d.cfg) {
+            Ok(applied) => tracing::info!(?applied, "pod egress masquerade"),
+            Err(e) => {
+                d.shutdown();
+                return Err(DaemonError::Masquerade(e));
+            }
+        }
         d.restore();
         d.policy.save_recovered();
         d.reclaim_unfinished_adds();
@@ -429,14 +439,17 @@ impl Daemon {
     // --- tables -----------------------------------------------------------------
 
     fn build_tables(&self) -> Tables {
-        tables::build(TableInputs {
+        let mut t = tables::build(TableInputs {
             capacity: self.ports.capacity(),
             ports: self.ports.sockets().map(|s| (s.id, s.info)),
             routes: self.endpoints.iter().map(|e| (e.ip, e.port)),
             host_port: self.host,
             policy: self.policy.snapshot(),
             policy_hits: self.policy.hits(),
-        })
+        });
+        let svc = self.cfg.service_cidr;
+        t.service_cidr = crate::tables::Prefix4::new(svc.addr, svc.prefix);
+        t
     }
 
     /// Publish the current truth and wait until every worker runs on it.

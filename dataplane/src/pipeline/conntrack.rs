@@ -25,7 +25,9 @@
 //! **Keys.** The 5-tuple is normalised so both directions of a flow land on the same
 //! entry: the (address, port) pair that sorts first is side A. The entry remembers
 //! which side initiated (sent the packet that created it), so a packet is either
-//! "original" (initiator → responder) or "reply". TCP, UDP and SCTP are keyed by
+//! "original" (initiator → responder) or "reply", and whether the flow entered through
+//! the host port from a non-node source ([`Conntrack::mark_via_host`]: its replies go
+//! back to the host port, see `pipeline::policy`). TCP, UDP and SCTP are keyed by
 //! their ports (SCTP's verification tag is not used: a new association on the same
 //! ports reuses the entry, as with Linux's default); ICMP echo, timestamp and
 //! information messages by their identifier in both port fields; other protocols by
@@ -56,9 +58,10 @@
 //! and removes it if the flow is no longer allowed.
 //!
 //! **Full buckets.** Insertion takes a free or dead slot of the home bucket; failing
-//! that it evicts the live entry closest to expiry among those never replied to (the
-//! equivalent of Linux's early drop: half-open and one-way flows go first); if every
-//! slot holds a replied flow the insert fails with [`Full`] and the policy stage drops
+//! that it evicts the live entry closest to expiry among those never replied to or
+//! TCP connections already over (closed, time-wait) (the equivalent of Linux's early
+//! drop: half-open, one-way and finished flows go first); if every slot holds a
+//! replied flow the insert fails with [`Full`] and the policy stage drops
 //! the packet (`DropReason::ConntrackFull`). Evictions and refusals are counted.
 //!
 //! In a packet's way this sits inside the policy stage (`pipeline::policy`), after the
@@ -328,6 +331,10 @@ const F_INIT_IS_A: u8 = 0x01;
 const F_REPLIED: u8 = 0x02;
 const F_FIN_ORIG: u8 = 0x04;
 const F_FIN_REPLY: u8 = 0x08;
+/// The flow's first packet came from the host port with a non-node source (the node
+/// forwarded it, typically after a Service's DNAT): replies go back through the host
+/// port so the node can reverse its NAT.
+const F_VIA_HOST: u8 = 0x10;
 
 /// One slot (32 bytes for IPv4, 64 for IPv6).
 #[derive(Clone, Copy, Debug, Default)]
@@ -365,6 +372,8 @@ pub struct Hit {
     /// Generation the entry was admitted or last re-checked under (low 32 bits).
     pub epoch: u32,
     pub state: State,
+    /// The flow entered through the host port (see [`Conntrack::mark_via_host`]).
+    pub via_host: bool,
 }
 
 /// The home bucket was full of replied flows.
@@ -445,6 +454,7 @@ impl<A: IpKey> Conntrack<A> {
                     original: src_is_a == (e.flags & F_INIT_IS_A != 0),
                     epoch: e.epoch,
                     state: state_from(e.state),
+                    via_host: e.flags & F_VIA_HOST != 0,
                 });
             }
         }
@@ -472,12 +482,14 @@ impl<A: IpKey> Conntrack<A> {
             }
         }
         if pick.is_none() {
-            // Early drop: the unreplied entry closest to expiry.
+            // Early drop: the unreplied (or TCP closed / time-wait: over) entry
+            // closest to expiry. Short connections (a Service's clients: two entries
+            // each) otherwise fill buckets with finished flows.
             pick = bucket
                 .slots
                 .iter()
                 .enumerate()
-                .filter(|(_, e)| e.flags & F_REPLIED == 0)
+                .filter(|(_, e)| e.flags & F_REPLIED == 0 || is_over(e))
                 .min_by_key(|(_, e)| e.expires)
                 .map(|(w, _)| w);
             if pick.is_some() {
@@ -499,6 +511,16 @@ impl<A: IpKey> Conntrack<A> {
         };
         self.stats.inserts += 1;
         Ok(Slot((b * WAYS + w) as u32))
+    }
+
+    /// Record that the flow's first packet entered from the host port with a non-node
+    /// source: its replies must leave through the host port (the node's NAT reverses
+    /// there), whatever the route lookup says. Kept until the entry is removed.
+    #[inline]
+    pub fn mark_via_host(&mut self, s: Slot) {
+        if let Some(e) = self.entry_mut(s) {
+            e.flags |= F_VIA_HOST;
+        }
     }
 
     /// Record that the flow was re-checked (and still allowed) under `epoch`.
@@ -647,6 +669,14 @@ fn state_from(v: u8) -> State {
         7 => State::Revoked,
         _ => State::Open,
     }
+}
+
+/// A TCP entry whose connection has ended (closed by RST or FIN both ways): evictable
+/// like an unreplied one.
+#[inline]
+fn is_over<A>(e: &Entry<A>) -> bool {
+    e.key.rest & 0xff == u64::from(PROTO_TCP)
+        && matches!(state_from(e.state), State::Closed | State::TimeWait)
 }
 
 /// State and timeout set by a flow's first packet.
@@ -974,6 +1004,28 @@ mod tests {
         assert_eq!(ct.stats.full, 1);
         // Expired entries make room again.
         assert!(ct.insert(&flow(200), 1, 22 + timeout::UDP_REPLIED).is_ok());
+    }
+
+    #[test]
+    fn finished_tcp_connections_are_evicted_like_unreplied_ones() {
+        let mut ct = Conntrack::new(1);
+        let syn = |i: u16| tcp(A, B, 1000 + i, 80, SYN);
+        for i in 0..WAYS as u16 {
+            ct.insert(&syn(i), 1, 1).unwrap();
+            let h = ct.lookup(&syn(i).reversed(), 2).unwrap();
+            ct.update(h.slot, &tcp(B, A, 80, 1000 + i, SYN | ACK), h.original, 2);
+        }
+        assert_eq!(
+            ct.insert(&syn(100), 1, 3),
+            Err(Full),
+            "all replied and live"
+        );
+        // Connection 3 ends with a RST: its entry makes room.
+        let h = ct.lookup(&syn(3), 4).unwrap();
+        ct.update(h.slot, &tcp(A, B, 1003, 80, RST | ACK), h.original, 4);
+        assert!(ct.insert(&syn(100), 1, 5).is_ok());
+        assert!(ct.lookup(&syn(3), 5).is_none());
+        assert_eq!(ct.stats.evictions, 1);
     }
 
     #[test]

@@ -2,11 +2,18 @@
 //!
 //! Runs inside the forward stage after the route lookup (so both ends are known) and
 //! before the rewrite. The ends of a packet are its ingress and egress ports: a pod
-//! port stands for that pod; the host port stands for the node itself when the
-//! address is the node's (the host port's `PortInfo::ip`; an unspecified one means
-//! "everything behind the host port is the node") and for a remote address otherwise.
-//! Traffic to or from the node and a pod's traffic to itself are always allowed and
-//! not tracked. Everything else goes through the worker's [`Conntrack`]:
+//! port stands for that pod; behind the host port an address is the node itself when
+//! it is one of the node's addresses (the host port's `PortInfo::ip` and the overlay's
+//! underlay address; an unspecified host-port address means "every address behind it
+//! that is not a local pod is the node"), a local pod when it is a local pod's address
+//! (the node forwarded that pod's packet, after a Service's DNAT: the flow as the
+//! backend sees it, subject to the client's egress and the backend's ingress policy),
+//! and a remote address otherwise. Traffic to or from the node is always allowed and
+//! not tracked (by address: a pod flow forwarded by the node does not inherit the
+//! node's exemption); a pod's traffic to itself is always allowed, and tracked.
+//! A pod's packet to the Service CIDR (`Tables::service_cidr`) has its egress decision
+//! deferred to the DNATed packet that comes back ([`judge`]). Everything else goes
+//! through the worker's [`Conntrack`]:
 //!
 //! * **hit** → allowed (this is how replies of allowed connections pass). An entry
 //!   admitted under an older table generation is first re-checked, once per
@@ -30,9 +37,17 @@
 //! pod, so a policy applied later can still let the replies of connections it allows
 //! through, and revoke the ones it does not.
 //!
+//! **Replies go back the way the flow came.** A flow whose first packet entered from
+//! the host port with a non-node source is marked "via host" in its entry; a packet of
+//! the reply direction (or an ICMP error from the responder about the flow) is then
+//! [`Steer::Host`]ed: sent to the host port instead of the routed egress, so the node
+//! reverses its NAT (Services, NodePort, hostPort). Cost on the packet path: one flag
+//! test on a conntrack hit (the entry is already loaded).
+//!
 //! A flow whose ends belong to two workers is tracked by both: the worker that admits
-//! it, and the worker that receives it through the handoff ring ([`track_handoff`]),
-//! so the reply, which arrives on the other worker's port, finds its entry.
+//! it, and the worker that receives it through the handoff ring ([`track_handoff`],
+//! told the packet's real ingress port, so the "via host" mark travels too), so the
+//! reply, which arrives on the other worker's port, finds its entry.
 //!
 //! Flows are read through the `packet` views (see [`Flow::parse`]); this stage is
 //! the IPv4 one, over the `u32` instances of the connection table and the classifiers
@@ -127,11 +142,33 @@ pub fn evaluate(
     Decision { egress, ingress }
 }
 
+/// Whether `a`, seen behind port `p`, is the node itself: only behind the host port,
+/// and only for the node's own addresses there (the host port's address and the
+/// overlay's underlay address). An unspecified host-port address means "every
+/// address behind it that is not a local pod is the node" (tables without a pod CIDR:
+/// tests, `policy matrix`). A pod address forwarded by the node (a Service's DNAT) is
+/// never the node: it does not inherit the node's exemption.
+#[inline]
+fn is_node(tables: &Tables, p: &PortInfo, a: u32) -> bool {
+    if p.kind != PortKind::Host {
+        return false;
+    }
+    if p.ip.is_unspecified() {
+        return tables.fib.lookup(a).is_none();
+    }
+    u32::from(p.ip) == a || tables.overlay.is_some_and(|o| o.local_ip == a)
+}
+
 /// The policed ends of a packet from `src` on `ingress` to `dst` on `egress`: `None`
-/// when it is exempt (node traffic, a pod to itself), else (source pod, destination
-/// pod), each `None` for a remote address behind the host port.
+/// when it is exempt (to or from the node's own addresses), else (source pod, destination pod), each `None` for an address that is not
+/// a local pod. A source behind the host port that is a local pod's address is that
+/// pod: the node forwarded its packet after a Service's DNAT, and its egress policy
+/// applies to the flow as the backend sees it. A pod's flow to itself is policed ends
+/// too (tracked, so the replies of a hairpin through a Service go back to the node),
+/// and [`judge`] always allows it.
 #[inline]
 pub fn ends(
+    tables: &Tables,
     ingress: PortId,
     in_port: &PortInfo,
     egress: PortId,
@@ -139,19 +176,74 @@ pub fn ends(
     src: u32,
     dst: u32,
 ) -> Option<(Option<PortId>, Option<PortId>)> {
-    let is_node = |p: &PortInfo, a: u32| {
-        p.kind == PortKind::Host && (p.ip.is_unspecified() || u32::from(p.ip) == a)
+    if is_node(tables, in_port, src) || is_node(tables, out, dst) {
+        return None;
+    }
+    let src_pod = match in_port.kind {
+        PortKind::Pod => Some(ingress),
+        PortKind::Host => tables.fib.lookup(src),
+        PortKind::Uplink => None,
     };
-    if is_node(in_port, src) || is_node(out, dst) {
-        return None;
+    Some((src_pod, (out.kind == PortKind::Pod).then_some(egress)))
+}
+
+/// The decision for `flow` between the policed ends `src_pod` and `dst_pod` (as
+/// [`ends`] gives them), with the two Service rules on top of [`evaluate`]:
+///
+/// * a pod reaching itself (through a Service, whose DNATed packet comes back from
+///   the host port) is always allowed;
+/// * a pod's packet to the Service CIDR (not a pod) has its egress decision deferred:
+///   it is judged when the node's DNAT sends it back into the dataplane addressed to
+///   the backend (source = the client pod), against both the client's egress and the
+///   backend's ingress policy. Otherwise an egress default-deny would block every
+///   Service, and an egress allow to B would not allow A → Service → B.
+#[inline]
+pub fn judge(
+    tables: &Tables,
+    src_pod: Option<PortId>,
+    dst_pod: Option<PortId>,
+    flow: &Flow,
+) -> Decision {
+    if src_pod.is_some() && src_pod == dst_pod {
+        return Decision {
+            egress: Side::NotIsolated,
+            ingress: Side::NotIsolated,
+        };
     }
-    if in_port.kind == PortKind::Pod && ingress == egress {
-        return None;
+    let deferred = dst_pod.is_none() && tables.service_cidr.is_some_and(|c| c.contains(flow.dst));
+    let src_pod = if deferred { None } else { src_pod };
+    evaluate(&tables.policy, src_pod, dst_pod, flow)
+}
+
+/// The decision for the first packet of `flow` from port `ingress` to port `egress`
+/// ([`ends`] then [`judge`]; exempt flows are allowed by both sides). What `trace`
+/// and `policy matrix` report.
+#[inline]
+pub fn decide(
+    tables: &Tables,
+    ingress: PortId,
+    in_port: &PortInfo,
+    egress: PortId,
+    out: &PortInfo,
+    flow: &Flow,
+) -> Decision {
+    match ends(tables, ingress, in_port, egress, out, flow.src, flow.dst) {
+        Some((s, d)) => judge(tables, s, d, flow),
+        None => Decision {
+            egress: Side::NotIsolated,
+            ingress: Side::NotIsolated,
+        },
     }
-    Some((
-        (in_port.kind == PortKind::Pod).then_some(ingress),
-        (out.kind == PortKind::Pod).then_some(egress),
-    ))
+}
+
+/// Where the forward stage sends a packet the policy stage admitted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Steer {
+    /// Where the route lookup said.
+    Routed,
+    /// To the host port: a reply of a flow that entered through it (the node's NAT,
+    /// typically a Service's DNAT, must see it to reverse the translation).
+    Host,
 }
 
 #[inline]
@@ -179,10 +271,10 @@ pub fn admit(
     tables: &Tables,
     ct: &mut Conntrack,
     now: Millis,
-) -> Result<(), DropReason> {
+) -> Result<Steer, DropReason> {
     let (src, dst) = (ip.src_addr(), ip.dst_addr());
-    let Some((src_pod, dst_pod)) = ends(ingress, in_port, egress, out, src, dst) else {
-        return Ok(());
+    let Some((src_pod, dst_pod)) = ends(tables, ingress, in_port, egress, out, src, dst) else {
+        return Ok(Steer::Routed);
     };
     let payload = ip.payload();
     let flow = Flow::parse(src, dst, ip.protocol(), payload, ip.frag_offset() == 0);
@@ -195,9 +287,9 @@ pub fn admit(
                 h.state != State::Revoked
             } else {
                 let d = if h.original {
-                    evaluate(&tables.policy, src_pod, dst_pod, &flow)
+                    judge(tables, src_pod, dst_pod, &flow)
                 } else {
-                    evaluate(&tables.policy, dst_pod, src_pod, &flow.reversed())
+                    judge(tables, dst_pod, src_pod, &flow.reversed())
                 };
                 d.allowed()
             };
@@ -208,7 +300,12 @@ pub fn admit(
                     ct.set_epoch(h.slot, epoch);
                 }
                 ct.update(h.slot, &flow, h.original, now);
-                return Ok(());
+                // Replies of a flow that came through the host port go back to it
+                // (never back into the host port they came from).
+                if h.via_host && !h.original && in_port.kind != PortKind::Host {
+                    return Ok(Steer::Host);
+                }
+                return Ok(Steer::Routed);
             }
             if conntrack::revocable_in_place(flow.proto) {
                 // Keep refusing both directions: the peer's retransmissions must not
@@ -227,32 +324,46 @@ pub fn admit(
     let icmp_error = flow.proto == PROTO_ICMP && icmp::is_error(flow.detail);
     if icmp_error && ip.frag_offset() == 0 {
         if let Some(inner) = conntrack::icmp_error_inner(payload) {
-            if ct.lookup(&inner, now).is_some() {
-                return Ok(());
+            if let Some(h) = ct.lookup(&inner, now) {
+                // An error about a flow that came through the host port, sent by its
+                // responder (the quoted packet is the initiator's), goes back through
+                // the host port too: the node un-NATs the quoted header.
+                let about_reply_side = h.original;
+                if h.via_host && about_reply_side && in_port.kind != PortKind::Host {
+                    return Ok(Steer::Host);
+                }
+                return Ok(Steer::Routed);
             }
         }
     }
-    let d = evaluate(&tables.policy, src_pod, dst_pod, &flow);
+    let d = judge(tables, src_pod, dst_pod, &flow);
     if !d.allowed() {
         return Err(DropReason::PolicyDenied);
     }
     count_hit(tables, ct.worker, d.egress);
     count_hit(tables, ct.worker, d.ingress);
     if icmp_error {
-        return Ok(());
+        return Ok(Steer::Routed);
     }
-    ct.insert(&flow, epoch, now)
-        .map(|_| ())
-        .map_err(|_| DropReason::ConntrackFull)
+    let slot = ct
+        .insert(&flow, epoch, now)
+        .map_err(|_| DropReason::ConntrackFull)?;
+    if in_port.kind == PortKind::Host {
+        // Not the node's address (exempt above): the node forwarded this packet.
+        ct.mark_via_host(slot);
+    }
+    Ok(Steer::Routed)
 }
 
-/// Track a frame another worker admitted and handed to this one for `egress`, so the
-/// replies that arrive on this worker's port find the flow. New entries are marked
-/// unchecked: this worker re-checks them against its own tables on their next packet.
-/// Frames that are not plain IPv4 are ignored; never panics.
+/// Track a frame another worker admitted on its port `ingress` and handed to this
+/// one for `egress`, so the replies that arrive on this worker's port find the flow
+/// (and, for a flow that entered through the host port, go back through it). New
+/// entries are marked unchecked: this worker re-checks them against its own tables on
+/// their next packet. Frames that are not plain IPv4 are ignored; never panics.
 #[inline]
 pub fn track_handoff(
     frame: &[u8],
+    ingress: PortId,
     egress: PortId,
     tables: &Tables,
     ct: &mut Conntrack,
@@ -268,28 +379,30 @@ pub fn track_handoff(
         return;
     };
     let (src, dst) = (ip.src_addr(), ip.dst_addr());
-    let (Some(out), Some(in_id)) = (tables.port(egress), tables.port_for(src)) else {
+    let (Some(out), Some(in_port)) = (tables.port(egress), tables.port(ingress)) else {
         return;
     };
-    let Some(in_port) = tables.port(in_id) else {
-        return;
-    };
-    if ends(in_id, in_port, egress, out, src, dst).is_none() {
+    if ends(tables, ingress, in_port, egress, out, src, dst).is_none() {
         return;
     }
     let flow = Flow::parse(src, dst, ip.protocol(), ip.payload(), ip.frag_offset() == 0);
     if flow.proto == PROTO_ICMP && icmp::is_error(flow.detail) {
         return;
     }
-    match ct.lookup(&flow, now) {
-        Some(h) if !conntrack::reopens(&flow, h.state) => ct.update(h.slot, &flow, h.original, now),
+    let slot = match ct.lookup(&flow, now) {
+        Some(h) if !conntrack::reopens(&flow, h.state) => {
+            ct.update(h.slot, &flow, h.original, now);
+            // Only the packet that created the entry says how the flow came in.
+            return;
+        }
         Some(h) => {
             ct.remove(h.slot);
-            let _ = ct.insert(&flow, UNCHECKED_EPOCH, now);
+            ct.insert(&flow, UNCHECKED_EPOCH, now)
         }
-        None => {
-            let _ = ct.insert(&flow, UNCHECKED_EPOCH, now);
-        }
+        None => ct.insert(&flow, UNCHECKED_EPOCH, now),
+    };
+    if let (Ok(slot), PortKind::Host) = (slot, in_port.kind) {
+        ct.mark_via_host(slot);
     }
 }
 
@@ -768,10 +881,242 @@ mod tests {
             send(&t, &mut w1.clone_empty(), POD_B, &synack, 2),
             Verdict::Drop(DropReason::PolicyDenied)
         );
-        track_handoff(window(&buf, &ctx), POD_B, &t, &mut w1, 1);
+        track_handoff(window(&buf, &ctx), POD_A, POD_B, &t, &mut w1, 1);
         assert_eq!(
             send(&t, &mut w1, POD_B, &synack, 2),
             Verdict::Forward(POD_A)
+        );
+    }
+
+    const NODE: std::net::Ipv4Addr = std::net::Ipv4Addr::new(10, 244, 0, 1);
+    const SVC: std::net::Ipv4Addr = std::net::Ipv4Addr::new(10, 96, 0, 10);
+
+    /// `t` with the node's address on the host port and the default Service CIDR.
+    fn as_node(mut t: Tables) -> Tables {
+        if let Some(Some(h)) = t.ports.get_mut(HOST as usize) {
+            h.ip = NODE;
+        }
+        t.service_cidr = crate::tables::Prefix4::new(std::net::Ipv4Addr::new(10, 96, 0, 0), 12);
+        t
+    }
+
+    fn deny_all(ingress: bool, egress: bool) -> PortPolicy {
+        PortPolicy {
+            ingress: ingress.then(|| Classifier::build(&[])),
+            egress: egress.then(|| Classifier::build(&[])),
+        }
+    }
+
+    /// A → ClusterIP → B as kube-proxy does it, for every tracked protocol: A's packet
+    /// to the Service leaves through the host port, the node's DNATed packet enters
+    /// from it addressed to B, and B's replies go back to the host port (not straight
+    /// to A, whose socket expects the Service address); the node's un-NATed reply
+    /// reaches A. Later packets in both directions keep the same way.
+    #[test]
+    fn replies_of_flows_that_came_through_the_host_port_go_back_to_it() {
+        let t = as_node(tables());
+        for proto in [TCP, PROTO_UDP, PROTO_SCTP, PROTO_ICMP] {
+            let mut ct = Conntrack::new(1024);
+            let (open, answer) = opening_details(proto);
+            // ICMP queries are keyed by their identifier on both sides.
+            let bp = if proto == PROTO_ICMP { 40000 } else { 8080 };
+            let to_svc = probe(IP_A, SVC, proto, 40000, 80, open);
+            assert_eq!(send(&t, &mut ct, POD_A, &to_svc, 1), Verdict::Forward(HOST));
+            let dnat = probe(IP_A, IP_B, proto, 40000, bp, open);
+            assert_eq!(send(&t, &mut ct, HOST, &dnat, 1), Verdict::Forward(POD_B));
+            let reply = probe(IP_B, IP_A, proto, bp, 40000, answer);
+            assert_eq!(
+                send(&t, &mut ct, POD_B, &reply, 2),
+                Verdict::Forward(HOST),
+                "proto {proto}: the reply goes back through the node's NAT"
+            );
+            let unnat = probe(SVC, IP_A, proto, 80, 40000, answer);
+            assert_eq!(send(&t, &mut ct, HOST, &unnat, 2), Verdict::Forward(POD_A));
+            let (more, more_reply) = match proto {
+                TCP => (0x10, 0x10),
+                _ => (open, answer),
+            };
+            let again = probe(IP_A, IP_B, proto, 40000, bp, more);
+            assert_eq!(send(&t, &mut ct, HOST, &again, 3), Verdict::Forward(POD_B));
+            let again_reply = probe(IP_B, IP_A, proto, bp, 40000, more_reply);
+            assert_eq!(
+                send(&t, &mut ct, POD_B, &again_reply, 3),
+                Verdict::Forward(HOST)
+            );
+            // The same addresses without the node in between stay direct.
+            let dp = if proto == PROTO_ICMP { 40001 } else { 8080 };
+            let direct = probe(IP_A, IP_B, proto, 40001, dp, open);
+            assert_eq!(
+                send(&t, &mut ct, POD_A, &direct, 4),
+                Verdict::Forward(POD_B)
+            );
+            let direct_reply = probe(IP_B, IP_A, proto, dp, 40001, answer);
+            assert_eq!(
+                send(&t, &mut ct, POD_B, &direct_reply, 4),
+                Verdict::Forward(POD_A)
+            );
+        }
+    }
+
+    /// The rule holds across workers: the host port's worker admits the DNATed packet
+    /// and hands it to B's worker, whose table learns that the flow came through the
+    /// host port; B's reply on that worker goes to the host port.
+    #[test]
+    fn via_host_holds_across_workers() {
+        let t = as_node(tables());
+        for proto in [TCP, PROTO_UDP, PROTO_SCTP, PROTO_ICMP] {
+            let (open, answer) = opening_details(proto);
+            let mut w_host = Conntrack::new(1024);
+            let mut w_b = Conntrack::new(1024);
+            let bp = if proto == PROTO_ICMP { 40000 } else { 8080 };
+            let dnat = probe(IP_A, IP_B, proto, 40000, bp, open);
+            let f = synthetic_frame(&t, HOST, &dnat);
+            let (mut buf, mut ctx) = umem(&f, HOST);
+            assert_eq!(
+                process(&mut buf, &mut ctx, &t, &mut w_host, 1),
+                Verdict::Forward(POD_B)
+            );
+            track_handoff(window(&buf, &ctx), HOST, POD_B, &t, &mut w_b, 1);
+            let reply = probe(IP_B, IP_A, proto, bp, 40000, answer);
+            assert_eq!(
+                send(&t, &mut w_b, POD_B, &reply, 2),
+                Verdict::Forward(HOST),
+                "proto {proto}"
+            );
+            // Handed off from a pod's port instead: a direct flow, replies routed.
+            let mut w_b2 = Conntrack::new(1024);
+            let f = synthetic_frame(&t, POD_A, &dnat);
+            let (mut buf, mut ctx) = umem(&f, POD_A);
+            assert_eq!(
+                process(&mut buf, &mut ctx, &t, &mut Conntrack::new(64), 1),
+                Verdict::Forward(POD_B)
+            );
+            track_handoff(window(&buf, &ctx), POD_A, POD_B, &t, &mut w_b2, 1);
+            assert_eq!(
+                send(&t, &mut w_b2, POD_B, &reply, 2),
+                Verdict::Forward(POD_A)
+            );
+        }
+    }
+
+    /// An ICMP error the backend sends about a flow that came through the host port
+    /// goes back through it as well (the node rewrites the quoted header).
+    #[test]
+    fn icmp_errors_about_via_host_flows_go_back_to_the_host_port() {
+        let t = as_node(tables());
+        let mut ct = Conntrack::new(1024);
+        let q = probe(IP_A, IP_B, PROTO_UDP, 5000, 53, 0);
+        assert_eq!(send(&t, &mut ct, HOST, &q, 1), Verdict::Forward(POD_B));
+        let quoted = synthetic_frame(&t, HOST, &q);
+        let mut f = synthetic_frame(&t, POD_B, &probe(IP_B, IP_A, PROTO_ICMP, 0, 0, 3));
+        f.truncate(14 + 20 + 8);
+        f[35] = 3;
+        f[38..42].copy_from_slice(&[0; 4]);
+        f.extend_from_slice(&quoted[14..14 + 28]);
+        let total = (f.len() - 14) as u16;
+        f[16..18].copy_from_slice(&total.to_be_bytes());
+        fix_ipv4_checksum(&mut f);
+        let (mut buf, mut ctx) = umem(&f, POD_B);
+        assert_eq!(
+            process(&mut buf, &mut ctx, &t, &mut ct, 2),
+            Verdict::Forward(HOST)
+        );
+    }
+
+    /// Policy through the NAT: the DNATed packet is judged as B sees it (source = A)
+    /// against B's ingress and A's egress; A's packet to the Service CIDR defers its
+    /// egress decision; the node's own address stays exempt, a pod address forwarded
+    /// by the node does not.
+    #[test]
+    fn policy_holds_through_the_services_nat() {
+        let syn_svc = probe(IP_A, SVC, TCP, 40000, 80, 0x02);
+        let syn_dnat = probe(IP_A, IP_B, TCP, 40000, 8080, 0x02);
+        let syn_direct = probe(IP_A, IP_B, TCP, 40001, 8080, 0x02);
+        let denied = Verdict::Drop(DropReason::PolicyDenied);
+        // B denies all ingress: direct and through the Service alike.
+        let t = as_node(with_policy(
+            tables(),
+            vec![(POD_B, deny_all(true, false))],
+            1,
+        ));
+        let mut ct = Conntrack::new(1024);
+        assert_eq!(
+            send(&t, &mut ct, POD_A, &syn_svc, 1),
+            Verdict::Forward(HOST)
+        );
+        assert_eq!(send(&t, &mut ct, HOST, &syn_dnat, 1), denied);
+        assert_eq!(send(&t, &mut ct, POD_A, &syn_direct, 1), denied);
+        // … but the node itself still reaches B (by its address).
+        let from_node = probe(NODE, IP_B, TCP, 1, 8080, 0x02);
+        assert_eq!(
+            send(&t, &mut ct, HOST, &from_node, 1),
+            Verdict::Forward(POD_B)
+        );
+        // A denies all egress: the packet to the Service passes (deferred), the DNATed
+        // one is A's flow to B and is refused; the outside stays refused.
+        let t = as_node(with_policy(
+            tables(),
+            vec![(POD_A, deny_all(false, true))],
+            1,
+        ));
+        let mut ct = Conntrack::new(1024);
+        assert_eq!(
+            send(&t, &mut ct, POD_A, &syn_svc, 1),
+            Verdict::Forward(HOST)
+        );
+        assert_eq!(send(&t, &mut ct, HOST, &syn_dnat, 1), denied);
+        assert_eq!(send(&t, &mut ct, POD_A, &syn_direct, 1), denied);
+        let out = probe(IP_A, IP_OUTSIDE, TCP, 40002, 80, 0x02);
+        assert_eq!(send(&t, &mut ct, POD_A, &out, 1), denied);
+        // A may only reach B on 8080: direct and through the Service alike.
+        let b = u32::from(IP_B);
+        let allow_b = PortPolicy {
+            ingress: None,
+            egress: Some(Classifier::build(&[rule(0, (b, 32), &[tcp_port(8080)])])),
+        };
+        let t = as_node(with_policy(tables(), vec![(POD_A, allow_b)], 1));
+        let mut ct = Conntrack::new(1024);
+        assert_eq!(
+            send(&t, &mut ct, POD_A, &syn_svc, 1),
+            Verdict::Forward(HOST)
+        );
+        assert_eq!(
+            send(&t, &mut ct, HOST, &syn_dnat, 1),
+            Verdict::Forward(POD_B)
+        );
+        assert_eq!(
+            send(&t, &mut ct, POD_A, &syn_direct, 1),
+            Verdict::Forward(POD_B)
+        );
+        let other = probe(IP_A, IP_B, TCP, 40003, 9090, 0x02);
+        assert_eq!(send(&t, &mut ct, HOST, &other, 1), denied);
+        // Without a Service CIDR nothing is deferred.
+        let mut t = as_node(with_policy(
+            tables(),
+            vec![(POD_A, deny_all(false, true))],
+            1,
+        ));
+        t.service_cidr = None;
+        assert_eq!(
+            send(&t, &mut Conntrack::new(64), POD_A, &syn_svc, 1),
+            denied
+        );
+        // A pod reaching itself through its Service (hairpin without masquerade).
+        let t = as_node(with_policy(
+            tables(),
+            vec![(POD_A, deny_all(true, true))],
+            1,
+        ));
+        let mut ct = Conntrack::new(1024);
+        let self_dnat = probe(IP_A, IP_A, TCP, 40000, 8080, 0x02);
+        assert_eq!(
+            send(&t, &mut ct, HOST, &self_dnat, 1),
+            Verdict::Forward(POD_A)
+        );
+        let self_reply = probe(IP_A, IP_A, TCP, 8080, 40000, 0x12);
+        assert_eq!(
+            send(&t, &mut ct, POD_A, &self_reply, 2),
+            Verdict::Forward(HOST)
         );
     }
 

@@ -66,6 +66,19 @@ pub fn route<'t>(tables: &'t Tables, ctx: &PacketCtx, dst: u32) -> Result<Egress
     Ok(Egress { port, out, tunnel })
 }
 
+/// The host port as an egress: where the policy stage steers the replies of flows
+/// that entered through it. `None` when no host port is attached.
+#[inline]
+pub fn to_host(tables: &Tables) -> Option<Egress<'_>> {
+    let port = tables.host_port?;
+    let out = tables.port(port)?;
+    Some(Egress {
+        port,
+        out,
+        tunnel: None,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::testutil::*;

@@ -89,6 +89,32 @@ pub struct Vtep {
     pub vtep_mac: [u8; 6],
 }
 
+/// An IPv4 prefix as the packet path tests it (`addr & mask == net`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Prefix4 {
+    pub net: u32,
+    pub mask: u32,
+}
+
+impl Prefix4 {
+    /// `addr/len` with the host bits cleared; `None` for `len > 32`.
+    pub fn new(addr: Ipv4Addr, len: u8) -> Option<Prefix4> {
+        if len > 32 {
+            return None;
+        }
+        let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
+        Some(Prefix4 {
+            net: u32::from(addr) & mask,
+            mask,
+        })
+    }
+
+    #[inline]
+    pub fn contains(&self, a: u32) -> bool {
+        a & self.mask == self.net
+    }
+}
+
 /// Everything the packet path needs to know about one port.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PortInfo {
@@ -126,6 +152,10 @@ pub struct Tables {
     pub overlay: Option<Overlay>,
     /// Where everything that is not a local pod goes (the node's stack), if attached.
     pub host_port: Option<PortId>,
+    /// The cluster's Service CIDR (kube-proxy's ClusterIPs): a pod's packet to it
+    /// leaving through the host port has its egress decision deferred to the DNATed
+    /// packet that comes back (see `pipeline::policy`). `None`: no deferral.
+    pub service_cidr: Option<Prefix4>,
     /// Compiled NetworkPolicy classifiers per port (the policy stage reads them on a
     /// connection-table miss).
     pub policy: Arc<PolicySnapshot>,

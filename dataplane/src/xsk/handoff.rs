@@ -25,6 +25,9 @@ pub const SLOTS: usize = 256;
 
 struct Slot {
     egress: PortId,
+    /// The port the packet entered the node on (the conntrack of the receiving worker
+    /// needs to know whether the flow came through the host port).
+    ingress: PortId,
     len: u16,
     data: [u8; SLOT_BYTES],
 }
@@ -78,6 +81,7 @@ pub fn channel() -> (HandoffTx, HandoffRx) {
         .map(|_| {
             UnsafeCell::new(Slot {
                 egress: 0,
+                ingress: 0,
                 len: 0,
                 data: [0; SLOT_BYTES],
             })
@@ -103,10 +107,10 @@ pub fn channel() -> (HandoffTx, HandoffRx) {
 }
 
 impl HandoffTx {
-    /// Copy `pkt` into the ring for `egress`. False when the ring is full (the caller
+    /// Copy `pkt`, which entered on `ingress`, into the ring for `egress`. False when the ring is full (the caller
     /// counts `handoff_full`) or the packet is larger than a slot.
     #[inline]
-    pub fn push(&mut self, egress: PortId, pkt: &[u8]) -> bool {
+    pub fn push(&mut self, egress: PortId, ingress: PortId, pkt: &[u8]) -> bool {
         if pkt.len() > SLOT_BYTES {
             return false;
         }
@@ -122,6 +126,7 @@ impl HandoffTx {
         // reading it (see the module doc); we are the only producer.
         let slot = unsafe { &mut *cell.get() };
         slot.egress = egress;
+        slot.ingress = ingress;
         slot.len = pkt.len() as u16;
         slot.data[..pkt.len()].copy_from_slice(pkt);
         self.tail = self.tail.wrapping_add(1);
@@ -132,9 +137,9 @@ impl HandoffTx {
 }
 
 impl HandoffRx {
-    /// Hand up to [`BURST`] packets to `f(egress, bytes)`; returns how many.
+    /// Hand up to [`BURST`] packets to `f(egress, ingress, bytes)`; returns how many.
     #[inline]
-    pub fn pop(&mut self, mut f: impl FnMut(PortId, &[u8])) -> usize {
+    pub fn pop(&mut self, mut f: impl FnMut(PortId, PortId, &[u8])) -> usize {
         if self.cached_tail == self.head {
             // Acquire: slots written before this tail are visible.
             self.cached_tail = self.ring.tail.load(Ordering::Acquire);
@@ -145,7 +150,7 @@ impl HandoffRx {
             // SAFETY: the producer published this slot (tail above) and will not touch
             // it until we release it (head store below).
             let slot = unsafe { &*cell.get() };
-            f(slot.egress, &slot.data[..slot.len as usize]);
+            f(slot.egress, slot.ingress, &slot.data[..slot.len as usize]);
         }
         if n > 0 {
             self.head = self.head.wrapping_add(n);
@@ -170,19 +175,20 @@ mod tests {
     fn single_thread_order_and_capacity() {
         let (mut tx, mut rx) = channel();
         for i in 0..SLOTS {
-            assert!(tx.push(i as PortId, &[i as u8; 10]));
+            assert!(tx.push(i as PortId, (i + 1) as PortId, &[i as u8; 10]));
         }
-        assert!(!tx.push(0, &[0; 10]), "full");
+        assert!(!tx.push(0, 0, &[0; 10]), "full");
         let mut next = 0usize;
-        while rx.pop(|e, d| {
+        while rx.pop(|e, from, d| {
             assert_eq!(e as usize, next);
+            assert_eq!(from as usize, next + 1);
             assert_eq!(d, &[next as u8; 10]);
             next += 1;
         }) > 0
         {}
         assert_eq!(next, SLOTS);
         assert!(rx.is_empty());
-        assert!(!tx.push(0, &[0; SLOT_BYTES + 1]));
+        assert!(!tx.push(0, 0, &[0; SLOT_BYTES + 1]));
     }
 
     #[test]
@@ -192,7 +198,7 @@ mod tests {
         let producer = std::thread::spawn(move || {
             let mut i = 0u32;
             while i < N {
-                if tx.push((i % 7) as PortId, &i.to_le_bytes()) {
+                if tx.push((i % 7) as PortId, 0, &i.to_le_bytes()) {
                     i += 1;
                 } else {
                     std::hint::spin_loop();
@@ -201,7 +207,7 @@ mod tests {
         });
         let mut expect = 0u32;
         while expect < N {
-            rx.pop(|e, d| {
+            rx.pop(|e, _, d| {
                 let v = u32::from_le_bytes(d.try_into().unwrap());
                 assert_eq!(v, expect);
                 assert_eq!(e as u32, v % 7);
