@@ -173,6 +173,8 @@ socket: $PSOCK
 stateDir: $WORK/podman-state
 podCidr: 10.246.$N.0/24
 hostPort: {name: xsd$N, peerName: xsd${N}d}
+# the root namespace: no masquerade table left there (podman's containers need none)
+masquerade: {enabled: false, table: xsd$N}
 YAML
 "$BIN/xsknetd" --config "$WORK/podman-node.yaml" run 2>"$WORK/podman-xsknetd.log" &
 PODMAN_DAEMON_PID=$!

@@ -126,7 +126,10 @@ impl World {
             self.socket.clone(),
             self.w.join("state"),
             &format!(
-                "podCidr: 10.244.{n}.0/24\nhostPort:\n  name: {hp}\n  peerName: {hp}d\n",
+                // In the root namespace: no masquerade table there (the test needs none and
+                // must leave nothing behind), under a name no real node uses.
+                "podCidr: 10.244.{n}.0/24\nhostPort:\n  name: {hp}\n  peerName: {hp}d\n\
+                 masquerade:\n  enabled: false\n  table: {hp}\n",
                 hp = self.host_port
             ),
         );
