@@ -182,6 +182,18 @@ pub struct Config {
     /// and re-applied, all or nothing, whenever a file in it changes. None = no
     /// directory (policies come from `xsknetctl policy apply` only).
     pub policy_dir: Option<PathBuf>,
+    /// The Prometheus metrics endpoint (off unless `metrics.listen` is set).
+    pub metrics: MetricsConfig,
+}
+
+/// `metrics:` — the Prometheus text endpoint (`crate::metrics`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// `host:port` to serve `GET /metrics` on, e.g. `127.0.0.1:9464`. None (the
+    /// default) = no endpoint. Any address is served as given; anything but loopback
+    /// exposes the counters (pod names and addresses among them) to the network.
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 /// One worker thread.
@@ -275,6 +287,7 @@ impl Default for Config {
             idle: IdleConfig::default(),
             log_level: "info".to_string(),
             policy_dir: None,
+            metrics: MetricsConfig::default(),
         }
     }
 }
