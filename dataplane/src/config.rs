@@ -768,6 +768,17 @@ logLevel: debug,xsknet_dataplane=trace
     }
 
     #[test]
+    fn metrics_endpoint_is_off_by_default_and_takes_an_address() {
+        assert_eq!(Config::default().metrics.listen, None);
+        let c = Config::from_yaml_str("metrics: {listen: \"127.0.0.1:9464\"}\n").unwrap();
+        assert_eq!(c.metrics.listen, Some("127.0.0.1:9464".parse().unwrap()));
+        let e = Config::from_yaml_str("metrics: {listen: \"localhost\"}\n").unwrap_err();
+        assert_eq!(e.field(), Some("metrics.listen"), "{e}");
+        let e = Config::from_yaml_str("metrics: {port: 1}\n").unwrap_err();
+        assert!(e.to_string().contains("port"), "{e}");
+    }
+
+    #[test]
     fn load_names_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("node.yaml");

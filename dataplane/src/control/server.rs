@@ -249,7 +249,7 @@ enum Phase {
         out: Vec<u8>,
         written: usize,
         /// A request to undo if the answer cannot be delivered, with its result.
-        undo: Option<(Request, serde_json::Value)>,
+        undo: Option<Box<(Request, serde_json::Value)>>,
     },
 }
 
@@ -498,10 +498,10 @@ impl<H: Handler> Server<'_, H> {
         if let Some(mut conn) = self.conns.remove(&token) {
             let _ = self.poll.registry().deregister(&mut conn.stream);
             if let Phase::Writing {
-                undo: Some((request, result)),
-                ..
+                undo: Some(undo), ..
             } = &conn.phase
             {
+                let (request, result) = &**undo;
                 self.count(|m| &m.answers_abandoned);
                 tracing::warn!("control socket: client gone before its answer; undoing");
                 self.handler.abandoned(request, result);
@@ -559,7 +559,7 @@ impl<H: Handler> Server<'_, H> {
                 };
                 match served {
                     Ok(result) => {
-                        let undo = undo_req.map(|req| (req, result.clone()));
+                        let undo = undo_req.map(|req| Box::new((req, result.clone())));
                         (Response::ok(result), undo)
                     }
                     Err(e) => (e.into(), None),
