@@ -192,6 +192,8 @@ pub struct Config {
     /// keeps its source on every node). None = this node's `podCidr` (static mode).
     pub cluster_cidr: Option<Ipv4Cidr>,
     pub masquerade: MasqueradeConfig,
+    /// The Prometheus metrics endpoint (off unless `metrics.listen` is set).
+    pub metrics: MetricsConfig,
 }
 
 /// Pod egress masquerade to the node's address (flannel's `ipMasq`), as an nf_tables
@@ -212,6 +214,16 @@ impl Default for MasqueradeConfig {
             table: "xsknet".to_string(),
         }
     }
+}
+
+/// `metrics:` — the Prometheus text endpoint (`crate::metrics`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// `host:port` to serve `GET /metrics` on, e.g. `127.0.0.1:9464`. None (the
+    /// default) = no endpoint. Any address is served as given; anything but loopback
+    /// exposes the counters (pod names and addresses among them) to the network.
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 impl Config {
@@ -318,6 +330,7 @@ impl Default for Config {
             },
             cluster_cidr: None,
             masquerade: MasqueradeConfig::default(),
+            metrics: MetricsConfig::default(),
         }
     }
 }
@@ -826,6 +839,17 @@ logLevel: debug,xsknet_dataplane=trace
             msg,
             "invalid config <string>: umem.frameSize: must be 2048 or 4096 (got 3000)"
         );
+    }
+
+    #[test]
+    fn metrics_endpoint_is_off_by_default_and_takes_an_address() {
+        assert_eq!(Config::default().metrics.listen, None);
+        let c = Config::from_yaml_str("metrics: {listen: \"127.0.0.1:9464\"}\n").unwrap();
+        assert_eq!(c.metrics.listen, Some("127.0.0.1:9464".parse().unwrap()));
+        let e = Config::from_yaml_str("metrics: {listen: \"localhost\"}\n").unwrap_err();
+        assert_eq!(e.field(), Some("metrics.listen"), "{e}");
+        let e = Config::from_yaml_str("metrics: {port: 1}\n").unwrap_err();
+        assert!(e.to_string().contains("port"), "{e}");
     }
 
     #[test]

@@ -30,6 +30,7 @@ pub mod daemon;
 pub mod install;
 pub mod ipam;
 pub mod loader;
+pub mod metrics;
 pub mod packet;
 pub mod pipeline;
 pub mod policy;

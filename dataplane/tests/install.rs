@@ -715,6 +715,25 @@ fn kubernetes_manifest_is_complete_and_consistent() {
         .unwrap_or_else(|e| panic!("ConfigMap node.yaml: {e}"));
     assert_eq!(cfg.socket, PathBuf::from("/run/xsknet/xsknetd.sock"));
     assert_eq!(cfg.state_dir, PathBuf::from("/var/lib/xsknet"));
+    // The metrics endpoint: the port node.yaml listens on is the container's and the
+    // one the Prometheus annotations name.
+    let metrics_port = cfg.metrics.listen.expect("metrics.listen set").port();
+    let ds_pod = &docs.iter().find(|d| d["kind"] == "DaemonSet").unwrap()["spec"]["template"];
+    assert_eq!(
+        ds_pod["metadata"]["annotations"]["prometheus.io/port"],
+        metrics_port.to_string()
+    );
+    assert_eq!(
+        ds_pod["metadata"]["annotations"]["prometheus.io/scrape"],
+        "true"
+    );
+    let ports = &ds_pod["spec"]["containers"][0]["ports"];
+    assert!(
+        ports
+            .as_array()
+            .is_some_and(|p| p.iter().any(|p| p["containerPort"] == metrics_port)),
+        "no containerPort {metrics_port}: {ports}"
+    );
 
     // DaemonSet.
     let ds = by_kind("DaemonSet");

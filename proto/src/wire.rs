@@ -444,6 +444,12 @@ pub trait Handler {
     }
     /// Called at least every 100 ms from the control thread (housekeeping).
     fn tick(&mut self) {}
+    /// The answer `result` to `request` could not be delivered: the client went away
+    /// (or stalled past the write deadline). A handler undoes what the request left
+    /// allocated (an ADD's address, endpoint); the default does nothing.
+    fn abandoned(&mut self, request: &Request, result: &serde_json::Value) {
+        let _ = (request, result);
+    }
 }
 
 /// Ring-level counters the kernel keeps for one AF_XDP socket (XDP_STATISTICS).

@@ -51,6 +51,9 @@ enum Command {
     Stats(JsonFlag),
     /// Daemon readiness and summary.
     Status(JsonFlag),
+    /// Live per-port and per-worker rates (packets, bytes, drops per second) from
+    /// `stats`, refreshed every interval; for operators without Prometheus.
+    Top(TopArgs),
     /// Kubernetes NetworkPolicy: apply, delete, list, and the offline matrix.
     #[command(subcommand)]
     Policy(PolicyCommand),
@@ -161,6 +164,16 @@ fn parse_protocol(s: &str) -> Result<Protocol, xsknet_dataplane::policy::k8s::Va
 }
 
 #[derive(Args, Debug)]
+struct TopArgs {
+    /// Print one sample (rates over one interval) and exit.
+    #[arg(long)]
+    once: bool,
+    /// Seconds between samples.
+    #[arg(long, default_value_t = 1.0)]
+    interval: f64,
+}
+
+#[derive(Args, Debug)]
 struct JsonFlag {
     /// Print the daemon's JSON result instead of a table.
     #[arg(long)]
@@ -268,6 +281,30 @@ fn run(cli: &Cli) -> anyhow::Result<String> {
             } else {
                 let status: Status = decode(v, "status")?;
                 format_status(&status)
+            }
+        }
+        Command::Top(t) => {
+            if !(0.1..=3600.0).contains(&t.interval) {
+                anyhow::bail!("--interval must be between 0.1 and 3600 seconds");
+            }
+            let interval = Duration::from_secs_f64(t.interval);
+            let sample = || -> anyhow::Result<(Stats, std::time::Instant)> {
+                let stats: Stats = decode(rpc(Request::Stats)?, "stats")?;
+                Ok((stats, std::time::Instant::now()))
+            };
+            let mut prev = sample()?;
+            loop {
+                std::thread::sleep(interval);
+                let cur = sample()?;
+                let text = format_top(&prev.0, &cur.0, cur.1 - prev.1);
+                if t.once {
+                    break text;
+                }
+                // Clear the screen and redraw, like top(1).
+                print!("\x1b[H\x1b[2J{text}");
+                use std::io::Write as _;
+                let _ = std::io::stdout().flush();
+                prev = cur;
             }
         }
         Command::Stats(f) => {
@@ -665,6 +702,113 @@ fn format_stats(s: &Stats) -> String {
     out
 }
 
+/// Rates between two `stats` samples `dt` apart: per port (matched by slot and
+/// ifname; a port new since `prev` counts from zero) and per worker.
+fn format_top(prev: &Stats, cur: &Stats, dt: Duration) -> String {
+    let secs = dt.as_secs_f64().max(1e-3);
+    let rate = |now: u64, before: u64| format!("{:.0}", now.saturating_sub(before) as f64 / secs);
+    let bits = |now: u64, before: u64| {
+        let bps = now.saturating_sub(before) as f64 * 8.0 / secs;
+        if bps >= 1e9 {
+            format!("{:.2}G", bps / 1e9)
+        } else if bps >= 1e6 {
+            format!("{:.2}M", bps / 1e6)
+        } else if bps >= 1e3 {
+            format!("{:.1}k", bps / 1e3)
+        } else {
+            format!("{bps:.0}")
+        }
+    };
+    let drop_sum = |d: &std::collections::BTreeMap<String, u64>| d.values().sum::<u64>();
+    let drop_rates =
+        |now: &std::collections::BTreeMap<String, u64>,
+         before: Option<&std::collections::BTreeMap<String, u64>>| {
+            let cells: Vec<String> = now
+                .iter()
+                .filter_map(|(reason, n)| {
+                    let b = before.and_then(|b| b.get(reason)).copied().unwrap_or(0);
+                    (*n > b).then(|| format!("{reason}={}", rate(*n, b)))
+                })
+                .collect();
+            if cells.is_empty() {
+                "-".to_string()
+            } else {
+                cells.join(",")
+            }
+        };
+    let ports: Vec<Vec<String>> = cur
+        .ports
+        .iter()
+        .map(|p| {
+            let b = prev
+                .ports
+                .iter()
+                .find(|q| q.port == p.port && q.ifname == p.ifname);
+            let (rxp, rxb, txp, txb, drops) = b.map_or((0, 0, 0, 0, 0), |b| {
+                (
+                    b.rx_packets,
+                    b.rx_bytes,
+                    b.tx_packets,
+                    b.tx_bytes,
+                    drop_sum(&b.drops),
+                )
+            });
+            vec![
+                p.port.to_string(),
+                p.ifname.clone(),
+                p.kind.clone(),
+                p.worker.to_string(),
+                rate(p.rx_packets, rxp),
+                bits(p.rx_bytes, rxb),
+                rate(p.tx_packets, txp),
+                bits(p.tx_bytes, txb),
+                rate(drop_sum(&p.drops), drops),
+                drop_rates(&p.drops, b.map(|b| &b.drops)),
+            ]
+        })
+        .collect();
+    let workers: Vec<Vec<String>> = cur
+        .workers
+        .iter()
+        .map(|w| {
+            let b = prev.workers.iter().find(|v| v.worker == w.worker);
+            vec![
+                w.worker.to_string(),
+                w.core.to_string(),
+                w.ports.to_string(),
+                rate(w.rx_packets, b.map_or(0, |b| b.rx_packets)),
+                rate(w.tx_packets, b.map_or(0, |b| b.tx_packets)),
+                rate(drop_sum(&w.drops), b.map_or(0, |b| drop_sum(&b.drops))),
+                format!("{}/{}", w.conntrack.entries, w.conntrack.capacity),
+                rate(w.sleeps, b.map_or(0, |b| b.sleeps)),
+            ]
+        })
+        .collect();
+    let mut out = format!("xsknet top: rates over {secs:.1} s\n\n");
+    out.push_str(&table(
+        &[
+            "WORKER",
+            "CORE",
+            "PORTS",
+            "RX_PPS",
+            "TX_PPS",
+            "DROP_PPS",
+            "CONNTRACK",
+            "SLEEPS/S",
+        ],
+        &workers,
+    ));
+    out.push('\n');
+    out.push_str(&table(
+        &[
+            "PORT", "IFNAME", "KIND", "WORKER", "RX_PPS", "RX_BPS", "TX_PPS", "TX_BPS", "DROP_PPS",
+            "DROPS/S",
+        ],
+        &ports,
+    ));
+    out
+}
+
 fn format_endpoints(eps: &[Endpoint]) -> String {
     let rows: Vec<Vec<String>> = eps
         .iter()
@@ -698,6 +842,51 @@ fn format_endpoints(eps: &[Endpoint]) -> String {
         &["IFNAME", "IP", "MAC", "POD", "WORKER", "PORT", "LABELS"],
         &rows,
     )
+}
+
+#[cfg(test)]
+mod top_tests {
+    use super::*;
+    use xsknet_dataplane::control::proto::{PortStats, WorkerStats};
+
+    #[test]
+    fn top_shows_rates_between_samples() {
+        let port = |rx: u64, drops: u64| PortStats {
+            port: 3,
+            ifname: "xskA".into(),
+            kind: "pod".into(),
+            rx_packets: rx,
+            rx_bytes: rx * 100,
+            drops: [("no_route".to_string(), drops)].into_iter().collect(),
+            ..PortStats::default()
+        };
+        let stats = |rx, drops| Stats {
+            ports: vec![port(rx, drops)],
+            workers: vec![WorkerStats {
+                rx_packets: rx,
+                ..WorkerStats::default()
+            }],
+            ..Stats::default()
+        };
+        let text = format_top(&stats(100, 1), &stats(300, 5), Duration::from_secs(2));
+        let row = text.lines().find(|l| l.contains("xskA")).unwrap();
+        let cells: Vec<&str> = row.split_whitespace().collect();
+        // PORT IFNAME KIND WORKER RX_PPS RX_BPS TX_PPS TX_BPS DROP_PPS DROPS/S
+        assert_eq!(cells[4], "100", "{text}");
+        assert_eq!(cells[5], "80.0k", "{text}");
+        assert_eq!(cells[8], "2", "{text}");
+        assert_eq!(cells[9], "no_route=2", "{text}");
+        // A port new since the last sample counts from zero; a counter going back
+        // (port replaced) never shows a negative rate.
+        let text = format_top(&Stats::default(), &stats(10, 0), Duration::from_secs(1));
+        assert!(text
+            .lines()
+            .any(|l| l.contains("xskA") && l.split_whitespace().nth(4) == Some("10")));
+        let text = format_top(&stats(50, 0), &stats(10, 0), Duration::from_secs(1));
+        assert!(text
+            .lines()
+            .any(|l| l.contains("xskA") && l.split_whitespace().nth(4) == Some("0")));
+    }
 }
 
 #[cfg(test)]

@@ -292,8 +292,12 @@ fn run(args: Args) -> anyhow::Result<()> {
     let stop = install_stop_handlers()?;
     let socket = cfg.socket.clone();
     let listener = server::bind(&socket)?;
+    let (metrics, metrics_server) = start_metrics(&cfg)?;
     tracing::info!(socket = %socket.display(), state = %cfg.state_dir.display(), workers = cfg.workers.len(), "starting");
     let mut daemon = Daemon::start(cfg, state)?;
+    if let Some(exporter) = &metrics {
+        daemon.attach_metrics(exporter.clone());
+    }
     let owned = Arc::new(Mutex::new(install::Owned::default()));
     let installer = match &cni {
         Some(opts) => Some(spawn_installer(opts.clone(), stop, owned.clone())?),
@@ -304,8 +308,12 @@ fn run(args: Args) -> anyhow::Result<()> {
         &socket,
         &mut daemon,
         stop,
-        &server::ServeOptions::default(),
+        &server::ServeOptions {
+            metrics: metrics.as_ref().map(|e| e.control.clone()),
+            ..server::ServeOptions::default()
+        },
     );
+    drop(metrics_server);
     // Make sure the installer has finished (it sees the stop flag) before removing what
     // it may just have written.
     stop.store(true, Ordering::SeqCst);
@@ -349,4 +357,20 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The metrics endpoint, when `metrics.listen` is set (bound before the daemon starts,
+/// so a bad address fails the start).
+fn start_metrics(
+    cfg: &Config,
+) -> anyhow::Result<(
+    Option<Arc<xsknet_dataplane::metrics::Exporter>>,
+    Option<xsknet_dataplane::metrics::http::MetricsServer>,
+)> {
+    let Some(addr) = cfg.metrics.listen else {
+        return Ok((None, None));
+    };
+    let exporter = Arc::new(xsknet_dataplane::metrics::Exporter::default());
+    let server = xsknet_dataplane::metrics::http::MetricsServer::start(addr, exporter.clone())?;
+    Ok((Some(exporter), Some(server)))
 }

@@ -3,11 +3,28 @@
 //! Each connection carries one request ([`proto`]): the request ends at the first
 //! newline or at the client's half-close, is decoded, handed to the
 //! [`Handler`](super::proto::Handler), and answered with one JSON line before the
-//! server closes. Connections are non-blocking with their own buffers and an idle
-//! deadline, so a slow or stalled client never delays another; requests larger than
-//! [`MAX_REQUEST_BYTES`] are answered with an error and closed. Whatever a client sends,
-//! the loop answers or drops that one connection; it never panics or stops on input.
-//! The loop wakes at least every [`TICK_INTERVAL`] to call `Handler::tick` and to check
+//! server closes. Whatever a client sends, the loop answers or drops that one
+//! connection; it never panics or stops on input. Bounds, so that slow, idle or many
+//! clients cannot delay a CNI request:
+//!
+//! - **Deadlines**: a connection must deliver a complete request within
+//!   [`REQUEST_DEADLINE`] of being accepted (trickling bytes does not extend it) and
+//!   may not stall longer than [`IDLE_TIMEOUT`] while its answer is written; requests
+//!   larger than [`MAX_REQUEST_BYTES`] are answered with an error and closed.
+//! - **Accepting never stops**: the table holds up to [`MAX_CONNECTIONS`]; when it is
+//!   full (or the process is out of file descriptors) the connection idle the longest
+//!   that has not delivered a request is closed to make room, so idle clients cannot
+//!   fill it and keep others in the backlog.
+//! - **CNI first**: requests that became complete in the same loop iteration are served
+//!   CNI ops first (`endpoint_*`, `ipam_allocate`/`ipam_release`, `status`), then at
+//!   most one bulk request (policy, lists, stats, trace) before the loop polls again.
+//! - **Nothing left behind**: when an answer cannot be delivered (the client went away)
+//!   the handler's [`abandoned`](super::proto::Handler::abandoned) undoes the request
+//!   (a CNI ADD's address and endpoint).
+//!
+//! Latency per op and the connection table are counted in
+//! [`ControlMetrics`](crate::metrics::control::ControlMetrics) when one is given. The
+//! loop wakes at least every [`TICK_INTERVAL`] to call `Handler::tick` and to check
 //! the stop flag; on stop it removes its socket file. The socket is created mode 0600
 //! (root only): it is bound under a temporary name, restricted, then renamed into
 //! place, so it is never reachable with looser permissions.
@@ -19,24 +36,30 @@ use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt}
 use std::os::unix::net::{UnixListener as StdUnixListener, UnixStream as StdUnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mio::net::{UnixListener, UnixStream};
 use mio::{Events, Interest, Poll, Token};
 
 use super::proto::{
-    decode_any, encode_response, AnyRequest, ErrorKind, Handler, Response, MAX_REQUEST_BYTES,
+    decode_any, encode_response, AnyRequest, ControlError, ErrorKind, Handler, PolicyRequest,
+    Request, Response, MAX_REQUEST_BYTES,
 };
 use crate::config::MAX_SOCKET_PATH_LEN;
+use crate::metrics::control::ControlMetrics;
 
 /// Longest the loop sleeps before calling `Handler::tick` and checking `stop`.
 pub const TICK_INTERVAL: Duration = Duration::from_millis(100);
 /// A connection that makes no progress for this long is dropped.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(5);
-/// A connection is dropped after this long however it trickles.
+/// A connection that has not delivered a complete request this long after it was
+/// accepted is dropped, however it trickles.
+pub const REQUEST_DEADLINE: Duration = Duration::from_secs(2);
+/// A connection is dropped after this long whatever it does (answer included).
 pub const CONNECTION_DEADLINE: Duration = Duration::from_secs(30);
-/// Connections served at once; further clients wait in the listen backlog.
-pub const MAX_CONNECTIONS: usize = 128;
+/// Connections held at once; a new one beyond evicts the longest-idle reader.
+pub const MAX_CONNECTIONS: usize = 1024;
 
 const LISTENER: Token = Token(usize::MAX);
 const READ_CHUNK: usize = 64 * 1024;
@@ -67,8 +90,11 @@ pub enum ServerError {
 pub struct ServeOptions {
     pub tick_interval: Duration,
     pub idle_timeout: Duration,
+    pub request_deadline: Duration,
     pub connection_deadline: Duration,
     pub max_connections: usize,
+    /// Where latency and connection counts go (the metrics endpoint reads them).
+    pub metrics: Option<Arc<ControlMetrics>>,
 }
 
 impl Default for ServeOptions {
@@ -76,8 +102,10 @@ impl Default for ServeOptions {
         ServeOptions {
             tick_interval: TICK_INTERVAL,
             idle_timeout: IDLE_TIMEOUT,
+            request_deadline: REQUEST_DEADLINE,
             connection_deadline: CONNECTION_DEADLINE,
             max_connections: MAX_CONNECTIONS,
+            metrics: None,
         }
     }
 }
@@ -215,15 +243,35 @@ pub fn serve_listener(
 
 enum Phase {
     Reading,
-    Writing { out: Vec<u8>, written: usize },
+    /// Complete and decoded, waiting in the ready queue.
+    Queued,
+    Writing {
+        out: Vec<u8>,
+        written: usize,
+        /// A request to undo if the answer cannot be delivered, with its result.
+        undo: Option<Box<(Request, serde_json::Value)>>,
+    },
 }
 
 struct Conn {
     stream: UnixStream,
     input: Vec<u8>,
     phase: Phase,
-    idle_deadline: Instant,
+    /// Last progress (read or written bytes); eviction picks the oldest.
+    active: Instant,
+    request_deadline: Instant,
     hard_deadline: Instant,
+}
+
+impl Conn {
+    fn deadline(&self, idle_timeout: Duration) -> Instant {
+        let d = match self.phase {
+            Phase::Reading => self.request_deadline.min(self.active + idle_timeout),
+            Phase::Queued => return self.hard_deadline,
+            Phase::Writing { .. } => self.active + idle_timeout,
+        };
+        d.min(self.hard_deadline)
+    }
 }
 
 /// What to do with a connection after serving an event.
@@ -232,15 +280,68 @@ enum Next {
     Close,
 }
 
+/// How soon a request is served when several are ready.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Class {
+    /// CNI ops and status: cheap, and a pod's start waits on them.
+    Cni,
+    /// Everything else.
+    Bulk,
+}
+
+/// A complete request waiting to be served.
+struct Ready {
+    token: Token,
+    class: Class,
+    op: &'static str,
+    since: Instant,
+    request: Result<AnyRequest, ControlError>,
+}
+
+/// The op's name as the protocol spells it, and its class.
+fn classify(request: &Result<AnyRequest, ControlError>) -> (&'static str, Class) {
+    use Class::*;
+    match request {
+        Err(_) => ("invalid", Cni),
+        Ok(AnyRequest::Core(r)) => match r {
+            Request::EndpointAdd(_) => ("endpoint_add", Cni),
+            Request::EndpointDel { .. } => ("endpoint_del", Cni),
+            Request::EndpointCheck { .. } => ("endpoint_check", Cni),
+            Request::IpamAllocate { .. } => ("ipam_allocate", Cni),
+            Request::IpamRelease { .. } => ("ipam_release", Cni),
+            Request::Status => ("status", Cni),
+            Request::EndpointList => ("endpoint_list", Bulk),
+            Request::Stats => ("stats", Bulk),
+            Request::IpamList => ("ipam_list", Bulk),
+        },
+        Ok(AnyRequest::Policy(r)) => match r {
+            PolicyRequest::PolicyApply { .. } => ("policy_apply", Bulk),
+            PolicyRequest::PolicyDelete { .. } => ("policy_delete", Bulk),
+            PolicyRequest::PolicyList => ("policy_list", Bulk),
+            PolicyRequest::PodLabel { .. } => ("pod_label", Bulk),
+            PolicyRequest::Trace { .. } => ("trace", Bulk),
+        },
+    }
+}
+
+/// Whether an answered request allocated something its client must see (else undo).
+fn undoable(request: &AnyRequest) -> Option<&Request> {
+    match request {
+        AnyRequest::Core(r @ (Request::EndpointAdd(_) | Request::IpamAllocate { .. })) => Some(r),
+        _ => None,
+    }
+}
+
 struct Server<'a, H: Handler> {
     poll: Poll,
     listener: UnixListener,
     conns: HashMap<Token, Conn>,
+    ready: Vec<Ready>,
     next_token: usize,
     scratch: Vec<u8>,
     handler: &'a mut H,
     options: &'a ServeOptions,
-    /// Set when the listener may hold connections we did not accept (capacity, EMFILE):
+    /// Set when the listener may hold connections we did not accept (EMFILE):
     /// edge-triggered readiness will not repeat, so accept is retried every iteration.
     accept_pending: bool,
 }
@@ -260,6 +361,7 @@ fn run<H: Handler>(
         poll,
         listener,
         conns: HashMap::new(),
+        ready: Vec::new(),
         next_token: 0,
         scratch: vec![0; READ_CHUNK],
         handler,
@@ -269,7 +371,12 @@ fn run<H: Handler>(
     let mut events = Events::with_capacity(256);
     let mut last_tick = Instant::now();
     while !stop.load(Ordering::Relaxed) {
-        let until_tick = options.tick_interval.saturating_sub(last_tick.elapsed());
+        let until_tick = if server.ready.is_empty() {
+            options.tick_interval.saturating_sub(last_tick.elapsed())
+        } else {
+            // Bulk requests are waiting: only look for newer CNI ones.
+            Duration::ZERO
+        };
         match server.poll.poll(&mut events, Some(until_tick)) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -284,7 +391,11 @@ fn run<H: Handler>(
         if server.accept_pending {
             server.accept();
         }
+        server.serve_ready();
         server.expire(Instant::now());
+        if let Some(m) = &options.metrics {
+            m.set_open(server.conns.len());
+        }
         if last_tick.elapsed() >= options.tick_interval {
             server.handler.tick();
             last_tick = Instant::now();
@@ -294,12 +405,22 @@ fn run<H: Handler>(
 }
 
 impl<H: Handler> Server<'_, H> {
+    fn count(&self, pick: impl Fn(&ControlMetrics) -> &std::sync::atomic::AtomicU64) {
+        if let Some(m) = &self.options.metrics {
+            m.count(pick(m));
+        }
+    }
+
     fn accept(&mut self) {
-        while self.conns.len() < self.options.max_connections {
+        loop {
+            if self.conns.len() >= self.options.max_connections && !self.evict_idlest() {
+                // Every slot holds a request being served: retry next iteration.
+                self.accept_pending = true;
+                return;
+            }
             match self.listener.accept() {
                 Ok((mut stream, _)) => {
-                    let token = Token(self.next_token);
-                    self.next_token = (self.next_token + 1) % LISTENER.0;
+                    let token = self.free_token();
                     if let Err(e) =
                         self.poll
                             .registry()
@@ -308,6 +429,7 @@ impl<H: Handler> Server<'_, H> {
                         tracing::warn!("control socket: register connection: {e}");
                         continue;
                     }
+                    self.count(|m| &m.connections_accepted);
                     let now = Instant::now();
                     self.conns.insert(
                         token,
@@ -315,7 +437,8 @@ impl<H: Handler> Server<'_, H> {
                             stream,
                             input: Vec::new(),
                             phase: Phase::Reading,
-                            idle_deadline: now + self.options.idle_timeout,
+                            active: now,
+                            request_deadline: now + self.options.request_deadline,
                             hard_deadline: now + self.options.connection_deadline,
                         },
                     );
@@ -332,124 +455,216 @@ impl<H: Handler> Server<'_, H> {
                         io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted
                     ) => {}
                 Err(e) => {
-                    // EMFILE and friends: leave the client in the backlog, retry soon.
+                    // EMFILE and friends: make room from the idle, retry next iteration.
                     tracing::warn!("control socket: accept: {e}");
+                    self.evict_idlest();
+                    self.accept_pending = true;
                     return;
                 }
             }
         }
-        self.accept_pending = true;
+    }
+
+    fn free_token(&mut self) -> Token {
+        loop {
+            let token = Token(self.next_token);
+            self.next_token = (self.next_token + 1) % LISTENER.0;
+            if !self.conns.contains_key(&token) {
+                return token;
+            }
+        }
+    }
+
+    /// Close the connection idle the longest among those still reading a request.
+    fn evict_idlest(&mut self) -> bool {
+        let victim = self
+            .conns
+            .iter()
+            .filter(|(_, c)| matches!(c.phase, Phase::Reading))
+            .min_by_key(|(_, c)| c.active)
+            .map(|(t, _)| *t);
+        match victim {
+            Some(token) => {
+                tracing::debug!("control socket: connection table full; closing the idlest");
+                self.count(|m| &m.connections_evicted);
+                self.close(token);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn close(&mut self, token: Token) {
+        if let Some(mut conn) = self.conns.remove(&token) {
+            let _ = self.poll.registry().deregister(&mut conn.stream);
+            if let Phase::Writing {
+                undo: Some(undo), ..
+            } = &conn.phase
+            {
+                let (request, result) = &**undo;
+                self.count(|m| &m.answers_abandoned);
+                tracing::warn!("control socket: client gone before its answer; undoing");
+                self.handler.abandoned(request, result);
+            }
+        }
     }
 
     fn on_event(&mut self, token: Token) {
-        let Some(mut conn) = self.conns.remove(&token) else {
+        let Some(conn) = self.conns.get_mut(&token) else {
             return;
         };
         let next = match conn.phase {
-            Phase::Reading => self.read(&mut conn, token),
-            Phase::Writing { .. } => write_out(&mut conn, self.options.idle_timeout),
+            Phase::Reading => read(conn, &mut self.scratch, token, &mut self.ready),
+            Phase::Queued => Next::Keep,
+            Phase::Writing { .. } => write_out(conn),
         };
-        match next {
-            Next::Keep => {
-                self.conns.insert(token, conn);
-            }
-            Next::Close => {
-                let _ = self.poll.registry().deregister(&mut conn.stream);
-                self.accept_pending = true;
-            }
+        if let Next::Close = next {
+            self.close(token);
         }
     }
 
-    fn read(&mut self, conn: &mut Conn, token: Token) -> Next {
-        let complete = loop {
-            match conn.stream.read(&mut self.scratch) {
-                Ok(0) => {
-                    if conn.input.is_empty() {
-                        // Connected and left (e.g. a liveness probe): nothing to answer.
-                        return Next::Close;
+    /// Serve the CNI requests that are ready, then at most one bulk one.
+    fn serve_ready(&mut self) {
+        if self.ready.is_empty() {
+            return;
+        }
+        // Stable: arrival order within a class.
+        self.ready.sort_by_key(|r| r.class);
+        let cni = self
+            .ready
+            .iter()
+            .take_while(|r| r.class == Class::Cni)
+            .count();
+        let take = if cni > 0 { cni } else { 1 };
+        let batch: Vec<Ready> = self.ready.drain(..take).collect();
+        for r in batch {
+            self.answer(r);
+        }
+    }
+
+    fn answer(&mut self, r: Ready) {
+        if !self.conns.contains_key(&r.token) {
+            return;
+        }
+        let (response, undo) = match r.request {
+            Err(e) => {
+                tracing::debug!("control socket: rejected request: {}", e.message);
+                (Response::from(e), None)
+            }
+            Ok(request) => {
+                let undo_req = undoable(&request).cloned();
+                let served = match request {
+                    AnyRequest::Core(request) => self.handler.handle(request),
+                    AnyRequest::Policy(request) => self.handler.handle_policy(request),
+                };
+                match served {
+                    Ok(result) => {
+                        let undo = undo_req.map(|req| Box::new((req, result.clone())));
+                        (Response::ok(result), undo)
                     }
-                    break Ok(());
-                }
-                Ok(n) => {
-                    conn.idle_deadline = Instant::now() + self.options.idle_timeout;
-                    let chunk = &self.scratch[..n];
-                    let newline = chunk.iter().position(|&b| b == b'\n');
-                    conn.input.extend_from_slice(&chunk[..newline.unwrap_or(n)]);
-                    if conn.input.len() > MAX_REQUEST_BYTES {
-                        break Err(());
-                    }
-                    if newline.is_some() {
-                        break Ok(());
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Next::Keep,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    tracing::debug!("control socket: read: {e}");
-                    return Next::Close;
+                    Err(e) => (e.into(), None),
                 }
             }
         };
-        let response = match complete {
-            Ok(()) => self.dispatch(&conn.input),
-            Err(()) => Response::err(
-                ErrorKind::InvalidRequest,
-                format!("request exceeds {MAX_REQUEST_BYTES} bytes"),
-            ),
+        if let Some(m) = &self.options.metrics {
+            m.observe(r.op, r.since.elapsed(), response.ok);
+        }
+        let Some(conn) = self.conns.get_mut(&r.token) else {
+            return;
         };
-        conn.input = Vec::new();
         conn.phase = Phase::Writing {
             out: encode_response(&response),
             written: 0,
+            undo,
         };
-        if let Err(e) = self
-            .poll
-            .registry()
-            .reregister(&mut conn.stream, token, Interest::WRITABLE)
-        {
-            tracing::debug!("control socket: reregister connection: {e}");
-            return Next::Close;
-        }
-        write_out(conn, self.options.idle_timeout)
-    }
-
-    fn dispatch(&mut self, line: &[u8]) -> Response {
-        let served = match decode_any(line) {
-            Ok(AnyRequest::Core(request)) => Ok(self.handler.handle(request)),
-            Ok(AnyRequest::Policy(request)) => Ok(self.handler.handle_policy(request)),
-            Err(e) => Err(e),
-        };
-        match served {
-            Ok(result) => match result {
-                Ok(result) => Response::ok(result),
-                Err(e) => e.into(),
-            },
-            Err(e) => {
-                tracing::debug!("control socket: rejected request: {}", e.message);
-                e.into()
-            }
+        conn.active = Instant::now();
+        let next =
+            match self
+                .poll
+                .registry()
+                .reregister(&mut conn.stream, r.token, Interest::WRITABLE)
+            {
+                Ok(()) => write_out(conn),
+                Err(e) => {
+                    tracing::debug!("control socket: reregister connection: {e}");
+                    Next::Close
+                }
+            };
+        if let Next::Close = next {
+            self.close(r.token);
         }
     }
 
     fn expire(&mut self, now: Instant) {
+        let idle = self.options.idle_timeout;
         let expired: Vec<Token> = self
             .conns
             .iter()
-            .filter(|(_, c)| now >= c.idle_deadline || now >= c.hard_deadline)
+            .filter(|(_, c)| now >= c.deadline(idle))
             .map(|(t, _)| *t)
             .collect();
         for token in expired {
-            if let Some(mut conn) = self.conns.remove(&token) {
-                tracing::debug!("control socket: dropping a stalled client");
-                let _ = self.poll.registry().deregister(&mut conn.stream);
-                self.accept_pending = true;
-            }
+            tracing::debug!("control socket: dropping a client past its deadline");
+            self.count(|m| &m.connections_deadline);
+            self.ready.retain(|r| r.token != token);
+            self.close(token);
         }
     }
 }
 
-fn write_out(conn: &mut Conn, idle_timeout: Duration) -> Next {
-    let Phase::Writing { out, written } = &mut conn.phase else {
+/// Read what the client sent; a complete request goes to the ready queue.
+fn read(conn: &mut Conn, scratch: &mut [u8], token: Token, ready: &mut Vec<Ready>) -> Next {
+    let complete = loop {
+        match conn.stream.read(scratch) {
+            Ok(0) => {
+                if conn.input.is_empty() {
+                    // Connected and left (e.g. a liveness probe): nothing to answer.
+                    return Next::Close;
+                }
+                break Ok(());
+            }
+            Ok(n) => {
+                conn.active = Instant::now();
+                let chunk = &scratch[..n];
+                let newline = chunk.iter().position(|&b| b == b'\n');
+                conn.input.extend_from_slice(&chunk[..newline.unwrap_or(n)]);
+                if conn.input.len() > MAX_REQUEST_BYTES {
+                    break Err(());
+                }
+                if newline.is_some() {
+                    break Ok(());
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Next::Keep,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                tracing::debug!("control socket: read: {e}");
+                return Next::Close;
+            }
+        }
+    };
+    let request = match complete {
+        Ok(()) => decode_any(&conn.input),
+        Err(()) => Err(ControlError::new(
+            ErrorKind::InvalidRequest,
+            format!("request exceeds {MAX_REQUEST_BYTES} bytes"),
+        )),
+    };
+    conn.input = Vec::new();
+    conn.phase = Phase::Queued;
+    let (op, class) = classify(&request);
+    ready.push(Ready {
+        token,
+        class,
+        op,
+        since: Instant::now(),
+        request,
+    });
+    Next::Keep
+}
+
+fn write_out(conn: &mut Conn) -> Next {
+    let Phase::Writing { out, written, undo } = &mut conn.phase else {
         return Next::Keep;
     };
     while *written < out.len() {
@@ -457,7 +672,7 @@ fn write_out(conn: &mut Conn, idle_timeout: Duration) -> Next {
             Ok(0) => return Next::Close,
             Ok(n) => {
                 *written += n;
-                conn.idle_deadline = Instant::now() + idle_timeout;
+                conn.active = Instant::now();
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Next::Keep,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -467,5 +682,7 @@ fn write_out(conn: &mut Conn, idle_timeout: Duration) -> Next {
             }
         }
     }
+    // Delivered: nothing to undo.
+    *undo = None;
     Next::Close
 }

@@ -3,6 +3,10 @@
 //! arrive here already typed by the module that refused the request and leave through
 //! that module's one conversion into the protocol's error kind and message.
 
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
 use serde::Serialize;
 
 use crate::control::proto::{
@@ -11,6 +15,7 @@ use crate::control::proto::{
 };
 
 use super::{policy, Daemon};
+use crate::metrics::{Exporter, Sample};
 
 /// An answer that could not be encoded (never expected: every answer is plain data).
 #[derive(Debug, thiserror::Error)]
@@ -20,6 +25,52 @@ pub struct EncodeError(#[from] serde_json::Error);
 impl From<EncodeError> for ControlError {
     fn from(e: EncodeError) -> Self {
         ControlError::new(ErrorKind::System, e.to_string())
+    }
+}
+
+/// How often the control thread publishes a metrics sample.
+pub const METRICS_SAMPLE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The daemon's side of the metrics endpoint: the exporter it publishes into.
+#[derive(Debug)]
+pub struct MetricsHook {
+    exporter: Arc<Exporter>,
+    last: Option<Instant>,
+}
+
+impl Daemon {
+    /// Publish a metrics sample into `exporter` from now on (about once a second, from
+    /// the control thread's tick).
+    pub fn attach_metrics(&mut self, exporter: Arc<Exporter>) {
+        self.metrics = Some(MetricsHook {
+            exporter,
+            last: None,
+        });
+        self.publish_metrics();
+    }
+
+    fn publish_metrics(&mut self) {
+        let due = match &self.metrics {
+            None => return,
+            Some(h) => h
+                .last
+                .is_none_or(|t| t.elapsed() >= METRICS_SAMPLE_INTERVAL),
+        };
+        if !due {
+            return;
+        }
+        let sample = Sample {
+            stats: self.stats(),
+            status: serde_json::to_value(self.status()).unwrap_or_default(),
+            persist_errors: self.health.status(Vec::new()).errors,
+            // Static mode: the cluster datastore is not wired into the daemon.
+            datastore: None,
+            taken: Instant::now(),
+        };
+        if let Some(h) = &mut self.metrics {
+            h.exporter.publish(sample);
+            h.last = Some(Instant::now());
+        }
     }
 }
 
@@ -117,5 +168,64 @@ impl Handler for Daemon {
 
     fn tick(&mut self) {
         self.housekeeping();
+        self.publish_metrics();
+    }
+
+    /// The client of an ADD went away before its answer: the CNI runtime saw it fail
+    /// and will not use what it created, so undo it — the endpoint this request
+    /// attached (same host ifname and address), and the attachment's address unless a
+    /// live endpoint forwards for it.
+    fn abandoned(&mut self, request: &Request, result: &serde_json::Value) {
+        let release = |d: &mut Daemon, container_id: &str, ifname: &str, ip: Ipv4Addr| {
+            let held = d
+                .ipam
+                .list()
+                .into_iter()
+                .any(|a| a.container_id == container_id && a.ifname == ifname && a.ip == ip);
+            if !held || d.endpoints.iter().any(|e| e.ip == ip) {
+                return;
+            }
+            match d.ipam.release(container_id, ifname) {
+                Ok(_) => {
+                    tracing::warn!(%ip, container_id, ifname, "client gone before its answer: address released")
+                }
+                Err(e) => tracing::error!(error = %e, %ip, "undo abandoned ADD: release address"),
+            }
+        };
+        match request {
+            Request::EndpointAdd(spec) => {
+                if self
+                    .endpoints
+                    .get(&spec.ifname)
+                    .is_some_and(|e| e.ip == spec.ip)
+                {
+                    match self.del_endpoint(Some(spec.ifname.clone()), None) {
+                        Ok(ep) => {
+                            tracing::warn!(ifname = %ep.ifname, ip = %ep.ip, "client gone before its answer: endpoint removed")
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e.message, "undo abandoned ADD: remove endpoint")
+                        }
+                    }
+                }
+                if let Some(cni) = &spec.cni {
+                    release(self, &cni.container_id, &cni.ifname, spec.ip);
+                }
+            }
+            Request::IpamAllocate {
+                container_id,
+                ifname,
+                ..
+            } => {
+                let ip = result
+                    .get("ip")
+                    .and_then(|v| v.as_str())
+                    .and_then(|s| s.parse::<Ipv4Addr>().ok());
+                if let Some(ip) = ip {
+                    release(self, container_id, ifname, ip);
+                }
+            }
+            _ => {}
+        }
     }
 }

@@ -159,6 +159,8 @@ pub struct Daemon {
     ipam: Ipam,
     last_pending_scan: Instant,
     policy: PolicyService,
+    /// Where the metrics sample goes, if the endpoint is on (`handler.rs`).
+    metrics: Option<handler::MetricsHook>,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -273,6 +275,7 @@ impl Daemon {
             ipam,
             last_pending_scan: Instant::now(),
             policy,
+            metrics: None,
         };
         if d.cfg.host_port.enabled {
             if let Err(e) = d.create_host_port() {

@@ -11,13 +11,24 @@ use super::names::{check_dns_label, check_dns_subdomain, check_label_key, check_
 use super::objects::{describe, Namespace, NetworkPolicy, Object, ObjectMeta, Pod};
 use super::{CORE_V1, DEFAULT_NAMESPACE, NETWORKING_V1};
 
+/// Largest YAML stream parsed (a file of `policyDir` or a `policy apply` request).
+pub const MAX_YAML_BYTES: usize = 1 << 20;
+/// Deepest nesting of collections (block indentation levels, `- ` items and flow
+/// `[`/`{` together) accepted in a YAML stream. Real NetworkPolicies nest about 8 deep;
+/// the YAML parser's time grows with nesting, so deeper streams are refused by a
+/// linear pre-scan before the parser sees them.
+pub const MAX_YAML_DEPTH: usize = 64;
+
 /// Parse and validate every document of a YAML stream. Empty documents are skipped.
-/// `file` (if any) prefixes error messages.
+/// `file` (if any) prefixes error messages. Streams over [`MAX_YAML_BYTES`] or nested
+/// deeper than [`MAX_YAML_DEPTH`] are refused before parsing.
 pub fn parse_yaml(text: &str, file: Option<&str>) -> Result<Vec<Object>, PolicyError> {
-    parse_yaml_inner(text).map_err(|e| match file {
-        Some(f) => e.with_file(f),
-        None => e,
-    })
+    check_limits(text)
+        .and_then(|()| parse_yaml_inner(text))
+        .map_err(|e| match file {
+            Some(f) => e.with_file(f),
+            None => e,
+        })
 }
 
 /// Parse every `*.yaml`/`*.yml` file of a directory (not recursive), in name order.
@@ -69,6 +80,157 @@ fn yaml_error(doc: usize, e: serde_yaml_ng::Error) -> PolicyError {
         line: e.location().map(|l| l.line()),
         message: e.to_string(),
     }
+}
+
+/// The linear pre-scan behind [`MAX_YAML_BYTES`] and [`MAX_YAML_DEPTH`]. It
+/// over-approximates the depth (a `[` opening a token in a plain scalar counts), never
+/// under-approximates it, and runs in one pass over the bytes.
+pub fn check_limits(text: &str) -> Result<(), PolicyError> {
+    if text.len() > MAX_YAML_BYTES {
+        return Err(PolicyError::Yaml {
+            file: None,
+            doc: 1,
+            line: None,
+            message: format!(
+                "stream is {} bytes, over the limit of {MAX_YAML_BYTES} bytes (MAX_YAML_BYTES)",
+                text.len()
+            ),
+        });
+    }
+    #[derive(PartialEq)]
+    enum Quote {
+        None,
+        Single,
+        Double,
+    }
+    let mut doc = 1;
+    let mut indents: Vec<usize> = Vec::new();
+    let mut flow = 0usize;
+    let mut quote = Quote::None;
+    // Indentation of the line that opened a block scalar (`|`, `>`): deeper lines are
+    // its content.
+    let mut block_scalar: Option<usize> = None;
+    for (i, line) in text.split('\n').enumerate() {
+        let too_deep = |doc: usize, depth: usize| {
+            PolicyError::Yaml {
+            file: None,
+            doc,
+            line: Some(i + 1),
+            message: format!(
+                "collections nested {depth} deep, over the limit of {MAX_YAML_DEPTH} (MAX_YAML_DEPTH)"
+            ),
+        }
+        };
+        let bytes = line.as_bytes();
+        let indent = bytes.iter().take_while(|&&b| b == b' ').count();
+        let rest = &bytes[indent..];
+        let blank = rest.iter().all(|b| b.is_ascii_whitespace());
+        if let Some(parent) = block_scalar {
+            if blank || indent > parent {
+                continue;
+            }
+            block_scalar = None;
+        }
+        if quote == Quote::None && flow == 0 {
+            if indent == 0 && (rest.starts_with(b"---") || rest.starts_with(b"...")) {
+                if rest.starts_with(b"---") {
+                    doc += 1;
+                }
+                indents.clear();
+            }
+            if blank || rest.first() == Some(&b'#') {
+                continue;
+            }
+            while indents.last().is_some_and(|&l| l > indent) {
+                indents.pop();
+            }
+            if indents.last() != Some(&indent) {
+                indents.push(indent);
+            }
+        }
+        let base = if flow == 0 && quote == Quote::None {
+            indents.len()
+        } else {
+            indents.len().max(1)
+        };
+        let mut dashes = 0;
+        let mut token_start = true;
+        let mut last_significant = b' ';
+        let mut j = if quote == Quote::None { indent } else { 0 };
+        while j < bytes.len() {
+            let b = bytes[j];
+            match quote {
+                Quote::Double => {
+                    if b == b'\\' {
+                        j += 1;
+                    } else if b == b'"' {
+                        quote = Quote::None;
+                        token_start = false;
+                    }
+                    j += 1;
+                    continue;
+                }
+                Quote::Single => {
+                    if b == b'\'' {
+                        if bytes.get(j + 1) == Some(&b'\'') {
+                            j += 1;
+                        } else {
+                            quote = Quote::None;
+                            token_start = false;
+                        }
+                    }
+                    j += 1;
+                    continue;
+                }
+                Quote::None => {}
+            }
+            match b {
+                b'#' if token_start => break,
+                b'"' if token_start || flow > 0 => quote = Quote::Double,
+                b'\'' if token_start || flow > 0 => quote = Quote::Single,
+                b'[' | b'{' if token_start || flow > 0 => {
+                    flow += 1;
+                    let depth = base + dashes + flow;
+                    if depth > MAX_YAML_DEPTH {
+                        return Err(too_deep(doc, depth));
+                    }
+                }
+                b']' | b'}' if flow > 0 => flow -= 1,
+                b'-' if flow == 0
+                    && token_start
+                    && matches!(bytes.get(j + 1), None | Some(b' ')) =>
+                {
+                    dashes += 1;
+                    let depth = base + dashes;
+                    if depth > MAX_YAML_DEPTH {
+                        return Err(too_deep(doc, depth));
+                    }
+                }
+                _ => {}
+            }
+            // Indicators start a token only where they are indicators: in flow context.
+            token_start =
+                matches!(b, b' ' | b'\t') || flow > 0 && matches!(b, b'[' | b'{' | b',' | b':');
+            if !b.is_ascii_whitespace() {
+                last_significant = b;
+            }
+            j += 1;
+        }
+        if base + dashes > MAX_YAML_DEPTH {
+            return Err(too_deep(doc, base + dashes));
+        }
+        // A block scalar indicator (`|`, `>`, with chomping/indent digits) ends the line.
+        if flow == 0 && quote == Quote::None {
+            let t = line.trim_end();
+            let t = t.trim_end_matches(|c: char| c == '+' || c == '-' || c.is_ascii_digit());
+            let indicator = (t.ends_with('|') || t.ends_with('>'))
+                && matches!(t.as_bytes().iter().rev().nth(1), None | Some(b' '));
+            if indicator && matches!(last_significant, b'|' | b'>' | b'+' | b'-' | b'0'..=b'9') {
+                block_scalar = Some(indent);
+            }
+        }
+    }
+    Ok(())
 }
 
 fn parse_yaml_inner(text: &str) -> Result<Vec<Object>, PolicyError> {
@@ -234,6 +396,48 @@ mod tests {
         format!(
             "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata:\n  name: p\n  namespace: x\nspec:\n{spec}"
         )
+    }
+
+    #[test]
+    fn nesting_beyond_the_limit_is_refused_fast_naming_the_limit() {
+        let t = std::time::Instant::now();
+        let deep = format!("a: {}", "[".repeat(97 * 1024));
+        let e = err(&deep);
+        assert!(
+            e.contains("MAX_YAML_DEPTH") && e.contains("nested 65 deep"),
+            "{e}"
+        );
+        let blocks: String = (0..80)
+            .map(|i| format!("{}k{i}:\n", " ".repeat(i)))
+            .collect();
+        assert!(err(&blocks).contains("MAX_YAML_DEPTH"));
+        let dashes = format!("a:\n{}x\n", "- ".repeat(70));
+        assert!(err(&dashes).contains("MAX_YAML_DEPTH"));
+        let spread = format!("a: [\n{}\n", "[\n".repeat(70));
+        assert!(err(&spread).contains("MAX_YAML_DEPTH"));
+        // Depth within the limit is left to the parser (here: a syntax error, not the limit).
+        let ok_depth = format!("a: {}{}", "[".repeat(60), "]".repeat(60));
+        assert!(!err(&ok_depth).contains("MAX_YAML_DEPTH"));
+        let big = "#".repeat(MAX_YAML_BYTES + 1);
+        assert!(err(&big).contains("MAX_YAML_BYTES"));
+        assert!(t.elapsed() < std::time::Duration::from_secs(5));
+    }
+
+    #[test]
+    fn brackets_in_scalars_comments_and_block_text_do_not_count() {
+        let b = "[".repeat(100);
+        for text in [
+            format!("a: \"{b}\"\n"),
+            format!("a: '{b}'\n"),
+            format!("a: x{b}\n"),
+            format!("# {b}\na: 1\n"),
+            format!("a: |\n  {b}\n  more\nb: 2\n"),
+            format!("a: >-\n    {b}\nb: 2\n"),
+        ] {
+            check_limits(&text).unwrap_or_else(|e| panic!("{text:?}: {e}"));
+        }
+        // A real policy passes and parses as before.
+        one_policy("  podSelector: {}\n  ingress:\n  - from:\n    - podSelector:\n        matchLabels: {a: b}\n");
     }
 
     fn one_policy(spec: &str) -> NetworkPolicy {

@@ -1,0 +1,294 @@
+//! Privileged tests of the control plane's bounds (issue 12 point 3): idle and slow
+//! clients cannot hold up CNI ADDs and are closed by the request deadline; a policy
+//! document nested too deep is refused by the pre-scan while ADDs go on; an ADD whose
+//! client went away before its answer leaves nothing allocated. Latencies are printed
+//! (run with `--nocapture`), never asserted.
+
+mod common;
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::Ipv4Addr;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use xsknet_dataplane::control::proto::{CniAttachment, EndpointSpec, PolicyRequest, Request};
+
+fn ip(last: u8) -> Ipv4Addr {
+    Ipv4Addr::new(10, 244, 0, last)
+}
+
+/// A CNI ADD as the plugin makes it: allocate the attachment's address, attach the
+/// veth. Returns the time it took.
+fn cni_add(d: &Daemon, pod: &Pod, container_id: &str) -> Duration {
+    let t = Instant::now();
+    let lease = d
+        .call(&Request::IpamAllocate {
+            container_id: container_id.into(),
+            ifname: "eth0".into(),
+            ip: Some(pod.ip),
+        })
+        .unwrap_or_else(|e| panic!("ipam_allocate: {e}\n{}", d.log_text()));
+    assert_eq!(lease["ip"], pod.ip.to_string());
+    d.call(&Request::EndpointAdd(spec(pod, container_id)))
+        .unwrap_or_else(|e| panic!("endpoint_add: {e}\n{}", d.log_text()));
+    t.elapsed()
+}
+
+fn spec(pod: &Pod, container_id: &str) -> EndpointSpec {
+    EndpointSpec {
+        ifname: pod.host_if.clone(),
+        ip: pod.ip,
+        mac: Some(pod.mac.clone()),
+        namespace: None,
+        name: None,
+        labels: Default::default(),
+        cni: Some(CniAttachment {
+            container_id: container_id.into(),
+            ifname: "eth0".into(),
+            netns: None,
+        }),
+    }
+}
+
+/// Whether the daemon closed `s` (EOF or reset on read; nothing else is ever sent to
+/// these clients, which never complete a request).
+fn closed_by_peer(s: &mut UnixStream) -> bool {
+    let mut b = [0u8; 64];
+    match s.read(&mut b) {
+        Ok(0) => true,
+        Ok(_) => panic!("a client that never completed a request got an answer"),
+        Err(e) if e.kind() == ErrorKind::WouldBlock => false,
+        Err(_) => true,
+    }
+}
+
+/// Keeps `n` clients connected to `socket`, each sending one byte of a request per
+/// second if `slow`, nothing otherwise; a client the daemon closes is counted and
+/// replaced. Returns the closures seen once `stop` is set.
+fn churn(
+    socket: PathBuf,
+    n: usize,
+    slow: bool,
+    stop: Arc<AtomicBool>,
+    connected: Arc<AtomicUsize>,
+) -> std::thread::JoinHandle<usize> {
+    std::thread::spawn(move || {
+        let request = br#"{"v":1,"op":"status"}"#;
+        let connect = |p: &Path| {
+            let s = UnixStream::connect(p).expect("connect");
+            s.set_nonblocking(true).unwrap();
+            (s, 0usize)
+        };
+        let mut clients: Vec<(UnixStream, usize)> = (0..n).map(|_| connect(&socket)).collect();
+        connected.fetch_add(n, Ordering::SeqCst);
+        let mut closed = 0;
+        let mut last_byte = Instant::now();
+        while !stop.load(Ordering::SeqCst) {
+            let send = slow && last_byte.elapsed() >= Duration::from_secs(1);
+            if send {
+                last_byte = Instant::now();
+            }
+            for c in clients.iter_mut() {
+                let mut gone = closed_by_peer(&mut c.0);
+                if !gone && send {
+                    // One byte a second: the request would take 21 s to arrive.
+                    let byte = request[c.1 % request.len()];
+                    match c.0.write(&[byte]) {
+                        Ok(_) => c.1 += 1,
+                        Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                        Err(_) => gone = true,
+                    }
+                }
+                if gone {
+                    closed += 1;
+                    *c = connect(&socket);
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        closed
+    })
+}
+
+#[test]
+fn idle_and_slow_clients_do_not_hold_up_cni_adds() {
+    if !privileged() {
+        return;
+    }
+    let p = prefix("bc");
+    let node = Netns::new(&format!("{p}n"));
+    let daemon = Daemon::start(&node, &p, "");
+    const PODS: u8 = 10;
+    let pods: Vec<Pod> = (0..PODS)
+        .map(|i| Pod::new(&node, &format!("{p}p{i}"), &format!("{p}h{i}"), ip(20 + i)))
+        .collect();
+    let baseline: Vec<Duration> = (0..5)
+        .map(|_| {
+            let t = Instant::now();
+            daemon.status().expect("status");
+            t.elapsed()
+        })
+        .collect();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let connected = Arc::new(AtomicUsize::new(0));
+    let idle = churn(
+        daemon.socket.clone(),
+        200,
+        false,
+        stop.clone(),
+        connected.clone(),
+    );
+    let slow = churn(
+        daemon.socket.clone(),
+        200,
+        true,
+        stop.clone(),
+        connected.clone(),
+    );
+    wait_until("400 clients connected", Duration::from_secs(20), || {
+        connected.load(Ordering::SeqCst) == 400
+    });
+
+    // ADDs spread over more than one request deadline, so they also meet the daemon
+    // closing and the churners reconnecting.
+    let mut took = Vec::new();
+    for (i, pod) in pods.iter().enumerate() {
+        took.push(cni_add(&daemon, pod, &format!("{p}-c{i}")));
+        std::thread::sleep(Duration::from_millis(400));
+    }
+    // Wait out more than one request deadline after the last ADD.
+    std::thread::sleep(Duration::from_secs(3));
+    stop.store(true, Ordering::SeqCst);
+    let idle_closed = idle.join().unwrap();
+    let slow_closed = slow.join().unwrap();
+
+    took.sort();
+    eprintln!(
+        "bounded: status alone {:?}; {} CNI ADDs (ipam_allocate + endpoint_add) with 200 idle + 200 slow clients: min {:?} median {:?} max {:?}; the daemon closed {idle_closed} idle and {slow_closed} slow clients",
+        baseline.iter().max().unwrap(),
+        took.len(),
+        took[0],
+        took[took.len() / 2],
+        took[took.len() - 1]
+    );
+    // Functional: every ADD completed (cni_add panics otherwise) and forwards.
+    let list = daemon.call(&Request::EndpointList).unwrap();
+    assert_eq!(list.as_array().unwrap().len(), PODS as usize, "{list}");
+    assert!(pods[0].ping(pods[1].ip, 1), "{}", daemon.log_text());
+    // Every client of the first round (and of later rounds) was closed by the request
+    // deadline; none got an answer (closed_by_peer panics on one).
+    assert!(slow_closed >= 200, "only {slow_closed} slow clients closed");
+    assert!(idle_closed >= 200, "only {idle_closed} idle clients closed");
+    daemon.status().expect("daemon still serves");
+}
+
+#[test]
+fn deeply_nested_yaml_is_refused_fast_while_adds_work() {
+    if !privileged() {
+        return;
+    }
+    let p = prefix("bn");
+    let node = Netns::new(&format!("{p}n"));
+    let daemon = Daemon::start(&node, &p, "");
+    let pods: Vec<Pod> = (0..2)
+        .map(|i| Pod::new(&node, &format!("{p}p{i}"), &format!("{p}h{i}"), ip(30 + i)))
+        .collect();
+    let yaml = format!("a: {}", "[".repeat(97 * 1024));
+    let socket = daemon.socket.clone();
+    let hostile = std::thread::spawn(move || {
+        let t = Instant::now();
+        let r = xsknet_dataplane::control::client::call_policy(
+            &socket,
+            &PolicyRequest::PolicyApply { yaml, file: None },
+            Duration::from_secs(60),
+        );
+        (r, t.elapsed())
+    });
+    let add = cni_add(&daemon, &pods[0], &format!("{p}-c0"));
+    let (r, refused_in) = hostile.join().unwrap();
+    let e = r.expect_err("a 97 KiB document of nested [ must be refused");
+    let msg = e.to_string();
+    assert!(msg.contains("MAX_YAML_DEPTH"), "{msg}");
+    let add2 = cni_add(&daemon, &pods[1], &format!("{p}-c1"));
+    eprintln!("bounded: 97 KiB nested YAML refused in {refused_in:?}; ADDs meanwhile {add:?}, after {add2:?}");
+    assert!(pods[0].ping(pods[1].ip, 1), "{}", daemon.log_text());
+    // Nothing of the refused document is in force.
+    let policies = xsknet_dataplane::control::client::call_policy(
+        &daemon.socket,
+        &PolicyRequest::PolicyList,
+        Duration::from_secs(10),
+    )
+    .expect("policy list");
+    assert_eq!(policies, serde_json::json!([]));
+}
+
+/// Write `request` without its newline and close: the request is complete only at
+/// the close, so its client is gone by the time the daemon answers.
+fn send_and_leave(socket: &Path, request: &serde_json::Value) {
+    let mut s = UnixStream::connect(socket).unwrap();
+    s.write_all(request.to_string().as_bytes()).unwrap();
+    drop(s);
+}
+
+fn allocated(d: &Daemon, container_id: &str) -> bool {
+    let list = d.call(&Request::IpamList).unwrap();
+    list.as_array()
+        .unwrap()
+        .iter()
+        .any(|a| a["container_id"] == container_id)
+}
+
+#[test]
+fn add_whose_client_left_leaves_nothing_allocated() {
+    if !privileged() {
+        return;
+    }
+    let p = prefix("ba");
+    let node = Netns::new(&format!("{p}n"));
+    let daemon = Daemon::start(&node, &p, "");
+    let pod = Pod::new(&node, &format!("{p}p0"), &format!("{p}h0"), ip(40));
+
+    // ipam_allocate whose client left: the address is released again.
+    let gone = format!("{p}-gone-ipam");
+    send_and_leave(
+        &daemon.socket,
+        &serde_json::json!({"v": 1, "op": "ipam_allocate", "container_id": gone, "ifname": "eth0"}),
+    );
+    wait_until(
+        "abandoned allocation undone",
+        Duration::from_secs(10),
+        || daemon.log_text().contains("address released"),
+    );
+    assert!(!allocated(&daemon, &gone), "{}", daemon.log_text());
+
+    // endpoint_add whose client left (after a delivered ipam_allocate): the endpoint is
+    // detached and the attachment's address released.
+    let cid = format!("{p}-gone-add");
+    daemon
+        .call(&Request::IpamAllocate {
+            container_id: cid.clone(),
+            ifname: "eth0".into(),
+            ip: Some(pod.ip),
+        })
+        .unwrap();
+    assert!(allocated(&daemon, &cid));
+    let mut req = serde_json::to_value(spec(&pod, &cid)).unwrap();
+    req["v"] = 1.into();
+    req["op"] = "endpoint_add".into();
+    send_and_leave(&daemon.socket, &req);
+    wait_until("abandoned ADD undone", Duration::from_secs(10), || {
+        !allocated(&daemon, &cid)
+    });
+    let log = daemon.log_text();
+    assert!(log.contains("endpoint removed"), "{log}");
+    let eps = daemon.call(&Request::EndpointList).unwrap();
+    assert_eq!(eps, serde_json::json!([]), "{log}");
+    // The same ADD with a client that stays works (the slot and address were freed).
+    cni_add(&daemon, &pod, &cid);
+    assert!(allocated(&daemon, &cid));
+}
