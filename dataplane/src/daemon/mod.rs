@@ -68,7 +68,7 @@ use crate::sys::netlink::{Netlink, NetlinkError};
 use crate::tables::publish::Publisher;
 use crate::tables::{PortId, PortInfo, PortKind, Tables};
 use crate::worker::IdlePolicy;
-use crate::xsk::{Port, PortConfig};
+use crate::xsk::{Port, PortConfig, PortError};
 
 pub use endpoints::parse_mac;
 pub use policy::POLICY_FILE;
@@ -409,7 +409,7 @@ impl Daemon {
         let key = QueueKey::first(ifindex);
         let cfg = &self.port_cfg;
         let port = self.ports.open(ifname, key, info, |id, counters| {
-            Port::open(id, ifname, key.queue, cfg, counters)
+            open_socket(|| Port::open(id, ifname, key.queue, cfg, std::sync::Arc::clone(&counters)))
         })?;
         let id = port.id();
         if let Err(e) = self.workers.add_port(info.worker, port) {
@@ -983,5 +983,27 @@ impl Daemon {
             proto,
             number,
         ))
+    }
+}
+
+/// How long a bind that finds its queue busy is retried (see [`open_socket`]).
+const SOCKET_BUSY_RETRY: Duration = Duration::from_millis(500);
+
+/// Open an AF_XDP socket, retrying while the kernel answers `EBUSY`. Closing a socket
+/// releases its buffer pool from deferred work (`xp_release_deferred`), so a socket on
+/// the same queue opened right after a detach (a runtime retrying an ADD whose first
+/// attempt was undone) can find the queue still taken for a moment. Bounded: after
+/// [`SOCKET_BUSY_RETRY`] the error stands.
+fn open_socket(mut open: impl FnMut() -> Result<Port, PortError>) -> Result<Port, PortError> {
+    let deadline = Instant::now() + SOCKET_BUSY_RETRY;
+    loop {
+        match open() {
+            Err(PortError::Socket { ref source, .. })
+                if source.raw_os_error() == Some(libc::EBUSY) && Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            r => return r,
+        }
     }
 }
