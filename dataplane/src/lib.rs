@@ -14,8 +14,10 @@
 //! `xsknet-proto` crate the CNI plugin shares); [`daemon`] is the node agent; [`policy`]
 //! parses and compiles NetworkPolicy; [`ipam`] allocates pod addresses; [`loader`]
 //! attaches the XDP program; [`sys`] (the `xsknet-sys` crate, re-exported) holds
-//! netlink/ioctl/nf_tables; [`state`] persists; [`install`] puts the CNI plugin and its
-//! conflist on the node.
+//! netlink/ioctl/nf_tables; [`state`] persists (atomically, with a last good copy);
+//! [`install`] puts the CNI plugin and its conflist on the node; [`metrics`] serves the
+//! Prometheus text endpoint from a thread of its own; [`cluster`] is the cluster view's
+//! records and the etcd store (not yet wired into the daemon).
 //!
 //! `unsafe` is denied here except in [`xsk`] (the rings and UMEM); the rest of the
 //! kernel FFI is in `xsknet-sys`.
