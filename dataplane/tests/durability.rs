@@ -415,13 +415,26 @@ fn daemon_killed_during_parallel_adds_answers_11_and_reclaims() {
                 s.spawn(move || d.cni(node, "ADD", ns, att))
             })
             .collect();
-        // SIGKILL as soon as the first address is handed out: ADDs are under way.
-        wait_until("an ADD under way", Duration::from_secs(20), || {
-            daemon
-                .call(&Request::IpamList)
-                .is_ok_and(|v| v.as_array().is_some_and(|a| !a.is_empty()))
-        });
+        // Freeze the daemon the moment the first allocation is journalled on disk (read
+        // from the file, not through the daemon, so no request of ours queues behind the
+        // ADDs): the other ADDs are then certainly under way, whatever the scheduler did.
+        // Then kill it.
+        let ipam_file = daemon.dir.join("state").join("ipam.json");
         let pid = daemon.pid().unwrap().to_string();
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let journalled =
+                std::fs::read_to_string(&ipam_file).is_ok_and(|t| t.contains("container_id"));
+            if journalled {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no ADD reached the daemon"
+            );
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        sh(&["kill", "-STOP", &pid]);
         sh(&["kill", "-KILL", &pid]);
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
