@@ -1,0 +1,7 @@
+//! Setup shared by the criterion benches and the callgrind driver (`examples/`), so the
+//! two measure the same frames, tables and workers.
+
+#![deny(unsafe_code)]
+
+pub mod forward_rig;
+pub mod pipeline_rig;
