@@ -16,11 +16,24 @@ struct xsknet_port_key {
 enum xsknet_port_mode {
 	/* Pod and host ports: every frame goes to the dataplane. */
 	XSKNET_MODE_ALL = 0,
+	/* The uplink: only IPv4 UDP to this node's underlay address on the VXLAN port
+	 * (both from the `uplink_cfg` map) goes to the dataplane; everything else is
+	 * passed to the kernel (SSH, kubelet, etcd never depend on the dataplane). */
+	XSKNET_MODE_VXLAN = 1,
 };
 
 struct xsknet_port_cfg {
 	__u32 slot; /* index in the `xsks` XSKMAP */
 	__u32 mode; /* enum xsknet_port_mode */
+};
+
+/* The single entry of the `uplink_cfg` array map, written by the loader. Both
+ * fields in network byte order, as they appear on the wire; an all-zero entry (no
+ * uplink configured) matches nothing, so every frame is passed. */
+struct xsknet_uplink_cfg {
+	__u32 local_ip;   /* this node's underlay IPv4 address */
+	__u16 vxlan_port; /* UDP destination port of the tunnel */
+	__u16 pad;
 };
 
 #endif

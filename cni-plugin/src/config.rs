@@ -57,6 +57,9 @@ pub struct NetConf {
     pub name: String,
     pub plugin_type: String,
     pub mtu: u32,
+    /// Whether `mtu` was in the config; without it the pod gets the daemon's pod MTU
+    /// (uplink MTU − 50 with an overlay) and `mtu` is only the fallback.
+    pub mtu_configured: bool,
     pub socket: PathBuf,
     pub state_dir: PathBuf,
     pub disable_ipv6: bool,
@@ -300,6 +303,7 @@ impl NetConf {
                 format!("must be \"{PLUGIN_TYPE}\" (got {})", shown(&plugin_type)),
             ));
         }
+        let mtu_configured = !matches!(obj.get("mtu"), None | Some(Value::Null));
         let mtu = match obj.get("mtu") {
             None | Some(Value::Null) => DEFAULT_MTU,
             Some(v) => match v.as_u64() {
@@ -439,6 +443,7 @@ impl NetConf {
             name,
             plugin_type,
             mtu,
+            mtu_configured,
             socket,
             state_dir,
             disable_ipv6,

@@ -115,6 +115,16 @@ impl Ipv4Cidr {
         u32::from(self.addr) & !self.mask() != 0
     }
 
+    /// True when the two prefixes share an address.
+    pub fn overlaps(&self, other: &Ipv4Cidr) -> bool {
+        let mask = if self.prefix < other.prefix {
+            self.mask()
+        } else {
+            other.mask()
+        };
+        u32::from(self.addr) & mask == u32::from(other.addr) & mask
+    }
+
     /// True when `ip` lies inside the prefix.
     pub fn contains(&self, ip: Ipv4Addr) -> bool {
         u32::from(ip) & self.mask() == u32::from(self.addr) & self.mask()
@@ -182,6 +192,13 @@ pub struct Config {
     /// and re-applied, all or nothing, whenever a file in it changes. None = no
     /// directory (policies come from `xsknetctl policy apply` only).
     pub policy_dir: Option<PathBuf>,
+    // --- overlay (issue 9): the uplink and the VXLAN overlay -----------------------
+    /// The uplink NIC (used only when `overlay` is set).
+    pub uplink: UplinkConfig,
+    /// The VXLAN overlay to other nodes; None = a single node, no uplink (as before).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub overlay: Option<crate::cluster::config::OverlayConfig>,
+    // --- end overlay -----------------------------------------------------------------
 
     // --- Services and pod egress (issue 8) ---------------------------------------
     /// The cluster's Service CIDR (kube-proxy's ClusterIPs). A pod's packet to it
@@ -194,6 +211,29 @@ pub struct Config {
     pub masquerade: MasqueradeConfig,
     /// The Prometheus metrics endpoint (off unless `metrics.listen` is set).
     pub metrics: MetricsConfig,
+}
+
+/// `uplink`: the NIC VXLAN leaves and arrives on.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct UplinkConfig {
+    /// The interface; default: the one holding the default route.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interface: Option<String>,
+    pub xdp_mode: XdpMode,
+    /// Bind the uplink's AF_XDP sockets in zero-copy mode (the driver must have it).
+    pub zero_copy: bool,
+}
+
+/// How the XDP program is attached to the uplink.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum XdpMode {
+    /// The driver's native XDP where it has one, generic otherwise.
+    #[default]
+    Native,
+    /// Generic (skb) XDP.
+    Skb,
 }
 
 /// Pod egress masquerade to the node's address (flannel's `ipMasq`), as an nf_tables
@@ -324,6 +364,8 @@ impl Default for Config {
             idle: IdleConfig::default(),
             log_level: "info".to_string(),
             policy_dir: None,
+            uplink: UplinkConfig::default(),
+            overlay: None,
             service_cidr: Ipv4Cidr {
                 addr: Ipv4Addr::new(10, 96, 0, 0),
                 prefix: 12,
@@ -594,6 +636,38 @@ impl Config {
         }
 
         check_log_level(&self.log_level).map_err(|m| bad("logLevel", &m, &self.log_level))?;
+        self.validate_overlay(&bad)?;
+        Ok(())
+    }
+
+    /// `uplink` and `overlay` (issue 9).
+    fn validate_overlay(&self, bad: &BadFn<'_>) -> Result<(), ConfigError> {
+        if let Some(ifname) = &self.uplink.interface {
+            check_ifname(ifname, "uplink.interface", bad)?;
+        }
+        let Some(o) = &self.overlay else {
+            return Ok(());
+        };
+        o.validate_static()
+            .map_err(|e| bad(&e.field, &e.message, &e.value))?;
+        if let Some(p) = o.pod_cidr {
+            if p != self.pod_cidr {
+                return Err(bad(
+                    "overlay.podCidr",
+                    &format!("must equal podCidr {} when both are set", self.pod_cidr),
+                    &p,
+                ));
+            }
+        }
+        for (i, peer) in o.peers.iter().enumerate() {
+            if peer.pod_cidr.overlaps(&self.pod_cidr) {
+                return Err(bad(
+                    &format!("overlay.peers[{i}].podCidr"),
+                    &format!("overlaps this node's podCidr {}", self.pod_cidr),
+                    &peer.pod_cidr,
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -824,12 +898,50 @@ logLevel: debug,xsknet_dataplane=trace
             ("idle: {pollTimeoutMs: 10001}", "idle.pollTimeoutMs"),
             ("logLevel: ''", "logLevel"),
             ("logLevel: 'info,foo=loud'", "logLevel"),
+            ("uplink: {interface: 'a b'}", "uplink.interface"),
+            ("overlay: {vni: 16777216}", "overlay.vni"),
+            ("overlay: {port: 0}", "overlay.port"),
+            (
+                "podCidr: 10.244.1.0/24\noverlay: {podCidr: 10.244.2.0/24}",
+                "overlay.podCidr",
+            ),
+            (
+                "podCidr: 10.244.1.0/24\noverlay: {peers: [{name: b, podCidr: 10.244.1.0/25, underlayIp: 10.0.0.2, vtepMac: '02:00:00:00:00:02'}]}",
+                "overlay.peers[0].podCidr",
+            ),
+            (
+                "overlay: {peers: [{name: b, podCidr: 10.244.9.0/24, underlayIp: 0.0.0.0, vtepMac: '02:00:00:00:00:02'}]}",
+                "overlay.peers[0].underlayIp",
+            ),
         ];
         for (yaml, field) in cases {
             assert_names(yaml, field);
             let msg = err(yaml).to_string();
             assert!(msg.contains("(got "), "{msg}");
         }
+    }
+
+    #[test]
+    fn overlay_and_uplink_sections() {
+        let c = Config::from_yaml_str(
+            "podCidr: 10.244.1.0/24\nuplink: {interface: eth1, xdpMode: skb, zeroCopy: true}\n\
+             overlay:\n  vni: 4096\n  port: 4789\n  peers:\n  - {name: b, podCidr: 10.244.2.0/24, underlayIp: 10.0.0.2, vtepMac: '02:00:00:00:00:02'}\n",
+        )
+        .unwrap();
+        assert_eq!(c.uplink.interface.as_deref(), Some("eth1"));
+        assert_eq!(
+            (c.uplink.xdp_mode, c.uplink.zero_copy),
+            (XdpMode::Skb, true)
+        );
+        let o = c.overlay.as_ref().unwrap();
+        let peers = o.peer_records();
+        assert_eq!(peers.len(), 1);
+        assert_eq!((peers[0].vni, peers[0].vxlan_port), (4096, 4789));
+        // No overlay section: a single node, as before.
+        let c = Config::from_yaml_str("podCidr: 10.244.1.0/24\n").unwrap();
+        assert_eq!((c.overlay, c.uplink), (None, UplinkConfig::default()));
+        assert!(Config::from_yaml_str("uplink: {xdpMode: driver}").is_err());
+        assert!(Config::from_yaml_str("overlay: {peers: [{name: b}]}").is_err());
     }
 
     #[test]

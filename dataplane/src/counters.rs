@@ -64,16 +64,24 @@ pub enum DropReason {
     /// outer VXLAN headers.
     EncapNoRoom,
     /// Arrived on the uplink but is not well-formed VXLAN for this node (outer headers,
-    /// UDP port, flags or reserved bits, VNI, or an inner frame that is not IPv4).
+    /// UDP port, length or checksum, or an inner frame that is not IPv4).
     DecapInvalid,
     /// VXLAN from an underlay address that is not a known node, or whose inner source
     /// is not in that node's pod CIDR.
     DecapUnknownNode,
+    /// VXLAN whose flags are not exactly `I` (0x08) or with a reserved bit set.
+    DecapBadFlags,
+    /// VXLAN for another VNI than ours.
+    DecapWrongVni,
+    /// Routed into the tunnel but larger than the tunnel carries (uplink MTU − 50) and
+    /// may be fragmented (DF clear): the dataplane does not fragment. With DF set the
+    /// sender gets ICMP "fragmentation needed" instead.
+    EncapTooBig,
 }
 
 impl DropReason {
     /// Number of reasons (size of counter arrays).
-    pub const COUNT: usize = 20;
+    pub const COUNT: usize = 23;
 
     /// Every reason, in index order.
     pub const ALL: [DropReason; Self::COUNT] = [
@@ -97,6 +105,9 @@ impl DropReason {
         DropReason::EncapNoRoom,
         DropReason::DecapInvalid,
         DropReason::DecapUnknownNode,
+        DropReason::DecapBadFlags,
+        DropReason::DecapWrongVni,
+        DropReason::EncapTooBig,
     ];
 
     /// Stable snake_case name used in stats output.
@@ -122,6 +133,9 @@ impl DropReason {
             DropReason::EncapNoRoom => "encap_no_room",
             DropReason::DecapInvalid => "decap_invalid",
             DropReason::DecapUnknownNode => "decap_unknown_node",
+            DropReason::DecapBadFlags => "decap_bad_flags",
+            DropReason::DecapWrongVni => "decap_wrong_vni",
+            DropReason::EncapTooBig => "encap_too_big",
         }
     }
 }

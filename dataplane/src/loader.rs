@@ -7,8 +7,14 @@
 //! [`XdpAttachment`]: dropping one detaches the program from that interface, and a
 //! daemon that exits (or crashes) leaves nothing attached, because the kernel destroys
 //! links whose last fd is closed. Nothing is pinned in bpffs.
+//!
+//! Uplink queues are registered with [`MODE_VXLAN`]: the program then redirects only
+//! IPv4 UDP to the address and port in its `uplink_cfg` map ([`XdpLoader::set_uplink`])
+//! and passes everything else to the kernel; an uplink attachment's link goes with the
+//! daemon like every other, so with the daemon down the uplink is the kernel's alone.
 
-use std::os::fd::RawFd;
+use std::net::Ipv4Addr;
+use std::os::fd::{AsFd, OwnedFd, RawFd};
 
 use libbpf_rs::{Link, MapCore, MapFlags, MapHandle, Object, ObjectBuilder};
 
@@ -57,6 +63,38 @@ impl PortCfg {
 
 /// `XSKNET_MODE_ALL`: every frame goes to the dataplane.
 pub const MODE_ALL: u32 = 0;
+/// `XSKNET_MODE_VXLAN`: only VXLAN to this node (the `uplink_cfg` map) goes to the
+/// dataplane, everything else to the kernel.
+pub const MODE_VXLAN: u32 = 1;
+
+/// Value of the `uplink_cfg` map; mirrors `struct xsknet_uplink_cfg`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UplinkCfg {
+    pub local_ip: Ipv4Addr,
+    pub vxlan_port: u16,
+}
+
+impl UplinkCfg {
+    /// The value as the kernel map stores it: address and port in network byte order
+    /// (the program compares them with the packet's bytes), two bytes of padding.
+    pub fn to_bytes(self) -> [u8; 8] {
+        let mut b = [0u8; 8];
+        b[..4].copy_from_slice(&self.local_ip.octets());
+        b[4..6].copy_from_slice(&self.vxlan_port.to_be_bytes());
+        b
+    }
+}
+
+/// How the program is attached to an interface.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum AttachMode {
+    /// The driver's native XDP where it has one (veth, most NIC drivers), generic
+    /// (skb) XDP otherwise: the kernel picks.
+    #[default]
+    Native,
+    /// Generic (skb) XDP, whatever the driver has.
+    Skb,
+}
 
 /// Loader failures.
 #[derive(Debug, thiserror::Error)]
@@ -79,6 +117,8 @@ pub enum LoaderError {
     },
     #[error("slot {0} is beyond the XSKMAP capacity {MAX_PORTS}")]
     Slot(u32),
+    #[error("write the uplink filter (underlay address and VXLAN port): {0}")]
+    UplinkCfg(libbpf_rs::Error),
 }
 
 /// The loaded program and its maps.
@@ -86,6 +126,7 @@ pub struct XdpLoader {
     obj: Object,
     xsks: MapHandle,
     ports: MapHandle,
+    uplink_cfg: MapHandle,
 }
 
 impl std::fmt::Debug for XdpLoader {
@@ -96,8 +137,15 @@ impl std::fmt::Debug for XdpLoader {
 
 /// One interface with the program attached. Dropping it detaches.
 pub struct XdpAttachment {
-    _link: Link,
+    _link: LinkHandle,
     pub ifindex: u32,
+}
+
+/// A bpf_link as libbpf-rs made it, or the fd of one made with explicit XDP flags;
+/// either way closing it detaches.
+enum LinkHandle {
+    Libbpf(#[allow(dead_code)] Link),
+    Fd(#[allow(dead_code)] OwnedFd),
 }
 
 impl std::fmt::Debug for XdpAttachment {
@@ -124,24 +172,56 @@ impl XdpLoader {
         };
         let xsks = find("xsks")?;
         let ports = find("ports")?;
-        Ok(XdpLoader { obj, xsks, ports })
+        let uplink_cfg = find("uplink_cfg")?;
+        Ok(XdpLoader {
+            obj,
+            xsks,
+            ports,
+            uplink_cfg,
+        })
+    }
+
+    /// Set what uplink queues redirect: IPv4 UDP to `local_ip`:`vxlan_port`.
+    pub fn set_uplink(&self, cfg: UplinkCfg) -> Result<(), LoaderError> {
+        self.uplink_cfg
+            .update(&0u32.to_ne_bytes(), &cfg.to_bytes(), MapFlags::ANY)
+            .map_err(LoaderError::UplinkCfg)
     }
 
     /// Attach the program to an interface (native/driver mode where the driver has it,
     /// as veth does).
     pub fn attach(&self, ifname: &str, ifindex: u32) -> Result<XdpAttachment, LoaderError> {
+        self.attach_mode(ifname, ifindex, AttachMode::Native)
+    }
+
+    /// Attach the program to an interface in `mode`.
+    pub fn attach_mode(
+        &self,
+        ifname: &str,
+        ifindex: u32,
+        mode: AttachMode,
+    ) -> Result<XdpAttachment, LoaderError> {
         let prog = self
             .obj
             .progs_mut()
             .find(|p| p.name() == "xsknet_redirect")
             .ok_or(LoaderError::Missing("xsknet_redirect program"))?;
-        let link = prog
-            .attach_xdp(ifindex as i32)
-            .map_err(|source| LoaderError::Attach {
-                ifname: ifname.to_string(),
-                ifindex,
-                source,
-            })?;
+        let err = |source| LoaderError::Attach {
+            ifname: ifname.to_string(),
+            ifindex,
+            source,
+        };
+        let link = match mode {
+            AttachMode::Native => LinkHandle::Libbpf(prog.attach_xdp(ifindex as i32).map_err(err)?),
+            AttachMode::Skb => LinkHandle::Fd(
+                crate::xsk::link::xdp_link_create(
+                    prog.as_fd(),
+                    ifindex,
+                    crate::xsk::link::XDP_FLAGS_SKB_MODE,
+                )
+                .map_err(|e| err(libbpf_rs::Error::from(e)))?,
+            ),
+        };
         Ok(XdpAttachment {
             _link: link,
             ifindex,
@@ -157,6 +237,7 @@ impl XdpLoader {
         queue: u32,
         slot: u32,
         fd: RawFd,
+        mode: u32,
     ) -> Result<(), LoaderError> {
         if slot >= MAX_PORTS {
             return Err(LoaderError::Slot(slot));
@@ -171,10 +252,7 @@ impl XdpLoader {
             .update(&slot.to_ne_bytes(), &fd.to_ne_bytes(), MapFlags::ANY)
             .map_err(err)?;
         let key = PortKey { ifindex, queue };
-        let cfg = PortCfg {
-            slot,
-            mode: MODE_ALL,
-        };
+        let cfg = PortCfg { slot, mode };
         self.ports
             .update(&key.to_bytes(), &cfg.to_bytes(), MapFlags::ANY)
             .map_err(err)
@@ -208,6 +286,12 @@ mod tests {
         let c = PortCfg { slot: 7, mode: 9 };
         assert_eq!(c.to_bytes()[..4], 7u32.to_ne_bytes());
         assert_eq!(c.to_bytes()[4..], 9u32.to_ne_bytes());
+        // struct xsknet_uplink_cfg: __be32 address, __be16 port, pad.
+        let u = UplinkCfg {
+            local_ip: Ipv4Addr::new(192, 168, 7, 1),
+            vxlan_port: 8472,
+        };
+        assert_eq!(u.to_bytes(), [192, 168, 7, 1, 0x21, 0x18, 0, 0]);
     }
 
     #[test]

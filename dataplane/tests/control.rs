@@ -41,6 +41,7 @@ fn status() -> Status {
         host_port: Some("xsknet0".into()),
         host_ip: None,
         uptime_secs: 42,
+        overlay: None,
         persistence: None,
     }
 }

@@ -57,6 +57,7 @@ fn tables() -> Tables {
             vtep_mac: [0x02, 0x77, 0, 0, 0, 1],
             vni: 1,
             dst_port: 8472,
+            inner_mtu: 1450,
         }),
         host_port: Some(0),
         ..Tables::default()

@@ -540,9 +540,33 @@ pub struct Status {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_ip: Option<Ipv4Addr>,
     pub uptime_secs: u64,
+    /// The VXLAN overlay, when one is configured (issue 9).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overlay: Option<OverlayStatus>,
     /// Health of the state directory (absent from daemons older than it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub persistence: Option<PersistenceStatus>,
+}
+
+/// This node's side of the overlay, in the `status` result.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct OverlayStatus {
+    /// The uplink interface and how many of its RX queues have a socket.
+    pub uplink: String,
+    pub queues: u32,
+    /// This node's underlay address (outer source, the only outer destination taken).
+    pub underlay_ip: Option<Ipv4Addr>,
+    /// Our VTEP MAC (`aa:bb:cc:dd:ee:ff`).
+    pub vtep_mac: String,
+    pub vni: u32,
+    pub port: u16,
+    /// The uplink's MTU and the pods' (uplink − 50): what the CNI plugin gives a pod
+    /// whose network config sets no `mtu`.
+    pub uplink_mtu: u32,
+    pub pod_mtu: u32,
+    /// Known other nodes, and how many of them have a resolved next-hop MAC.
+    pub nodes: usize,
+    pub nodes_resolved: usize,
 }
 
 /// Persistence health in the `status` answer: write failures (the requests that met

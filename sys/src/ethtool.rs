@@ -381,6 +381,43 @@ fn summarize(features: &[FeatureState]) -> Offloads {
     out
 }
 
+/// `ETHTOOL_GCHANNELS`.
+const ETHTOOL_GCHANNELS: u32 = 0x3c;
+
+/// The number of receive queues of `ifname` an AF_XDP socket can bind to (in the
+/// calling thread's netns): `rx + combined` channels as `ethtool -l` reports them, at
+/// least 1. A driver without the channels call (`EOPNOTSUPP`) has the queues
+/// `/sys/class/net/IF/queues/rx-*` lists, or 1.
+pub fn rx_queues(ifname: &str) -> Result<u32, EthtoolError> {
+    const OP: &str = "read channels";
+    let e = Ethtool::open(ifname)?;
+    // struct ethtool_channels: cmd, max_rx, max_tx, max_other, max_combined,
+    // rx_count, tx_count, other_count, combined_count.
+    let mut buf = [0u8; 36];
+    wr_u32(&mut buf, 0, ETHTOOL_GCHANNELS);
+    match e.ioctl(OP, &mut buf) {
+        Ok(()) => {
+            let rx = rd_u32(&buf, 20).unwrap_or(0);
+            let combined = rd_u32(&buf, 32).unwrap_or(0);
+            Ok(rx.saturating_add(combined).max(1))
+        }
+        Err(EthtoolError::Ioctl { source, .. })
+            if source.raw_os_error() == Some(libc::EOPNOTSUPP) =>
+        {
+            let dir = format!("/sys/class/net/{ifname}/queues");
+            let n = std::fs::read_dir(dir)
+                .map(|d| {
+                    d.filter_map(Result::ok)
+                        .filter(|e| e.file_name().to_string_lossy().starts_with("rx-"))
+                        .count()
+                })
+                .unwrap_or(0);
+            Ok(u32::try_from(n).unwrap_or(u32::MAX).max(1))
+        }
+        Err(err) => Err(err),
+    }
+}
+
 /// Every kernel feature of `ifname` (in the calling thread's netns) by name, like
 /// `ethtool -k` with all sub-features.
 pub fn list_features(ifname: &str) -> Result<Vec<FeatureState>, EthtoolError> {

@@ -26,6 +26,9 @@ use netlink_packet_route::address::{AddressAttribute, AddressMessage, AddressSco
 use netlink_packet_route::link::{
     InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo as NlLinkInfo, LinkMessage,
 };
+use netlink_packet_route::neighbour::{
+    NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState,
+};
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteFlags, RouteHeader, RouteMessage, RouteProtocol, RouteScope,
     RouteType,
@@ -553,6 +556,31 @@ impl Netlink {
             .collect())
     }
 
+    // ---- neighbours --------------------------------------------------------------
+
+    /// The usable IPv4 neighbour entries of link `index` (ARP table): address and
+    /// MAC of every entry that is reachable, stale, delayed, probing, permanent or
+    /// noarp — the states in which the kernel itself would send to that MAC.
+    pub fn list_neighbours_v4(
+        &mut self,
+        index: u32,
+    ) -> Result<Vec<(Ipv4Addr, [u8; 6])>, NetlinkError> {
+        let mut req = NeighbourMessage::default();
+        req.header.family = AddressFamily::Inet;
+        let replies = self
+            .dump(RouteNetlinkMessage::GetNeighbour(req))
+            .map_err(|f| f.during(format!("list neighbours of link #{index}")))?;
+        Ok(replies
+            .iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewNeighbour(n) if n.header.ifindex == index => {
+                    neighbour_from_message(n)
+                }
+                _ => None,
+            })
+            .collect())
+    }
+
     // ---- routes ------------------------------------------------------------------
 
     /// Installs `spec` in the main table, replacing a route to the same destination.
@@ -912,6 +940,31 @@ fn address_message(index: u32, addr: Ipv4Addr, prefix_len: u8) -> Result<Address
     msg.attributes
         .push(AddressAttribute::Address(IpAddr::V4(addr)));
     Ok(msg)
+}
+
+fn neighbour_from_message(msg: &NeighbourMessage) -> Option<(Ipv4Addr, [u8; 6])> {
+    let usable = matches!(
+        msg.header.state,
+        NeighbourState::Reachable
+            | NeighbourState::Stale
+            | NeighbourState::Delay
+            | NeighbourState::Probe
+            | NeighbourState::Permanent
+            | NeighbourState::Noarp
+    );
+    if !usable {
+        return None;
+    }
+    let mut ip = None;
+    let mut mac = None;
+    for attr in &msg.attributes {
+        match attr {
+            NeighbourAttribute::Destination(NeighbourAddress::Inet(a)) => ip = Some(*a),
+            NeighbourAttribute::LinkLocalAddress(b) => mac = <[u8; 6]>::try_from(&b[..]).ok(),
+            _ => {}
+        }
+    }
+    Some((ip?, mac?))
 }
 
 fn address_from_message(msg: &AddressMessage) -> Option<(Ipv4Addr, u8)> {

@@ -48,12 +48,13 @@ pub fn run(c: &Call<'_>) -> Result<Value, CniError> {
             eprintln!("xsknet: rollback: {e}");
         }
     };
+    let mtu = c.pod_mtu();
     let plan = LinkPlan {
         host_ifname: host.clone(),
         ifname: c.env.ifname.clone(),
         netns: PathBuf::from(&c.env.netns),
         mac,
-        mtu: c.conf.mtu,
+        mtu,
         ip: allocated.ip,
         disable_ipv6: c.conf.disable_ipv6,
     };
@@ -107,13 +108,13 @@ pub fn run(c: &Call<'_>) -> Result<Value, CniError> {
             Interface {
                 name: host,
                 mac: link.host_mac,
-                mtu: c.conf.mtu,
+                mtu,
                 sandbox: None,
             },
             Interface {
                 name: c.env.ifname.clone(),
                 mac: link.pod_mac,
-                mtu: c.conf.mtu,
+                mtu,
                 sandbox: Some(c.env.netns.clone()),
             },
         ],

@@ -71,6 +71,23 @@ impl Call<'_> {
             .map_err(|e| self.daemon_error(&e, doing, refused_code))
     }
 
+    /// The pod's MTU: the network config's `mtu` when it sets one, else the daemon's
+    /// pod MTU (`status.overlay.podMtu`: uplink MTU − 50 with an overlay), else the
+    /// default. Asking costs one `status` round trip; an unreachable daemon falls back
+    /// to the default here and fails the ADD at `endpoint_add` with its usual error.
+    pub fn pod_mtu(&self) -> u32 {
+        if self.conf.mtu_configured {
+            return self.conf.mtu;
+        }
+        self.platform
+            .daemon_call(&self.conf.socket, &Request::Status, DAEMON_TIMEOUT)
+            .ok()
+            .and_then(|v| v.get("overlay")?.get("pod_mtu")?.as_u64())
+            .and_then(|m| u32::try_from(m).ok())
+            .filter(|m| (68..=65535).contains(m))
+            .unwrap_or(self.conf.mtu)
+    }
+
     /// Maps a client error to a CNI error.
     pub fn daemon_error(&self, e: &ClientError, doing: &str, refused_code: u32) -> CniError {
         let socket = self.conf.socket.display();

@@ -618,6 +618,29 @@ fn format_status(s: &Status) -> String {
         (None, None) => "disabled".to_string(),
     };
     kv("host port", host);
+    if let Some(o) = &s.overlay {
+        let ip = o
+            .underlay_ip
+            .map_or_else(|| "?".to_string(), |ip| ip.to_string());
+        kv(
+            "uplink",
+            format!(
+                "{} ({ip}), {} queue(s), MTU {}",
+                o.uplink, o.queues, o.uplink_mtu
+            ),
+        );
+        kv(
+            "overlay",
+            format!(
+                "VNI {} port {}, VTEP {}, pod MTU {}",
+                o.vni, o.port, o.vtep_mac, o.pod_mtu
+            ),
+        );
+        kv(
+            "nodes",
+            format!("{} ({} resolved)", o.nodes, o.nodes_resolved),
+        );
+    }
     if let Some(p) = &s.persistence {
         let state = match (p.failing, &p.last_error) {
             (true, Some(e)) => format!(

@@ -14,6 +14,9 @@
 //!   clusterCidr: 10.244.0.0/16
 //!   subnetLen: 24         # each node's share of clusterCidr
 //!   podCidr: 10.244.7.0/24  # optional: this node's prefix, else one is claimed
+//!   vtepMac: 02:78:0a:00:00:01   # optional: else derived from the underlay address
+//!   peers:                # static mode: the other nodes (no datastore)
+//!   - {name: node-b, podCidr: 10.244.8.0/24, underlayIp: 192.168.1.12, vtepMac: 02:78:c0:a8:01:0c}
 //! ```
 //!
 //! Keys are camelCase, unknown keys are refused (a typo must not fall back to a default).
@@ -25,7 +28,11 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::records::{check_pod_cidr, MAX_VNI};
+use std::net::Ipv4Addr;
+
+use xsknet_proto::MacAddr;
+
+use super::records::{check_pod_cidr, NodeRecord, MAX_VNI};
 use crate::config::Ipv4Cidr;
 
 /// A value of the right type that is not acceptable, at `field`.
@@ -196,6 +203,26 @@ pub struct OverlayConfig {
     /// (and kept across restarts).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pod_cidr: Option<Ipv4Cidr>,
+    /// This node's VTEP MAC (inner source of what it encapsulates, inner destination
+    /// of what others send it); default: `02:78:` + the underlay address, stable for as
+    /// long as the address is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vtep_mac: Option<MacAddr>,
+    /// The other nodes, for a static cluster without a datastore; the daemon turns
+    /// them into [`NodeRecord`]s (with this section's `vni` and `port`) exactly as it
+    /// will turn the datastore's records.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub peers: Vec<PeerConfig>,
+}
+
+/// One statically configured other node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PeerConfig {
+    pub name: String,
+    pub pod_cidr: Ipv4Cidr,
+    pub underlay_ip: Ipv4Addr,
+    pub vtep_mac: MacAddr,
 }
 
 impl Default for OverlayConfig {
@@ -209,11 +236,68 @@ impl Default for OverlayConfig {
             },
             subnet_len: 24,
             pod_cidr: None,
+            vtep_mac: None,
+            peers: Vec::new(),
         }
     }
 }
 
 impl OverlayConfig {
+    /// The static peers as node records with this section's VNI and port.
+    pub fn peer_records(&self) -> Vec<NodeRecord> {
+        self.peers
+            .iter()
+            .map(|p| NodeRecord {
+                name: p.name.clone(),
+                pod_cidr: p.pod_cidr,
+                underlay_ip: p.underlay_ip,
+                vtep_mac: p.vtep_mac,
+                vni: self.vni,
+                vxlan_port: self.port,
+            })
+            .collect()
+    }
+
+    /// [`validate`](Self::validate), plus the static peers: each a valid node record,
+    /// names unique, pod prefixes disjoint, underlay addresses unique.
+    pub fn validate_static(&self) -> Result<(), FieldError> {
+        self.validate()?;
+        if let Some(m) = self.vtep_mac {
+            let o = m.octets();
+            if o == [0; 6] || o[0] & 1 != 0 {
+                return Err(bad("overlay.vtepMac", "must be a unicast MAC address", m));
+            }
+        }
+        let records = self.peer_records();
+        for (i, r) in records.iter().enumerate() {
+            let field = |f: &str| format!("overlay.peers[{i}].{f}");
+            r.validate().map_err(|m| {
+                let (f, msg) = m.split_once(": ").unwrap_or(("", m.as_str()));
+                bad(field(f), msg.to_string(), &r.name)
+            })?;
+            for (j, o) in records[..i].iter().enumerate() {
+                if o.name == r.name {
+                    return Err(bad(field("name"), format!("also peers[{j}]"), &r.name));
+                }
+                if o.pod_cidr.overlaps(&r.pod_cidr) {
+                    return Err(bad(
+                        field("podCidr"),
+                        format!("overlaps peers[{j}] {}", o.pod_cidr),
+                        r.pod_cidr,
+                    ));
+                }
+                if o.underlay_ip == r.underlay_ip {
+                    return Err(bad(
+                        field("underlayIp"),
+                        format!("also peers[{j}]"),
+                        r.underlay_ip,
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
     pub fn validate(&self) -> Result<(), FieldError> {
         if self.vni > MAX_VNI {
             return Err(bad(
@@ -355,6 +439,46 @@ mod tests {
         );
         assert!(overlay(&|o| o.subnet_len = 8).starts_with("overlay.subnetLen:"));
         assert!(overlay(&|o| o.subnet_len = 31).starts_with("overlay.subnetLen:"));
+        let peer = |n: &str, cidr: &str, ip: [u8; 4]| PeerConfig {
+            name: n.into(),
+            pod_cidr: cidr.parse().unwrap(),
+            underlay_ip: ip.into(),
+            vtep_mac: "02:00:00:00:00:01".parse().unwrap(),
+        };
+        let stat = |peers: Vec<PeerConfig>| {
+            let o = OverlayConfig {
+                peers,
+                ..OverlayConfig::default()
+            };
+            o.validate_static().map_err(|e| e.to_string())
+        };
+        stat(vec![
+            peer("a", "10.244.1.0/24", [192, 168, 0, 1]),
+            peer("b", "10.244.2.0/24", [192, 168, 0, 2]),
+        ])
+        .unwrap();
+        let e = stat(vec![
+            peer("a", "10.244.1.0/24", [192, 168, 0, 1]),
+            peer("a", "10.244.2.0/24", [192, 168, 0, 2]),
+        ])
+        .unwrap_err();
+        assert!(e.starts_with("overlay.peers[1].name"), "{e}");
+        let e = stat(vec![
+            peer("a", "10.244.0.0/16", [192, 168, 0, 1]),
+            peer("b", "10.244.2.0/24", [192, 168, 0, 2]),
+        ])
+        .unwrap_err();
+        assert!(e.starts_with("overlay.peers[1].podCidr"), "{e}");
+        let e = stat(vec![
+            peer("a", "10.244.1.0/24", [192, 168, 0, 1]),
+            peer("b", "10.244.2.0/24", [192, 168, 0, 1]),
+        ])
+        .unwrap_err();
+        assert!(e.starts_with("overlay.peers[1].underlayIp"), "{e}");
+        let e = stat(vec![peer("a", "10.244.1.0/24", [127, 0, 0, 1])]).unwrap_err();
+        assert!(e.starts_with("overlay.peers[0].underlayIp"), "{e}");
+        let e = stat(vec![peer("A_", "10.244.1.0/24", [10, 0, 0, 1])]).unwrap_err();
+        assert!(e.starts_with("overlay.peers[0].name"), "{e}");
         let e = overlay(&|o| o.pod_cidr = Some("10.1.0.0/24".parse().unwrap()));
         assert!(
             e.starts_with("overlay.podCidr: must lie inside clusterCidr 10.244.0.0/16"),

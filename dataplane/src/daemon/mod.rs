@@ -47,6 +47,7 @@ pub mod policy;
 pub mod ports;
 pub mod stats;
 pub mod tables;
+pub mod uplink;
 pub mod workers;
 
 use std::collections::BTreeMap;
@@ -104,6 +105,8 @@ pub enum DaemonError {
     HostAttach(AttachError),
     #[error("publish host port: {0}")]
     HostPublish(WorkerError),
+    #[error("start the overlay: {0}")]
+    Uplink(#[from] uplink::UplinkError),
     #[error("pod egress masquerade (masquerade.enabled: false turns it off): {0}")]
     Masquerade(crate::sys::nft::NftError),
 }
@@ -159,6 +162,8 @@ pub struct Daemon {
     ipam: Ipam,
     last_pending_scan: Instant,
     policy: PolicyService,
+    /// The uplink and the overlay, when configured (see [`uplink`]).
+    uplink: Option<uplink::Uplink>,
     /// Where the metrics sample goes, if the endpoint is on (`handler.rs`).
     metrics: Option<handler::MetricsHook>,
 }
@@ -275,6 +280,7 @@ impl Daemon {
             ipam,
             last_pending_scan: Instant::now(),
             policy,
+            uplink: None,
             metrics: None,
         };
         if d.cfg.host_port.enabled {
@@ -289,6 +295,10 @@ impl Daemon {
                 d.shutdown();
                 return Err(DaemonError::Masquerade(e));
             }
+        }
+        if let Err(e) = d.start_uplink() {
+            d.shutdown();
+            return Err(e.into());
         }
         d.restore();
         d.policy.save_recovered();
@@ -330,6 +340,7 @@ impl Daemon {
             host_port: self.host.map(|_| self.cfg.host_port.name.clone()),
             host_ip: self.host_ip,
             uptime_secs: self.started.elapsed().as_secs(),
+            overlay: self.overlay_status(),
             persistence: Some(self.health.status(self.policy.fail_closed_namespaces())),
         }
     }
@@ -347,6 +358,11 @@ impl Daemon {
             .iter()
             .filter_map(|e| row(e.port, PortRole::Pod, Some(e.ip)))
             .chain(self.host.and_then(|h| row(h, PortRole::Host, self.host_ip)))
+            .chain(self.uplink.iter().flat_map(|u| {
+                u.ports
+                    .iter()
+                    .filter_map(move |&p| row(p, PortRole::Uplink, Some(u.ip)))
+            }))
             .collect();
         ports.sort_by_key(|p| p.port);
         let workers = self
@@ -378,6 +394,7 @@ impl Daemon {
         for w in self.workers.exited() {
             tracing::error!(worker = w, "worker thread has exited");
         }
+        self.uplink_housekeeping();
     }
 
     // --- ports ------------------------------------------------------------------
@@ -442,6 +459,7 @@ impl Daemon {
     // --- tables -----------------------------------------------------------------
 
     fn build_tables(&self) -> Tables {
+        let overlay = self.overlay_tables();
         let mut t = tables::build(TableInputs {
             capacity: self.ports.capacity(),
             ports: self.ports.sockets().map(|s| (s.id, s.info)),
@@ -449,6 +467,7 @@ impl Daemon {
             host_port: self.host,
             policy: self.policy.snapshot(),
             policy_hits: self.policy.hits(),
+            overlay: overlay.as_ref(),
         });
         let svc = self.cfg.service_cidr;
         t.service_cidr = crate::tables::Prefix4::new(svc.addr, svc.prefix);

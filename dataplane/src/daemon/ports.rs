@@ -20,9 +20,9 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 
 use crate::control::proto::{ControlError, ErrorKind, XdpRingStats};
-use crate::loader::{LoaderError, XdpAttachment, XdpLoader};
+use crate::loader::{AttachMode, LoaderError, XdpAttachment, XdpLoader, MODE_ALL, MODE_VXLAN};
 use crate::pipeline::PortCounters;
-use crate::tables::{PortId, PortInfo, WorkerId};
+use crate::tables::{PortId, PortInfo, PortKind, WorkerId};
 use crate::xsk::port::xdp_statistics;
 use crate::xsk::{Port, PortError};
 
@@ -40,17 +40,24 @@ impl QueueKey {
     }
 }
 
-/// The XDP program as the registry uses it: attach per interface, (un)register sockets.
+/// The XDP program as the registry uses it: attach per interface, (un)register sockets
+/// (`mode`: the program's port mode, [`MODE_ALL`] or, for uplink queues, [`MODE_VXLAN`]).
 pub trait Xdp {
     /// Keeps the program attached to one interface; dropping it detaches.
     type Link;
-    fn attach(&self, ifname: &str, ifindex: u32) -> Result<Self::Link, LoaderError>;
+    fn attach(
+        &self,
+        ifname: &str,
+        ifindex: u32,
+        mode: AttachMode,
+    ) -> Result<Self::Link, LoaderError>;
     fn register(
         &self,
         ifname: &str,
         key: QueueKey,
         slot: u32,
         fd: Option<RawFd>,
+        mode: u32,
     ) -> Result<(), LoaderError>;
     fn unregister(&self, key: QueueKey, slot: u32);
 }
@@ -58,8 +65,13 @@ pub trait Xdp {
 impl Xdp for XdpLoader {
     type Link = XdpAttachment;
 
-    fn attach(&self, ifname: &str, ifindex: u32) -> Result<XdpAttachment, LoaderError> {
-        XdpLoader::attach(self, ifname, ifindex)
+    fn attach(
+        &self,
+        ifname: &str,
+        ifindex: u32,
+        mode: AttachMode,
+    ) -> Result<XdpAttachment, LoaderError> {
+        XdpLoader::attach_mode(self, ifname, ifindex, mode)
     }
 
     fn register(
@@ -68,10 +80,19 @@ impl Xdp for XdpLoader {
         key: QueueKey,
         slot: u32,
         fd: Option<RawFd>,
+        mode: u32,
     ) -> Result<(), LoaderError> {
         // A socket without an fd (an in-memory port) cannot be in an XSKMAP: the
         // kernel refuses -1 and the error names the interface.
-        XdpLoader::register(self, ifname, key.ifindex, key.queue, slot, fd.unwrap_or(-1))
+        XdpLoader::register(
+            self,
+            ifname,
+            key.ifindex,
+            key.queue,
+            slot,
+            fd.unwrap_or(-1),
+            mode,
+        )
     }
 
     fn unregister(&self, key: QueueKey, slot: u32) {
@@ -148,6 +169,9 @@ pub struct PortRegistry<X: Xdp> {
     sockets: BTreeMap<PortId, Socket>,
     by_key: BTreeMap<QueueKey, PortId>,
     ifaces: BTreeMap<u32, Iface<X::Link>>,
+    /// How the program is attached to uplink interfaces (`uplink.xdpMode`); pod and
+    /// host veths always get the native mode.
+    uplink_mode: AttachMode,
 }
 
 /// Our own duplicate of a port's socket fd, so nothing here outlives the worker's.
@@ -166,7 +190,18 @@ impl<X: Xdp> PortRegistry<X> {
             sockets: BTreeMap::new(),
             by_key: BTreeMap::new(),
             ifaces: BTreeMap::new(),
+            uplink_mode: AttachMode::Native,
         }
+    }
+
+    /// How the program is attached to uplink interfaces from now on.
+    pub fn set_uplink_mode(&mut self, mode: AttachMode) {
+        self.uplink_mode = mode;
+    }
+
+    /// The XDP interface (to write the uplink filter).
+    pub fn xdp(&self) -> &X {
+        &self.xdp
     }
 
     /// Number of slots: the size of the port table and of the counters.
@@ -222,14 +257,21 @@ impl<X: Xdp> PortRegistry<X> {
             ifname: ifname.to_string(),
             source,
         })?;
+        let uplink = info.kind == PortKind::Uplink;
+        let (mode, attach) = if uplink {
+            (MODE_VXLAN, self.uplink_mode)
+        } else {
+            (MODE_ALL, AttachMode::Native)
+        };
         self.xdp.register(
             ifname,
             key,
             u32::from(id),
             fd.as_ref().map(AsRawFd::as_raw_fd),
+            mode,
         )?;
         if !self.ifaces.contains_key(&key.ifindex) {
-            match self.xdp.attach(ifname, key.ifindex) {
+            match self.xdp.attach(ifname, key.ifindex, attach) {
                 Ok(link) => {
                     self.ifaces.insert(
                         key.ifindex,
@@ -349,6 +391,8 @@ mod tests {
         log: Rc<RefCell<Vec<Ev>>>,
         fail_attach: Cell<bool>,
         fail_register: Cell<bool>,
+        /// (register mode, attach mode) of every call, in order.
+        modes: RefCell<Vec<(Option<u32>, Option<AttachMode>)>>,
     }
 
     #[derive(Debug)]
@@ -366,7 +410,13 @@ mod tests {
 
     impl Xdp for FakeXdp {
         type Link = FakeLink;
-        fn attach(&self, ifname: &str, ifindex: u32) -> Result<FakeLink, LoaderError> {
+        fn attach(
+            &self,
+            ifname: &str,
+            ifindex: u32,
+            mode: AttachMode,
+        ) -> Result<FakeLink, LoaderError> {
+            self.modes.borrow_mut().push((None, Some(mode)));
             if self.fail_attach.get() {
                 return Err(LoaderError::Attach {
                     ifname: ifname.into(),
@@ -383,7 +433,9 @@ mod tests {
             key: QueueKey,
             slot: u32,
             _fd: Option<RawFd>,
+            mode: u32,
         ) -> Result<(), LoaderError> {
+            self.modes.borrow_mut().push((Some(mode), None));
             if self.fail_register.get() {
                 return Err(LoaderError::Register {
                     ifname: ifname.into(),
@@ -561,6 +613,32 @@ mod tests {
                 .rx_packets
                 .load(std::sync::atomic::Ordering::Relaxed),
             0
+        );
+    }
+
+    #[test]
+    fn uplink_queues_register_in_vxlan_mode_with_the_uplink_attach_mode() {
+        let mut r = PortRegistry::new(FakeXdp::default(), 8);
+        r.set_uplink_mode(AttachMode::Skb);
+        let mut up = info(0);
+        up.kind = PortKind::Uplink;
+        for q in 0..2 {
+            r.open("eth0", key(3, q), up, |id, c| {
+                fake_port(id, &cfg(), c).map(|(p, _)| p)
+            })
+            .unwrap();
+        }
+        open(&mut r, 9, 0, 0).unwrap();
+        assert_eq!(
+            *r.xdp.modes.borrow(),
+            vec![
+                (Some(MODE_VXLAN), None),
+                (None, Some(AttachMode::Skb)),
+                (Some(MODE_VXLAN), None),
+                (Some(MODE_ALL), None),
+                (None, Some(AttachMode::Native)),
+            ],
+            "pod veths keep the native mode and MODE_ALL"
         );
     }
 

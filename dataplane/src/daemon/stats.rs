@@ -19,6 +19,8 @@ use super::ports::Socket;
 pub enum PortRole {
     Pod,
     Host,
+    /// A queue of the uplink (issue 9).
+    Uplink,
 }
 
 impl PortRole {
@@ -26,6 +28,7 @@ impl PortRole {
         match self {
             PortRole::Pod => "pod",
             PortRole::Host => "host",
+            PortRole::Uplink => "uplink",
         }
     }
 }

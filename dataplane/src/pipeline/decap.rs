@@ -2,28 +2,30 @@
 //!
 //! Runs for IPv4 frames arriving on an uplink port (the XDP program there hands
 //! userspace only VXLAN addressed to this node; the stage checks it all again). The
-//! outer headers are validated — IPv4 (the usual checks and drop reasons),
-//! unfragmented UDP to our underlay address and the configured port with a length that
-//! fits, a zero or valid UDP checksum, VXLAN flags exactly `0x08` with every reserved
-//! bit zero and our VNI (`DecapInvalid` otherwise) — and the sender must be a known
+//! outer headers are validated through the checked views of `packet/` — IPv4 (the
+//! usual checks and drop reasons), unfragmented UDP to our underlay address and the
+//! configured port with a length that fits, a zero or valid UDP checksum
+//! (`DecapInvalid` otherwise), VXLAN flags exactly `0x08` with every reserved bit zero
+//! (`DecapBadFlags`) and our VNI (`DecapWrongVni`) — and the sender must be a known
 //! node whose pod CIDR (or underlay address) holds the inner source
 //! (`DecapUnknownNode`). Then `ctx.start` moves forward past the outer headers and the
-//! inner frame, which must be IPv4, goes through [`forward`](super::forward) like any
-//! other: a local pod or the node's stack may receive it (`Verdict::Decap`), the tunnel
-//! may not (`NoRoute`: nodes do not transit), nor may an expired TTL be answered
-//! through it (`TtlExpired`).
+//! inner frame, which must be IPv4 (`DecapInvalid`), goes through
+//! [`forward`](super::forward) like any other: a local pod or the node's stack may
+//! receive it (`Verdict::Decap`), the tunnel may not (`NoRoute`: nodes do not
+//! transit), nor may an expired TTL be answered through it (`TtlExpired`).
 //!
-//! Fields are read at named offsets here; the UDP and VXLAN checked views being added
-//! to `packet/` replace those reads once they land. Measured cost: not benchmarked yet
-//! (one pass over the frame for a non-zero UDP checksum, plus the forward path).
+//! Measured cost: not benchmarked yet (one pass over the frame for a non-zero UDP
+//! checksum, plus the forward path).
 
 use crate::packet::checksum;
 use crate::packet::ethernet::{self, Frame};
 use crate::packet::ipv4::{self, Packet as Ipv4Packet};
+use crate::packet::udp::{self, Packet as UdpPacket};
+use crate::packet::vxlan::{self, Packet as VxlanPacket};
+use crate::packet::WireError;
 use crate::tables::{NodeId, PortInfo, Route, Tables};
 
 use super::conntrack::{Conntrack, Millis};
-use super::encap::{UDP_LEN, VXLAN_FLAGS, VXLAN_LEN};
 use super::l3::wire_to_drop;
 use super::{forward, DropReason, PacketCtx, Verdict};
 
@@ -51,38 +53,38 @@ pub fn decap(buf: &[u8], ctx: &mut PacketCtx, tables: &Tables) -> Result<NodeId,
         return Err(invalid);
     }
     let src = ip.src_addr();
-    let udp = ip.payload();
-    let hdr = udp.get(..UDP_LEN + VXLAN_LEN).ok_or(invalid)?;
-    let word = |at: usize| u16::from_be_bytes([hdr[at], hdr[at + 1]]);
-    let udp_len = usize::from(word(4));
-    if word(2) != overlay.dst_port || udp_len < UDP_LEN + VXLAN_LEN + ETH || udp_len > udp.len() {
+    let udp = UdpPacket::new_checked(ip.payload()).map_err(|_| invalid)?;
+    let udp_len = udp.len();
+    if udp.dst_port() != overlay.dst_port {
         return Err(invalid);
     }
-    let udp = &udp[..udp_len];
-    if word(6) != 0 {
+    if udp.checksum() != 0 {
         let pseudo = u64::from(src >> 16)
             + u64::from(src & 0xffff)
             + u64::from(ip.dst_addr() >> 16)
             + u64::from(ip.dst_addr() & 0xffff)
             + u64::from(ipv4::protocol::UDP)
             + udp_len as u64;
-        if checksum::fold(pseudo + checksum::sum(udp)) != 0xffff {
+        let covered = ip.payload().get(..udp_len).ok_or(invalid)?;
+        if checksum::fold(pseudo + checksum::sum(covered)) != 0xffff {
             return Err(invalid);
         }
     }
-    let vx = &hdr[UDP_LEN..];
-    let vni = u32::from_be_bytes([vx[4], vx[5], vx[6], vx[7]]);
-    if vx[..4] != [VXLAN_FLAGS, 0, 0, 0] || vni != (overlay.vni & 0x00ff_ffff) << 8 {
+    let vx = VxlanPacket::new_checked(udp.payload()).map_err(|e| match e {
+        WireError::Truncated => invalid,
+        _ => DropReason::DecapBadFlags,
+    })?;
+    if vx.vni() != overlay.vni & vxlan::VNI_MAX {
+        return Err(DropReason::DecapWrongVni);
+    }
+    let inner = vx.payload();
+    if inner.len() < ETH || Frame::new_unchecked(inner).ethertype() != ethernet::ethertype::IPV4 {
         return Err(invalid);
     }
     let node = tables
         .node_by_underlay
         .lookup(src)
         .ok_or(DropReason::DecapUnknownNode)?;
-    let inner = &udp[UDP_LEN + VXLAN_LEN..];
-    if Frame::new_unchecked(inner).ethertype() != ethernet::ethertype::IPV4 {
-        return Err(invalid);
-    }
     // The inner source must be the sending node's: one of its pods or its own address.
     let inner_src = inner
         .get(ETH + 12..ETH + 16)
@@ -95,7 +97,7 @@ pub fn decap(buf: &[u8], ctx: &mut PacketCtx, tables: &Tables) -> Result<NodeId,
     if !from_node {
         return Err(DropReason::DecapUnknownNode);
     }
-    ctx.start += ETH + ip.header_len() + UDP_LEN + VXLAN_LEN;
+    ctx.start += ETH + ip.header_len() + udp::HEADER_LEN + vxlan::HEADER_LEN;
     ctx.len = inner.len();
     Ok(node)
 }
@@ -169,10 +171,14 @@ mod tests {
             f[at] = v;
             run(&f).0
         };
-        assert_eq!(mutate(42, 0x0c), invalid, "flags other than 0x08");
-        assert_eq!(mutate(43, 1), invalid, "reserved bits");
-        assert_eq!(mutate(48, 2), invalid, "other VNI");
-        assert_eq!(mutate(49, 1), invalid, "reserved last byte");
+        let flags = Verdict::Drop(DropReason::DecapBadFlags);
+        assert_eq!(mutate(42, 0x0c), flags, "flags other than 0x08");
+        assert_eq!(mutate(42, 0x00), flags, "I flag clear");
+        assert_eq!(mutate(43, 1), flags, "reserved bits");
+        assert_eq!(mutate(49, 1), flags, "reserved last byte");
+        let vni = Verdict::Drop(DropReason::DecapWrongVni);
+        assert_eq!(mutate(48, 2), vni, "other VNI");
+        assert_eq!(mutate(46, 1), vni, "other VNI, high byte");
         assert_eq!(mutate(37, 0x13), invalid, "other UDP port");
         assert_eq!(mutate(63, 0x86), invalid, "inner not IPv4");
         let mut bad_sum = vxlan_from_b(&inner_udp(IP_REMOTE, IP_A, 64, 20));

@@ -16,20 +16,31 @@
 //!
 //! No copy of the packet: only the 50 header bytes are written. A frame with less
 //! headroom than that is dropped (`EncapNoRoom`); frames from the kernel and those the
-//! dataplane builds have [`HEADROOM`](crate::xsk::HEADROOM) (256 bytes). Oversize
-//! packets towards the tunnel (the ICMP "fragmentation needed" of DESIGN.md) are the
-//! overlay issue's: the stage does not know the uplink MTU yet.
+//! dataplane builds have [`HEADROOM`](crate::xsk::HEADROOM) (256 bytes).
+//!
+//! Oversize packets: before the rewrite, [`frag_needed`] compares the inner IPv4 total
+//! length with the tunnel's inner MTU (uplink MTU − 50, [`Overlay::inner_mtu`]). A
+//! larger packet with DF set is rewritten in place into ICMP "fragmentation needed"
+//! (type 3 code 4, next-hop MTU = the inner MTU) from the pod gateway back to the
+//! sender, who lowers its path MTU; one without DF is a counted drop (`EncapTooBig`:
+//! the dataplane does not fragment). Never a silent drop.
 //!
 //! Measured cost: not benchmarked yet; the UDP checksum sums the whole inner frame
-//! (one pass over its bytes), the rest is a fixed 50-byte write.
+//! (one pass over its bytes), the rest is a fixed 50-byte write; the MTU check is
+//! one comparison.
+//!
+//! [`Overlay::inner_mtu`]: crate::tables::Overlay::inner_mtu
+
+use std::net::Ipv4Addr;
 
 use crate::packet::checksum;
 use crate::packet::ethernet::{self, Frame};
+use crate::packet::icmp::{self, Packet as IcmpPacket};
 use crate::packet::ipv4::{self, Packet as Ipv4Packet};
-use crate::tables::PortInfo;
+use crate::tables::{PortInfo, GATEWAY_IP};
 
 use super::route::Tunnel;
-use super::{DropReason, PacketCtx};
+use super::{DropReason, PacketCtx, Verdict};
 
 const ETH: usize = ethernet::HEADER_LEN;
 /// Outer IPv4 header length (no options).
@@ -78,6 +89,100 @@ pub fn source_port(inner: &[u8]) -> u16 {
     let h = (key ^ (key >> 29)).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32;
     let span = u64::from(SRC_PORT_MAX - SRC_PORT_MIN) + 1;
     SRC_PORT_MIN + (h % span) as u16
+}
+
+/// ICMP destination-unreachable code "fragmentation needed and DF set".
+pub const CODE_FRAG_NEEDED: u8 = 4;
+/// Bytes of the offending datagram quoted after its IP header (RFC 792).
+const QUOTE_DATA_LEN: usize = 8;
+/// TTL of the ICMP error.
+const REPLY_TTL: u8 = 64;
+/// TOS of ICMP errors: internetwork control (as Linux sends them).
+const TOS_INTERNETWORK_CONTROL: u8 = 0xc0;
+
+fn is_unicast(a: u32) -> bool {
+    let a = Ipv4Addr::from(a);
+    !(a.is_unspecified() || a.is_broadcast() || a.is_multicast())
+}
+
+/// Whether an IPv4 packet of `ip_total_len` bytes is larger than `tunnel` carries.
+#[inline]
+pub fn too_big(ip_total_len: usize, tunnel: &Tunnel<'_>) -> bool {
+    ip_total_len > usize::from(tunnel.overlay.inner_mtu)
+}
+
+/// For a checked IPv4 frame `buf[..ctx.len]` (`buf` from the packet's start to the
+/// chunk's end) that is [`too_big`] for the tunnel, before the rewrite: with DF set,
+/// the frame rewritten into ICMP "fragmentation needed" (next-hop MTU = the inner MTU)
+/// from the gateway back out of the ingress port (`Reply`); without DF, or when no
+/// ICMP error may be sent (a non-initial fragment, an ICMP error itself, a non-unicast
+/// address), `Drop(EncapTooBig)`.
+#[inline]
+pub fn frag_needed(
+    buf: &mut [u8],
+    ctx: &mut PacketCtx,
+    port: &PortInfo,
+    tunnel: &Tunnel<'_>,
+) -> Verdict {
+    let mtu = usize::from(tunnel.overlay.inner_mtu);
+    let drop = Verdict::Drop(DropReason::EncapTooBig);
+    let Some(l3) = buf.get(ETH..ctx.len) else {
+        return drop;
+    };
+    let Ok(ip) = Ipv4Packet::new_checked(l3) else {
+        return drop;
+    };
+    let df = l3[6] & 0x40 != 0;
+    if !df || ip.frag_offset() != 0 || !is_unicast(ip.src_addr()) || !is_unicast(ip.dst_addr()) {
+        return drop;
+    }
+    if ip.protocol() == ipv4::protocol::ICMP {
+        match ip.payload().first() {
+            Some(&ty) if !icmp::is_error(ty) => {}
+            _ => return drop,
+        }
+    }
+    let sender = ip.src_addr();
+    let quote_len = ip.header_len() + ip.payload().len().min(QUOTE_DATA_LEN);
+    let icmp_len = icmp::HEADER_LEN + quote_len;
+    let ip_len = IP + icmp_len;
+    let new_len = ETH + ip_len;
+    if new_len > buf.len() {
+        return drop;
+    }
+    let requester = Frame::new_unchecked(&buf[..]).src_addr();
+    // Move the quote first: it overlaps the bytes the new headers are written over.
+    let quote_at = ETH + IP + icmp::HEADER_LEN;
+    buf.copy_within(ETH..ETH + quote_len, quote_at);
+    let frame = &mut buf[..new_len];
+    {
+        let mut msg = IcmpPacket::new_unchecked(&mut frame[ETH + IP..]);
+        msg.set_msg_type(icmp::msg_type::DEST_UNREACHABLE);
+        msg.set_msg_code(CODE_FRAG_NEEDED);
+        // RFC 1191: unused (16 bits), next-hop MTU (16 bits).
+        let m = (mtu as u16).to_be_bytes();
+        msg.set_rest_of_header([0, 0, m[0], m[1]]);
+        msg.fill_checksum();
+    }
+    {
+        let mut ip = Ipv4Packet::new_unchecked(&mut frame[ETH..]);
+        ip.set_version_and_header_len(IP);
+        ip.set_dscp_ecn(TOS_INTERNETWORK_CONTROL);
+        ip.set_total_len(ip_len as u16);
+        ip.set_ident(0);
+        ip.set_flags_and_offset(0);
+        ip.set_ttl(REPLY_TTL);
+        ip.set_protocol(ipv4::protocol::ICMP);
+        ip.set_src_addr(u32::from(GATEWAY_IP));
+        ip.set_dst_addr(sender);
+        ip.fill_checksum();
+    }
+    let mut eth = Frame::new_unchecked(frame);
+    eth.set_dst_addr(requester);
+    eth.set_src_addr(port.mac);
+    eth.set_ethertype(ethernet::ethertype::IPV4);
+    ctx.len = new_len;
+    Verdict::Reply
 }
 
 /// Write the outer headers for `tunnel` in front of the packet `buf[ctx.start..][..ctx.len]`
@@ -275,6 +380,76 @@ mod tests {
             Verdict::Encap { .. }
         ));
         assert_eq!(ctx.start, 0);
+    }
+
+    /// A UDP frame from pod A to the remote pod with `ip_len` bytes of IPv4, DF as told.
+    fn big(ip_len: usize, df: bool) -> Vec<u8> {
+        let mut f = udp(POD_A, IP_A, IP_REMOTE, 64, ip_len - 28);
+        f[20] = if df { 0x40 } else { 0 };
+        fix_ipv4_checksum(&mut f);
+        f
+    }
+
+    #[test]
+    fn packets_larger_than_the_tunnel_get_frag_needed_or_a_counted_drop() {
+        let mtu = usize::from(INNER_MTU);
+        // Exactly the inner MTU fits, DF or not.
+        for df in [true, false] {
+            let (v, w) = run_frame(&big(mtu, df), POD_A, &tables());
+            assert!(matches!(v, Verdict::Encap { .. }), "{v:?}");
+            assert_eq!(w.len(), 14 + mtu + 50);
+        }
+        // One byte more with DF: ICMP type 3 code 4 from the gateway, next-hop MTU.
+        let f = big(mtu + 1, true);
+        let (v, w) = run_frame(&f, POD_A, &tables());
+        assert_eq!(v, Verdict::Reply);
+        assert_eq!(w[..6], peer(POD_A), "back to the sender");
+        assert_eq!(w[6..12], mac(POD_A));
+        let p = SlicedPacket::from_ethernet(&w).unwrap();
+        let Some(NetSlice::Ipv4(ip)) = &p.net else {
+            panic!("not IPv4")
+        };
+        let h = ip.header();
+        assert_eq!(h.header_checksum(), h.to_header().calc_header_checksum());
+        assert_eq!(
+            (h.source_addr(), h.destination_addr()),
+            (crate::tables::GATEWAY_IP, IP_A)
+        );
+        let Some(TransportSlice::Icmpv4(icmp)) = &p.transport else {
+            panic!("not ICMP")
+        };
+        assert_eq!(
+            icmp.icmp_type(),
+            etherparse::Icmpv4Type::DestinationUnreachable(
+                etherparse::icmpv4::DestUnreachableHeader::FragmentationNeeded {
+                    next_hop_mtu: INNER_MTU
+                }
+            )
+        );
+        assert!(crate::packet::checksum::verifies(&w[34..]));
+        assert_eq!(&w[42..62], &f[14..34], "quotes the offending header");
+        assert_eq!(&w[62..70], &f[34..42], "and 8 data bytes");
+        // Without DF: not fragmented here, a counted drop.
+        assert_eq!(
+            run_frame(&big(mtu + 1, false), POD_A, &tables()).0,
+            Verdict::Drop(DropReason::EncapTooBig)
+        );
+        // No error about an error, nor about a later fragment.
+        let mut frag = big(mtu + 100, true);
+        frag[21] = 0x10;
+        fix_ipv4_checksum(&mut frag);
+        assert_eq!(
+            run_frame(&frag, POD_A, &tables()).0,
+            Verdict::Drop(DropReason::EncapTooBig)
+        );
+        // Local traffic is not limited by the tunnel.
+        let mut local = udp(POD_A, IP_A, IP_B, 64, mtu + 10);
+        local[20] = 0x40;
+        fix_ipv4_checksum(&mut local);
+        assert_eq!(
+            run_frame(&local, POD_A, &tables()).0,
+            Verdict::Forward(POD_B)
+        );
     }
 
     #[test]

@@ -71,6 +71,10 @@ pub fn forward(
         }
         return l3::time_exceeded(frame, ctx, port);
     }
+    // Issue 9 hook (uplink helper): larger than the tunnel carries → ICMP frag-needed.
+    if let Some(t) = eg.tunnel.filter(|t| encap::too_big(ip.total_len(), t)) {
+        return encap::frag_needed(frame, ctx, port, &t);
+    }
     let eg = match policy::admit(&ip, ctx.ingress, port, eg.port, eg.out, tables, ct, now) {
         Ok(policy::Steer::Routed) => eg,
         Ok(policy::Steer::Host) => match route::to_host(tables) {

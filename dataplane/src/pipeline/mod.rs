@@ -308,6 +308,17 @@ mod tests {
             (vxlan_from_b(&inner_udp(IP_REMOTE, IP_A, 64, 20)), UPLINK),
             (zero_csum(inner_udp(IP_REMOTE, IP_B, 64, 5)), UPLINK),
             (zero_csum(inner_udp(IP_OUTSIDE, IP_A, 64, 5)), UPLINK),
+            // Larger than the tunnel: frag-needed (DF) or EncapTooBig.
+            (udp(POD_A, IP_A, IP_REMOTE, 64, 1440), POD_A),
+            (
+                {
+                    let mut f = udp(POD_A, IP_A, IP_REMOTE, 64, 1440);
+                    f[20] ^= 0x40;
+                    fix_ipv4_checksum(&mut f);
+                    f
+                },
+                POD_A,
+            ),
         ];
         let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
         // forward, encap, decap, reply, drop

@@ -42,6 +42,8 @@ pub const VTEP_MAC_LOCAL: [u8; 6] = [0x02, 0x77, 0, 0, 0, 1];
 pub const VTEP_MAC_B: [u8; 6] = [0x02, 0x77, 0, 0, 0, 2];
 pub const VNI: u32 = 1;
 pub const VXLAN_PORT: u16 = 8472;
+/// The tunnel's inner MTU (a 1500-byte uplink).
+pub const INNER_MTU: u16 = 1450;
 
 /// Dataplane-side MAC of port `id`.
 pub fn mac(id: PortId) -> [u8; 6] {
@@ -97,6 +99,7 @@ pub fn tables() -> Tables {
             vtep_mac: VTEP_MAC_LOCAL,
             vni: VNI,
             dst_port: VXLAN_PORT,
+            inner_mtu: INNER_MTU,
         }),
         host_port: Some(HOST),
         ..Tables::default()

@@ -76,6 +76,8 @@ pub struct Overlay {
     pub vni: u32,
     /// Outer UDP destination port (8472 Linux/flannel, 4789 IANA).
     pub dst_port: u16,
+    /// Largest inner IPv4 packet the tunnel carries: the uplink MTU − 50 (the pod MTU).
+    pub inner_mtu: u16,
 }
 
 /// Another node's tunnel endpoint.
@@ -220,6 +222,7 @@ mod tests {
                 vtep_mac: [2; 6],
                 vni: 1,
                 dst_port: 8472,
+                inner_mtu: 1450,
             }),
             ..Tables::default()
         };

@@ -1,7 +1,7 @@
 //! AF_XDP ports: rings ([`ring`]), a port's UMEM ([`umem`]), the port itself with its
 //! frame pool ([`port`]), in-memory ports for tests and benches ([`fake`]), and the
 //! lock-free single-producer single-consumer ring that hands packets between workers
-//! ([`handoff`]). All unsafe code that touches shared ring memory lives here.
+//! ([`handoff`]), and XDP links with explicit attach flags ([`link`]). All unsafe code that touches shared ring memory lives here.
 //!
 //! Below the pipeline in the layering: this module imports only
 //! [`counters`](crate::counters) (port ids, the ring drops it counts, the burst size),
@@ -9,6 +9,7 @@
 
 pub mod fake;
 pub mod handoff;
+pub mod link;
 pub mod port;
 pub mod ring;
 pub mod umem;

@@ -180,6 +180,24 @@ impl Port {
         cfg: &PortConfig,
         counters: Arc<[PortCounters]>,
     ) -> Result<Port, PortError> {
+        Self::open_bound(id, ifname, queue, cfg, counters, false)
+    }
+
+    /// [`open`](Self::open), in zero-copy mode when `zero_copy` (the driver must
+    /// support it for this queue, or the bind fails and says so).
+    pub fn open_bound(
+        id: PortId,
+        ifname: &str,
+        queue: u32,
+        cfg: &PortConfig,
+        counters: Arc<[PortCounters]>,
+        zero_copy: bool,
+    ) -> Result<Port, PortError> {
+        let copy_flag = if zero_copy {
+            libxdp_sys::XDP_ZEROCOPY
+        } else {
+            libxdp_sys::XDP_COPY
+        };
         Self::validate(ifname, cfg)?;
         let name = CString::new(ifname).map_err(|_| PortError::Config {
             ifname: ifname.to_string(),
@@ -236,7 +254,7 @@ impl Port {
                 libxdp_flags: libxdp_sys::XSK_LIBXDP_FLAGS__INHIBIT_PROG_LOAD,
             },
             xdp_flags: 0,
-            bind_flags: (libxdp_sys::XDP_USE_NEED_WAKEUP | libxdp_sys::XDP_COPY) as u16,
+            bind_flags: (libxdp_sys::XDP_USE_NEED_WAKEUP | copy_flag) as u16,
         };
         let mut xsk: *mut libxdp_sys::xsk_socket = std::ptr::null_mut();
         // SAFETY: umem is live; rx/tx are boxed and outlive the socket.

@@ -135,6 +135,14 @@ impl Daemon {
         Daemon(d)
     }
 
+    /// Start a daemon in `ns` with exactly `yaml` (after socket and state dir), e.g. a
+    /// node of a multi-node test with its own pod CIDR and overlay.
+    pub fn start_yaml(ns: &Netns, tag: &str, yaml: &str) -> Daemon {
+        let mut d = NodeDaemon::new(bin("xsknetd"), Some(ns), tag, yaml);
+        d.spawn();
+        Daemon(d)
+    }
+
     /// A daemon fixture made by the caller (e.g. with [`NodeDaemon::at`], its state
     /// somewhere special), started until ready.
     pub fn spawn_node(mut d: NodeDaemon) -> Daemon {
