@@ -9,6 +9,8 @@
 
 #![deny(unsafe_code)]
 
+pub mod etcd;
+
 use std::ffi::OsStr;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};

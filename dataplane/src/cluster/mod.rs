@@ -27,8 +27,6 @@ pub mod etcd;
 pub mod records;
 #[cfg(test)]
 mod tests;
-#[cfg(test)]
-mod testutil;
 
 use std::collections::BTreeMap;
 

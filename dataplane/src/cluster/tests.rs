@@ -1,4 +1,4 @@
-//! The etcd backend against a real etcd (see [`super::testutil`]): registration and
+//! The etcd backend against a real etcd (see [`testkit::etcd`]): registration and
 //! keep-alive, lease expiry, subnet ownership (restarts, lease loss, racing claimers),
 //! watch deltas, compaction and re-list, malformed records, etcd restarts. Each test runs
 //! its own etcd, so compactions and restarts of one test never touch another.
@@ -13,10 +13,10 @@ use etcd_client::{Client, GetOptions};
 use super::config::EtcdConfig;
 use super::etcd::{claim_subnet, EtcdCluster, EtcdError, LocalNode, SubnetRequest};
 use super::records::{Keys, NodeRecord, PodRecord, Record, RecordKey};
-use super::testutil::{Etcd, Proxy};
 use super::{Change, ClusterEvent, ClusterView, PodKey};
 use crate::config::Ipv4Cidr;
 use crate::policy::k8s::{self, Object};
+use testkit::etcd::{Etcd, Proxy};
 
 const TTL: u32 = 2;
 
