@@ -42,11 +42,24 @@ pub struct Etcd {
     dir: tempfile::TempDir,
     client_port: u16,
     peer_port: u16,
+    /// Also listen for clients on this address (a testbed's underlay bridge, so nodes in
+    /// network namespaces reach it).
+    also_on: Option<std::net::Ipv4Addr>,
 }
 
 impl Etcd {
     /// Start etcd and wait until it is healthy; `None` when the binary is missing.
     pub fn start() -> Option<Etcd> {
+        Self::start_with(None)
+    }
+
+    /// [`start`](Self::start), listening for clients on `addr` too (same port): for
+    /// daemons in network namespaces that reach the root namespace through `addr`.
+    pub fn start_on(addr: std::net::Ipv4Addr) -> Option<Etcd> {
+        Self::start_with(Some(addr))
+    }
+
+    fn start_with(also_on: Option<std::net::Ipv4Addr>) -> Option<Etcd> {
         if !etcd_available() {
             return None;
         }
@@ -59,6 +72,7 @@ impl Etcd {
             dir,
             client_port: free_port(),
             peer_port: free_port(),
+            also_on,
         };
         e.spawn();
         Some(e)
@@ -69,12 +83,25 @@ impl Etcd {
         format!("http://127.0.0.1:{}", self.client_port)
     }
 
+    /// `http://ADDR:PORT` for the address given to [`start_on`](Self::start_on), else
+    /// [`url`](Self::url).
+    pub fn url_on(&self) -> String {
+        match self.also_on {
+            Some(a) => format!("http://{a}:{}", self.client_port),
+            None => self.url(),
+        }
+    }
+
     pub fn client_port(&self) -> u16 {
         self.client_port
     }
 
     fn spawn(&mut self) {
         let client = self.url();
+        let listen = match self.also_on {
+            Some(_) => format!("{client},{}", self.url_on()),
+            None => client.clone(),
+        };
         let peer = format!("http://127.0.0.1:{}", self.peer_port);
         let data = self.dir.path().join("data");
         let log = std::fs::OpenOptions::new()
@@ -85,7 +112,7 @@ impl Etcd {
         let child = Command::new("etcd")
             .arg("--name=t")
             .arg(format!("--data-dir={}", data.display()))
-            .arg(format!("--listen-client-urls={client}"))
+            .arg(format!("--listen-client-urls={listen}"))
             .arg(format!("--advertise-client-urls={client}"))
             .arg(format!("--listen-peer-urls={peer}"))
             .arg(format!("--initial-advertise-peer-urls={peer}"))
