@@ -1116,7 +1116,12 @@ logLevel: debug,xsknet_dataplane=trace
     #[test]
     fn example_node_yaml_documents_the_defaults() {
         let example = include_str!("../../config/node.yaml");
-        assert_eq!(Config::from_yaml_str(example).unwrap(), Config::default());
+        // The example writes podCidr out (which only matters with a datastore).
+        let defaults = Config {
+            pod_cidr_explicit: true,
+            ..Config::default()
+        };
+        assert_eq!(Config::from_yaml_str(example).unwrap(), defaults);
         // Every field of the schema appears in the example (workers as a comment).
         for key in [
             "socket:",
@@ -1181,5 +1186,94 @@ logLevel: debug,xsknet_dataplane=trace
         assert!(c.validate_with_cpus(&[4, 5]).is_ok());
         let msg = c.validate_with_cpus(&[0, 1]).unwrap_err().to_string();
         assert!(msg.contains("online: 0-1"), "{msg}");
+    }
+
+    const DS: &str = "datastore: {type: etcd, endpoints: ['http://10.0.0.1:2379']}\n";
+
+    #[test]
+    fn datastore_and_node_name() {
+        use crate::cluster::config::DatastoreConfig;
+        use crate::cluster::etcd::SubnetRequest;
+        // Static mode: nothing changes, no subnet request.
+        let c = Config::from_yaml_str("podCidr: 10.244.3.0/24").unwrap();
+        assert!(c.pod_cidr_explicit && c.datastore.is_none());
+        assert_eq!(c.subnet_request(), None);
+        assert!(
+            !Config::from_yaml_str("logLevel: info")
+                .unwrap()
+                .pod_cidr_explicit
+        );
+
+        // Datastore, no prefix anywhere: claimed from overlay.clusterCidr.
+        let c = Config::from_yaml_str(&format!("nodeName: node-a\n{DS}overlay: {{}}\n")).unwrap();
+        assert_eq!(c.node_name(), "node-a");
+        let Some(DatastoreConfig::Etcd(e)) = &c.datastore else {
+            panic!("datastore decoded")
+        };
+        assert_eq!(e.endpoints, ["http://10.0.0.1:2379"]);
+        assert_eq!(e.prefix, "/xsknet/v1/");
+        assert_eq!(
+            c.subnet_request(),
+            Some(SubnetRequest::FromCluster {
+                cluster: "10.244.0.0/16".parse().unwrap(),
+                len: 24
+            })
+        );
+        assert_eq!(
+            c.masquerade_exclude(),
+            "10.244.0.0/16".parse().unwrap(),
+            "the whole cluster stays unmasqueraded"
+        );
+        // The top-level podCidr when set; overlay.podCidr first.
+        let c =
+            Config::from_yaml_str(&format!("podCidr: 10.244.9.0/24\n{DS}overlay: {{}}\n")).unwrap();
+        assert_eq!(
+            c.subnet_request(),
+            Some(SubnetRequest::Fixed("10.244.9.0/24".parse().unwrap()))
+        );
+        let c =
+            Config::from_yaml_str(&format!("{DS}overlay: {{podCidr: 10.244.7.0/24}}\n")).unwrap();
+        assert_eq!(
+            c.subnet_request(),
+            Some(SubnetRequest::Fixed("10.244.7.0/24".parse().unwrap()))
+        );
+        // The default name is the host's.
+        assert_eq!(
+            Config::default().node_name(),
+            host_name().to_ascii_lowercase()
+        );
+    }
+
+    #[test]
+    fn datastore_errors_name_their_field() {
+        for (yaml, field) in [
+            (format!("{DS}"), "overlay"),
+            (
+                format!("{DS}overlay: {{peers: [{{name: b, podCidr: 10.244.2.0/24, underlayIp: 10.0.0.2, vtepMac: '02:00:00:00:00:02'}}]}}\n"),
+                "overlay.peers",
+            ),
+            (format!("podCidr: 10.9.0.0/24\n{DS}overlay: {{}}\n"), "podCidr"),
+            (format!("nodeName: Node_A\n{DS}overlay: {{}}\n"), "nodeName"),
+            ("nodeName: -x\n".to_string(), "nodeName"),
+            (format!("policyDir: /etc/xsknet/policies\n{DS}overlay: {{}}\n"), "policyDir"),
+            (
+                "datastore: {type: etcd, endpoints: []}\noverlay: {}\n".to_string(),
+                "datastore.endpoints",
+            ),
+            (
+                "datastore: {type: etcd, endpoints: ['https://x:1']}\noverlay: {}\n".to_string(),
+                "datastore.endpoints[0]",
+            ),
+            (
+                "datastore: {type: etcd, endpoints: ['http://x:1'], leaseTtlSeconds: 1}\noverlay: {}\n"
+                    .to_string(),
+                "datastore.leaseTtlSeconds",
+            ),
+        ] {
+            assert_names(&yaml, field);
+        }
+        // Unknown keys and types are refused at decode time.
+        assert!(Config::from_yaml_str("datastore: {type: consul, endpoints: []}").is_err());
+        assert!(Config::from_yaml_str(&format!("{DS}overlay: {{}}\nnodename: a\n")).is_err());
     }
 }
