@@ -52,6 +52,9 @@ use super::Daemon;
 
 /// This node's registration, kept for restarts with etcd unreachable.
 pub const NODE_FILE: &str = "node.json";
+/// The last view, kept for the same reason (the other nodes to route to and accept
+/// VXLAN from, their pods as policy peers).
+pub const VIEW_FILE: &str = "cluster-view.json";
 /// With a saved prefix: how long the start waits for etcd before using it.
 const SAVED_WAIT_EXTRA: Duration = Duration::from_secs(2);
 /// Without one: how long the start waits for a registration before it fails.
@@ -88,6 +91,49 @@ struct SavedNode {
     underlay_ip: Ipv4Addr,
 }
 
+/// What `cluster-view.json` holds.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+struct SavedView {
+    revision: i64,
+    nodes: Vec<NodeRecord>,
+    pods: Vec<PodRecord>,
+    namespaces: Vec<crate::policy::k8s::Namespace>,
+    policies: Vec<crate::policy::k8s::NetworkPolicy>,
+}
+
+impl SavedView {
+    fn of(v: &ClusterView) -> SavedView {
+        SavedView {
+            revision: v.revision,
+            nodes: v.nodes.values().cloned().collect(),
+            pods: v.pods.values().cloned().collect(),
+            namespaces: v.namespaces.values().cloned().collect(),
+            policies: v.policies.values().cloned().collect(),
+        }
+    }
+
+    /// Back into a view; records that fail validation are left out (it is a file).
+    fn into_view(self) -> ClusterView {
+        let mut v = ClusterView {
+            revision: self.revision,
+            ..ClusterView::default()
+        };
+        for n in self.nodes.into_iter().filter(|n| n.validate().is_ok()) {
+            v.put(Record::Node(n));
+        }
+        for p in self.pods.into_iter().filter(|p| p.validate().is_ok()) {
+            v.put(Record::Pod(p));
+        }
+        for n in self.namespaces {
+            v.put(Record::Namespace(n));
+        }
+        for p in self.policies {
+            v.put(Record::Policy(p));
+        }
+        v
+    }
+}
+
 /// The daemon's cluster state (datastore mode).
 pub struct Cluster {
     handle: EtcdCluster,
@@ -102,6 +148,10 @@ pub struct Cluster {
     last_error: Option<String>,
     refused: u64,
     node_file: PathBuf,
+    view_file: PathBuf,
+    /// The view holds something to act on: a snapshot came, or the saved view was
+    /// loaded (an empty view before the first snapshot must not wipe policies).
+    synced: bool,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -115,20 +165,33 @@ impl std::fmt::Debug for Cluster {
 }
 
 fn read_saved(path: &Path) -> Option<SavedNode> {
+    read_json(path, "node registration")
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path, what: &str) -> Option<T> {
     let text = match std::fs::read(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
         Err(e) => {
-            tracing::warn!(file = %path.display(), error = %e, "saved node registration not read");
+            tracing::warn!(file = %path.display(), error = %e, "saved {what} not read");
             return None;
         }
     };
     match serde_json::from_slice(&text) {
         Ok(s) => Some(s),
         Err(e) => {
-            tracing::warn!(file = %path.display(), error = %e, "saved node registration unreadable; ignored");
+            tracing::warn!(file = %path.display(), error = %e, "saved {what} unreadable; ignored");
             None
         }
+    }
+}
+
+fn write_json(path: &Path, value: &impl Serialize, what: &str) {
+    let r = serde_json::to_vec(value)
+        .map_err(std::io::Error::other)
+        .and_then(|b| xsknet_proto::fsutil::write_atomic(path, &b));
+    if let Err(e) = r {
+        tracing::error!(file = %path.display(), error = %e, "{what} not saved (a restart with etcd down starts without it)");
     }
 }
 
@@ -139,12 +202,7 @@ fn save(path: &Path, r: &NodeRecord) {
         vtep_mac: r.vtep_mac,
         underlay_ip: r.underlay_ip,
     };
-    let r = serde_json::to_vec_pretty(&saved)
-        .map_err(std::io::Error::other)
-        .and_then(|b| xsknet_proto::fsutil::write_atomic(path, &b));
-    if let Err(e) = r {
-        tracing::error!(file = %path.display(), error = %e, "node registration not saved (a restart with etcd down will not find its prefix)");
-    }
+    write_json(path, &saved, "node registration");
 }
 
 /// The saved registration to reuse: same node name, a prefix the request accepts.
@@ -258,10 +316,14 @@ pub fn join(
         }
     };
     cfg.pod_cidr = record.pod_cidr;
+    let view_file = state.root.join(VIEW_FILE);
+    let saved_view = read_json::<SavedView>(&view_file, "cluster view").map(SavedView::into_view);
     let mut c = Cluster {
         handle,
         events,
-        view: ClusterView::default(),
+        synced: saved_view.is_some(),
+        view: saved_view.unwrap_or_default(),
+        view_file,
         name,
         endpoints: etcd.endpoints.clone(),
         local: record,
@@ -324,7 +386,12 @@ impl Cluster {
     /// Bookkeeping of one event (connection state, errors, refusals, registration).
     fn note(&mut self, e: &ClusterEvent) {
         match e {
-            ClusterEvent::Snapshot(_) | ClusterEvent::Changes { .. } => {
+            ClusterEvent::Snapshot(_) => {
+                self.connected = true;
+                self.synced = true;
+                self.last_error = None;
+            }
+            ClusterEvent::Changes { .. } => {
                 self.connected = true;
                 self.last_error = None;
             }
@@ -435,6 +502,9 @@ impl Daemon {
             c.note(&event);
             c.view.apply_event(&event);
         }
+        if touched.nodes || touched.objects {
+            write_json(&c.view_file, &SavedView::of(&c.view), "cluster view");
+        }
         if touched.nodes {
             self.sync_peers();
         }
@@ -450,7 +520,9 @@ impl Daemon {
 
     /// The uplink's peers from the view; republish.
     fn sync_peers(&mut self) {
-        let Some(c) = &self.cluster else { return };
+        let Some(c) = self.cluster.as_ref().filter(|c| c.synced) else {
+            return;
+        };
         let peers = c.peers();
         let Some(up) = self.uplink.as_mut() else {
             return;
@@ -471,7 +543,9 @@ impl Daemon {
 
     /// The policy input from the view: other nodes' pods, Namespaces, NetworkPolicies.
     fn sync_policy_from_view(&mut self) {
-        let Some(c) = &self.cluster else { return };
+        let Some(c) = self.cluster.as_ref().filter(|c| c.synced) else {
+            return;
+        };
         let remote = remote_pods(&c.view, &c.name, self.cfg.pod_cidr);
         let namespaces: Vec<_> = c.view.namespaces.values().cloned().collect();
         let policies: Vec<_> = c.view.policies.values().cloned().collect();
@@ -528,11 +602,17 @@ impl Daemon {
         }
     }
 
-    /// Every live endpoint published (after start).
-    pub(super) fn cluster_publish_all(&self) {
+    /// At start, once the endpoints are restored: publish every live one, and take
+    /// over what the view already holds (events that arrived while joining).
+    pub(super) fn cluster_start_sync(&mut self) {
+        if self.cluster.is_none() {
+            return;
+        }
         for ep in self.endpoints.iter() {
             self.cluster_publish_pod(ep);
         }
+        self.sync_peers();
+        self.sync_policy_from_view();
     }
 
     /// `status.datastore`.

@@ -309,7 +309,7 @@ impl Daemon {
             return Err(e.into());
         }
         d.restore();
-        d.cluster_publish_all();
+        d.cluster_start_sync();
         d.policy.save_recovered();
         d.reclaim_unfinished_adds();
         d.finish_pending_dels();
