@@ -1247,7 +1247,7 @@ logLevel: debug,xsknet_dataplane=trace
     #[test]
     fn datastore_errors_name_their_field() {
         for (yaml, field) in [
-            (format!("{DS}"), "overlay"),
+            (DS.to_string(), "overlay"),
             (
                 format!("{DS}overlay: {{peers: [{{name: b, podCidr: 10.244.2.0/24, underlayIp: 10.0.0.2, vtepMac: '02:00:00:00:00:02'}}]}}\n"),
                 "overlay.peers",
