@@ -299,9 +299,20 @@ fn nodes_register_share_pods_and_policies_and_keep_their_prefix() {
         format!("--- a\n{}\n--- b\n{}", a.log_text(), b.log_text())
     });
 
+    // A node that dies leaves the others' view and routes when its lease expires
+    // (leaseTtlSeconds 4 here).
+    b.cni_del(&nb, &pb);
+    let pid = b.pid().unwrap().to_string();
+    sh(&["kill", "-KILL", &pid]);
+    wait_until("node-b gone from a's view", WAIT, || {
+        let l = node_list(&a);
+        l.nodes.len() == 1 && l.nodes[0].name == "node-a"
+    });
+    assert_eq!(status(&a)["overlay"]["nodes"], 0, "{}", a.log_text());
+    assert!(!pa.ping(pb.ip, 1), "no route to a node that is gone");
+
     drop(raw);
     a.cni_del(&na, &pa);
-    b.cni_del(&nb, &pb);
 }
 
 /// etcd down: existing traffic keeps flowing, an ADD still succeeds, a daemon restarted

@@ -398,7 +398,8 @@ impl PolicyService {
                 v.ports = p.named_ports();
             }
         }
-        let local = views.len();
+        // Other nodes' pods: peers only. None shares a name with a local endpoint
+        // (filtered here), so none finds a port below.
         views.extend(
             self.remote
                 .iter()
@@ -407,12 +408,7 @@ impl PolicyService {
         );
         let t = Instant::now();
         let snap = compile(&self.store, &views, |v| {
-            let is_local = views[..local]
-                .iter()
-                .any(|l| l.namespace == v.namespace && l.name == v.name);
-            is_local
-                .then(|| ports.get(&(v.namespace.clone(), v.name.clone())).copied())
-                .flatten()
+            ports.get(&(v.namespace.clone(), v.name.clone())).copied()
         });
         tracing::debug!(
             policies = snap.policies.len(),
