@@ -198,6 +198,18 @@ pub struct Config {
     /// The VXLAN overlay to other nodes; None = a single node, no uplink (as before).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub overlay: Option<crate::cluster::config::OverlayConfig>,
+    /// This node's name in the cluster (a DNS subdomain); default: the host name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node_name: Option<String>,
+    /// The cluster datastore (etcd); None = static mode: one node, or static
+    /// `overlay.peers`, exactly as without it. See [`Config::subnet_request`] for how
+    /// the node's pod prefix is chosen with one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub datastore: Option<crate::cluster::config::DatastoreConfig>,
+    /// Whether `podCidr` was written in the file (with a datastore, an explicit
+    /// `podCidr` is this node's prefix; otherwise one is claimed). Not a key.
+    #[serde(skip)]
+    pub pod_cidr_explicit: bool,
     // --- end overlay -----------------------------------------------------------------
 
     // --- Services and pod egress (issue 8) ---------------------------------------
@@ -267,10 +279,52 @@ pub struct MetricsConfig {
 }
 
 impl Config {
-    /// The prefix the masquerade excludes: `clusterCidr`, else this node's `podCidr`.
+    /// The prefix the masquerade excludes: `clusterCidr`, else (with a datastore)
+    /// `overlay.clusterCidr`, else this node's `podCidr`.
     pub fn masquerade_exclude(&self) -> Ipv4Cidr {
-        self.cluster_cidr.unwrap_or(self.pod_cidr)
+        let overlay = self
+            .datastore
+            .as_ref()
+            .and(self.overlay.as_ref())
+            .map(|o| o.cluster_cidr);
+        self.cluster_cidr.or(overlay).unwrap_or(self.pod_cidr)
     }
+
+    /// This node's name: `nodeName`, else the host name (lower-cased, as Kubernetes
+    /// names nodes).
+    pub fn node_name(&self) -> String {
+        match &self.node_name {
+            Some(n) => n.clone(),
+            None => host_name().to_ascii_lowercase(),
+        }
+    }
+
+    /// With a datastore, how this node gets its pod prefix — the first that applies:
+    /// `overlay.podCidr`; the top-level `podCidr` when the file sets it; else a
+    /// `/overlay.subnetLen` of `overlay.clusterCidr` claimed in the datastore (the one
+    /// this node owns already, else the first free one). None in static mode.
+    pub fn subnet_request(&self) -> Option<crate::cluster::etcd::SubnetRequest> {
+        use crate::cluster::etcd::SubnetRequest;
+        self.datastore.as_ref()?;
+        let o = self.overlay.as_ref()?;
+        Some(match (o.pod_cidr, self.pod_cidr_explicit) {
+            (Some(c), _) => SubnetRequest::Fixed(c),
+            (None, true) => SubnetRequest::Fixed(self.pod_cidr),
+            (None, false) => SubnetRequest::FromCluster {
+                cluster: o.cluster_cidr,
+                len: o.subnet_len,
+            },
+        })
+    }
+}
+
+/// The kernel's host name (`/proc/sys/kernel/hostname`), "localhost" if unreadable.
+pub fn host_name() -> String {
+    fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".to_string())
 }
 
 /// One worker thread.
@@ -366,6 +420,9 @@ impl Default for Config {
             policy_dir: None,
             uplink: UplinkConfig::default(),
             overlay: None,
+            node_name: None,
+            datastore: None,
+            pod_cidr_explicit: false,
             service_cidr: Ipv4Cidr {
                 addr: Ipv4Addr::new(10, 96, 0, 0),
                 prefix: 12,
@@ -467,7 +524,9 @@ impl Config {
                     message,
                 }
             })?;
-            config.unwrap_or_default()
+            let mut config = config.unwrap_or_default();
+            config.pod_cidr_explicit = sets_pod_cidr(yaml);
+            config
         };
         config.validate_named(file, &online_cpus())?;
         Ok(config)
@@ -532,7 +591,9 @@ impl Config {
                 return Err(bad(field, "host bits are set", c));
             }
         }
-        if let Some(c) = &self.cluster_cidr {
+        // With a datastore and no explicit podCidr the node's prefix is claimed at start.
+        let pod_cidr_known = self.datastore.is_none() || self.pod_cidr_explicit;
+        if let (Some(c), true) = (&self.cluster_cidr, pod_cidr_known) {
             if !c.contains(self.pod_cidr.addr) || c.prefix > self.pod_cidr.prefix {
                 return Err(bad("clusterCidr", "must contain podCidr", c));
             }
@@ -645,12 +706,14 @@ impl Config {
         if let Some(ifname) = &self.uplink.interface {
             check_ifname(ifname, "uplink.interface", bad)?;
         }
+        self.validate_datastore(bad)?;
         let Some(o) = &self.overlay else {
             return Ok(());
         };
         o.validate_static()
             .map_err(|e| bad(&e.field, &e.message, &e.value))?;
-        if let Some(p) = o.pod_cidr {
+        let pod_cidr_known = self.datastore.is_none() || self.pod_cidr_explicit;
+        if let (Some(p), true) = (o.pod_cidr, pod_cidr_known) {
             if p != self.pod_cidr {
                 return Err(bad(
                     "overlay.podCidr",
@@ -671,10 +734,78 @@ impl Config {
         Ok(())
     }
 
+    /// `nodeName` and `datastore`: with a datastore, `overlay` is required (`overlay: {}`
+    /// takes the defaults), its `peers` must be empty (the nodes come from the
+    /// datastore), an explicit `podCidr` must lie in `overlay.clusterCidr`, and
+    /// `policyDir` is not used (policies live in the datastore).
+    fn validate_datastore(&self, bad: &BadFn<'_>) -> Result<(), ConfigError> {
+        let name = self.node_name();
+        let name_field = if self.node_name.is_some() {
+            "nodeName"
+        } else {
+            "nodeName (default: the host name)"
+        };
+        if self.node_name.is_some() || self.datastore.is_some() {
+            crate::policy::k8s::check_dns_subdomain(&name).map_err(|m| {
+                bad(
+                    name_field,
+                    &format!("must be a DNS subdomain (lower-case a-z, 0-9, '-', '.'): {m}"),
+                    &format!("{name:?}"),
+                )
+            })?;
+        }
+        let Some(ds) = &self.datastore else {
+            return Ok(());
+        };
+        ds.validate()
+            .map_err(|e| bad(&e.field, &e.message, &e.value))?;
+        let Some(o) = &self.overlay else {
+            return Err(bad(
+                "overlay",
+                "required with a datastore (`overlay: {}` takes the defaults)",
+                &"absent",
+            ));
+        };
+        if !o.peers.is_empty() {
+            return Err(bad(
+                "overlay.peers",
+                "must be empty with a datastore: the other nodes come from it",
+                &format!("{} peers", o.peers.len()),
+            ));
+        }
+        if self.pod_cidr_explicit && o.pod_cidr.is_none() {
+            let c = o.cluster_cidr;
+            if self.pod_cidr.prefix < c.prefix || !c.contains(self.pod_cidr.addr) {
+                return Err(bad(
+                    "podCidr",
+                    &format!("must lie inside overlay.clusterCidr {c}"),
+                    &self.pod_cidr,
+                ));
+            }
+        }
+        if let Some(d) = &self.policy_dir {
+            return Err(bad(
+                "policyDir",
+                "not used with a datastore: policies live there (xsknetctl policy apply writes them)",
+                &d.display(),
+            ));
+        }
+        Ok(())
+    }
+
     /// Frames one worker holds with every port slot in use: `framesPerPort × maxPortsPerWorker`.
     pub fn total_frames_per_worker(&self) -> u64 {
         u64::from(self.umem.frames_per_port) * u64::from(self.umem.max_ports_per_worker)
     }
+}
+
+/// Whether the document sets the top-level `podCidr` key (a valid document: it
+/// decoded into a [`Config`] already).
+fn sets_pod_cidr(yaml: &str) -> bool {
+    serde_yaml_ng::from_str::<serde_yaml_ng::Value>(yaml)
+        .ok()
+        .and_then(|v| v.as_mapping().map(|m| m.contains_key("podCidr")))
+        .unwrap_or(false)
 }
 
 /// Only whitespace, comments and document markers: serde_yaml_ng reports such input
@@ -985,7 +1116,12 @@ logLevel: debug,xsknet_dataplane=trace
     #[test]
     fn example_node_yaml_documents_the_defaults() {
         let example = include_str!("../../config/node.yaml");
-        assert_eq!(Config::from_yaml_str(example).unwrap(), Config::default());
+        // The example writes podCidr out (which only matters with a datastore).
+        let defaults = Config {
+            pod_cidr_explicit: true,
+            ..Config::default()
+        };
+        assert_eq!(Config::from_yaml_str(example).unwrap(), defaults);
         // Every field of the schema appears in the example (workers as a comment).
         for key in [
             "socket:",
@@ -1050,5 +1186,94 @@ logLevel: debug,xsknet_dataplane=trace
         assert!(c.validate_with_cpus(&[4, 5]).is_ok());
         let msg = c.validate_with_cpus(&[0, 1]).unwrap_err().to_string();
         assert!(msg.contains("online: 0-1"), "{msg}");
+    }
+
+    const DS: &str = "datastore: {type: etcd, endpoints: ['http://10.0.0.1:2379']}\n";
+
+    #[test]
+    fn datastore_and_node_name() {
+        use crate::cluster::config::DatastoreConfig;
+        use crate::cluster::etcd::SubnetRequest;
+        // Static mode: nothing changes, no subnet request.
+        let c = Config::from_yaml_str("podCidr: 10.244.3.0/24").unwrap();
+        assert!(c.pod_cidr_explicit && c.datastore.is_none());
+        assert_eq!(c.subnet_request(), None);
+        assert!(
+            !Config::from_yaml_str("logLevel: info")
+                .unwrap()
+                .pod_cidr_explicit
+        );
+
+        // Datastore, no prefix anywhere: claimed from overlay.clusterCidr.
+        let c = Config::from_yaml_str(&format!("nodeName: node-a\n{DS}overlay: {{}}\n")).unwrap();
+        assert_eq!(c.node_name(), "node-a");
+        let Some(DatastoreConfig::Etcd(e)) = &c.datastore else {
+            panic!("datastore decoded")
+        };
+        assert_eq!(e.endpoints, ["http://10.0.0.1:2379"]);
+        assert_eq!(e.prefix, "/xsknet/v1/");
+        assert_eq!(
+            c.subnet_request(),
+            Some(SubnetRequest::FromCluster {
+                cluster: "10.244.0.0/16".parse().unwrap(),
+                len: 24
+            })
+        );
+        assert_eq!(
+            c.masquerade_exclude(),
+            "10.244.0.0/16".parse().unwrap(),
+            "the whole cluster stays unmasqueraded"
+        );
+        // The top-level podCidr when set; overlay.podCidr first.
+        let c =
+            Config::from_yaml_str(&format!("podCidr: 10.244.9.0/24\n{DS}overlay: {{}}\n")).unwrap();
+        assert_eq!(
+            c.subnet_request(),
+            Some(SubnetRequest::Fixed("10.244.9.0/24".parse().unwrap()))
+        );
+        let c =
+            Config::from_yaml_str(&format!("{DS}overlay: {{podCidr: 10.244.7.0/24}}\n")).unwrap();
+        assert_eq!(
+            c.subnet_request(),
+            Some(SubnetRequest::Fixed("10.244.7.0/24".parse().unwrap()))
+        );
+        // The default name is the host's.
+        assert_eq!(
+            Config::default().node_name(),
+            host_name().to_ascii_lowercase()
+        );
+    }
+
+    #[test]
+    fn datastore_errors_name_their_field() {
+        for (yaml, field) in [
+            (DS.to_string(), "overlay"),
+            (
+                format!("{DS}overlay: {{peers: [{{name: b, podCidr: 10.244.2.0/24, underlayIp: 10.0.0.2, vtepMac: '02:00:00:00:00:02'}}]}}\n"),
+                "overlay.peers",
+            ),
+            (format!("podCidr: 10.9.0.0/24\n{DS}overlay: {{}}\n"), "podCidr"),
+            (format!("nodeName: Node_A\n{DS}overlay: {{}}\n"), "nodeName"),
+            ("nodeName: -x\n".to_string(), "nodeName"),
+            (format!("policyDir: /etc/xsknet/policies\n{DS}overlay: {{}}\n"), "policyDir"),
+            (
+                "datastore: {type: etcd, endpoints: []}\noverlay: {}\n".to_string(),
+                "datastore.endpoints",
+            ),
+            (
+                "datastore: {type: etcd, endpoints: ['https://x:1']}\noverlay: {}\n".to_string(),
+                "datastore.endpoints[0]",
+            ),
+            (
+                "datastore: {type: etcd, endpoints: ['http://x:1'], leaseTtlSeconds: 1}\noverlay: {}\n"
+                    .to_string(),
+                "datastore.leaseTtlSeconds",
+            ),
+        ] {
+            assert_names(&yaml, field);
+        }
+        // Unknown keys and types are refused at decode time.
+        assert!(Config::from_yaml_str("datastore: {type: consul, endpoints: []}").is_err());
+        assert!(Config::from_yaml_str(&format!("{DS}overlay: {{}}\nnodename: a\n")).is_err());
     }
 }

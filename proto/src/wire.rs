@@ -121,16 +121,77 @@ pub enum PolicyRequest {
         #[serde(default)]
         protocol: Option<String>,
     },
+    /// The nodes of the cluster as this daemon sees them, and its datastore's state
+    /// (static mode: this node and the static peers). Result: [`NodeList`].
+    NodeList,
 }
 
 /// The `op` names of [`PolicyRequest`].
-pub const POLICY_OPS: [&str; 5] = [
+pub const POLICY_OPS: [&str; 6] = [
     "policy_apply",
     "policy_delete",
     "policy_list",
     "pod_label",
     "trace",
+    "node_list",
 ];
+
+/// The `node_list` result.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct NodeList {
+    /// None in static mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub datastore: Option<DatastoreStatus>,
+    /// By name; this node included.
+    pub nodes: Vec<NodeInfo>,
+}
+
+/// One node of [`NodeList`].
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct NodeInfo {
+    pub name: String,
+    pub pod_cidr: String,
+    pub underlay_ip: Option<Ipv4Addr>,
+    pub vtep_mac: String,
+    pub vni: u32,
+    pub port: u16,
+    /// This daemon's own node.
+    #[serde(rename = "self")]
+    pub local: bool,
+    /// Its record is alive in the datastore (kept by its lease); None in static mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alive: Option<bool>,
+    /// Left out of the routes, and why (another VNI, an overlapping prefix, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unused: Option<String>,
+}
+
+/// The datastore as this daemon follows it (`status.datastore`, `node_list`).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DatastoreStatus {
+    /// `etcd`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub endpoints: Vec<String>,
+    /// This node's name in the cluster.
+    pub node_name: String,
+    /// The watch is connected and its view current.
+    pub connected: bool,
+    /// This node's record is registered (its prefix claimed, its lease alive).
+    pub registered: bool,
+    /// The datastore revision of the view.
+    pub revision: i64,
+    /// The last connection or request error, if any since the last success.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// Records refused as malformed since start (each logged with its key).
+    pub refused: u64,
+    /// Nodes, pods, namespaces and policies in the view.
+    pub nodes: usize,
+    pub pods: usize,
+    pub namespaces: usize,
+    pub policies: usize,
+}
 
 /// The `policy_apply` / `policy_delete` result.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -546,6 +607,9 @@ pub struct Status {
     /// Health of the state directory (absent from daemons older than it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub persistence: Option<PersistenceStatus>,
+    /// The cluster datastore, when one is configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub datastore: Option<DatastoreStatus>,
 }
 
 /// This node's side of the overlay, in the `status` result.
@@ -648,7 +712,9 @@ pub fn decode_any(line: &[u8]) -> Result<AnyRequest, ControlError> {
     let first_field = obj.keys().find(|k| *k != "op").cloned();
     let request: PolicyRequest = serde_json::from_value(serde_json::Value::Object(obj))
         .map_err(|e| invalid(e.to_string()))?;
-    if let (PolicyRequest::PolicyList, Some(field)) = (&request, first_field) {
+    if let (PolicyRequest::PolicyList | PolicyRequest::NodeList, Some(field)) =
+        (&request, first_field)
+    {
         return Err(invalid(format!(
             "unknown field `{field}`: this op takes no fields"
         )));

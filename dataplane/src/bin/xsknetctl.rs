@@ -28,6 +28,7 @@ use xsknet_dataplane::control::proto::{
 use xsknet_dataplane::control::reach::{self, ProbePort, Trace};
 use xsknet_dataplane::policy::k8s::{self, Protocol};
 use xsknet_dataplane::policy::store::PolicyStore;
+use xsknet_proto::wire::{DatastoreStatus, NodeList};
 
 /// How long one call may take before xsknetctl gives up.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -63,6 +64,16 @@ enum Command {
     /// Send a synthetic connection through the live dataplane's policy code and say
     /// which policy and rule allowed it, or that none did.
     Trace(TraceArgs),
+    /// The cluster's nodes as this daemon sees them.
+    #[command(subcommand)]
+    Node(NodeCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum NodeCommand {
+    /// Every node (pod CIDR, underlay address, VTEP), this one marked, and the
+    /// datastore's state (static mode: this node and the static peers).
+    List(JsonFlag),
 }
 
 #[derive(Subcommand, Debug)]
@@ -448,6 +459,15 @@ fn run(cli: &Cli) -> anyhow::Result<String> {
                 shown.join(",")
             )
         }
+        Command::Node(NodeCommand::List(f)) => {
+            let v = prpc(PolicyRequest::NodeList)?;
+            if f.json {
+                json_line(&v)
+            } else {
+                let list: NodeList = decode(v, "node list")?;
+                format_nodes(&list)
+            }
+        }
         Command::Trace(t) => {
             let port = match t.port.parse::<u16>() {
                 Ok(n) => Value::from(n),
@@ -601,6 +621,71 @@ fn drops_cell(drops: &BTreeMap<String, u64>) -> String {
     }
 }
 
+/// One line: `etcd http://… (node a): connected, registered, revision 12, 3 nodes …`.
+fn format_datastore(d: &DatastoreStatus) -> String {
+    let mut s = format!(
+        "{} {} (node {}): {}, {}, revision {}, {} nodes, {} pods, {} namespaces, {} policies",
+        d.kind,
+        d.endpoints.join(","),
+        d.node_name,
+        if d.connected {
+            "connected"
+        } else {
+            "DISCONNECTED"
+        },
+        if d.registered {
+            "registered"
+        } else {
+            "NOT registered"
+        },
+        d.revision,
+        d.nodes,
+        d.pods,
+        d.namespaces,
+        d.policies
+    );
+    if d.refused > 0 {
+        s += &format!(", {} records refused", d.refused);
+    }
+    if let Some(e) = &d.last_error {
+        s += &format!("; last error: {e}");
+    }
+    s
+}
+
+/// `node list` as a table, then the datastore line.
+fn format_nodes(l: &NodeList) -> String {
+    let mut out = format!(
+        "{:<2}{:<20} {:<18} {:<15} {:<17} {:>8} {:>5}  {}\n",
+        "", "NAME", "POD CIDR", "UNDERLAY", "VTEP MAC", "VNI", "PORT", "STATE"
+    );
+    for n in &l.nodes {
+        let state = match (n.alive, &n.unused) {
+            (_, Some(why)) => format!("unused: {why}"),
+            (Some(true), None) => "alive".to_string(),
+            (Some(false), None) => "not registered".to_string(),
+            (None, None) => "static".to_string(),
+        };
+        out += &format!(
+            "{:<2}{:<20} {:<18} {:<15} {:<17} {:>8} {:>5}  {}\n",
+            if n.local { "*" } else { "" },
+            n.name,
+            n.pod_cidr,
+            n.underlay_ip
+                .map_or_else(|| "?".to_string(), |i| i.to_string()),
+            n.vtep_mac,
+            n.vni,
+            n.port,
+            state
+        );
+    }
+    match &l.datastore {
+        Some(d) => out += &format!("datastore: {}\n", format_datastore(d)),
+        None => out += "datastore: none (static mode)\n",
+    }
+    out
+}
+
 fn format_status(s: &Status) -> String {
     let mut out = String::new();
     let mut kv = |k: &str, v: String| out.push_str(&format!("{k:<12}{v}\n"));
@@ -640,6 +725,9 @@ fn format_status(s: &Status) -> String {
             "nodes",
             format!("{} ({} resolved)", o.nodes, o.nodes_resolved),
         );
+    }
+    if let Some(d) = &s.datastore {
+        kv("datastore", format_datastore(d));
     }
     if let Some(p) = &s.persistence {
         let state = match (p.failing, &p.last_error) {

@@ -136,7 +136,7 @@ impl SubnetRequest {
     }
 
     /// Whether an owned prefix satisfies the request (so it is reused).
-    fn accepts(&self, cidr: Ipv4Cidr) -> bool {
+    pub fn accepts(&self, cidr: Ipv4Cidr) -> bool {
         match *self {
             SubnetRequest::Fixed(c) => c == cidr,
             SubnetRequest::FromCluster { cluster, len } => {
@@ -204,6 +204,12 @@ enum Command {
     Delete {
         key: RecordKey,
         reply: crossbeam_channel::Sender<Result<bool, EtcdError>>,
+    },
+    /// Puts and deletes in one transaction: all of them or none.
+    Batch {
+        puts: Vec<Record>,
+        deletes: Vec<RecordKey>,
+        reply: crossbeam_channel::Sender<Result<i64, EtcdError>>,
     },
 }
 
@@ -347,6 +353,26 @@ impl EtcdCluster {
             namespace: namespace.to_string(),
             name: name.to_string(),
         })
+    }
+
+    /// Create or replace `puts` and delete `deletes` (Namespaces and NetworkPolicies)
+    /// in one etcd transaction: all of them or none. Blocks until etcd answered;
+    /// returns the revision of the write.
+    pub fn write_batch(
+        &self,
+        puts: Vec<Record>,
+        deletes: Vec<RecordKey>,
+    ) -> Result<i64, EtcdError> {
+        for r in &puts {
+            r.check_for_write(&self.keys)?;
+        }
+        let (reply, rx) = crossbeam_channel::bounded(1);
+        self.send(Command::Batch {
+            puts,
+            deletes,
+            reply,
+        })?;
+        self.wait(rx)
     }
 
     /// Revoke the lease (this node and its pods leave the view now; the pod prefix stays
@@ -1038,6 +1064,36 @@ async fn request_loop(
                     )
                     .await?;
                     Ok(put.header().map(|h| h.revision()).unwrap_or_default())
+                }
+                .await;
+                if r.is_err() {
+                    client = None;
+                }
+                let _ = reply.send(r);
+            }
+            Command::Batch {
+                puts,
+                deletes,
+                reply,
+            } => {
+                let ops: Vec<TxnOp> = puts
+                    .iter()
+                    .map(|r| TxnOp::put(ctx.keys.record(&r.key()).as_str(), r.encode(), None))
+                    .chain(
+                        deletes
+                            .iter()
+                            .map(|k| TxnOp::delete(ctx.keys.record(k).as_str(), None)),
+                    )
+                    .collect();
+                let r = async {
+                    let c = ensure_client(ctx, &mut client).await?;
+                    let t = call(
+                        &format!("write {} records", ops.len()),
+                        ctx.timeout(),
+                        c.txn(Txn::new().and_then(ops)),
+                    )
+                    .await?;
+                    Ok(t.header().map(|h| h.revision()).unwrap_or_default())
                 }
                 .await;
                 if r.is_err() {

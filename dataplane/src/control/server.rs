@@ -320,6 +320,7 @@ fn classify(request: &Result<AnyRequest, ControlError>) -> (&'static str, Class)
             PolicyRequest::PolicyList => ("policy_list", Bulk),
             PolicyRequest::PodLabel { .. } => ("pod_label", Bulk),
             PolicyRequest::Trace { .. } => ("trace", Bulk),
+            PolicyRequest::NodeList => ("node_list", Bulk),
         },
     }
 }

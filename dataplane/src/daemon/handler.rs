@@ -63,8 +63,7 @@ impl Daemon {
             stats: self.stats(),
             status: serde_json::to_value(self.status()).unwrap_or_default(),
             persist_errors: self.health.status(Vec::new()).errors,
-            // Static mode: the cluster datastore is not wired into the daemon.
-            datastore: None,
+            datastore: self.datastore_healthy(),
             taken: Instant::now(),
         };
         if let Some(h) = &mut self.metrics {
@@ -127,6 +126,9 @@ impl Handler for Daemon {
     fn handle_policy(&mut self, request: PolicyRequest) -> Result<serde_json::Value, ControlError> {
         match request {
             PolicyRequest::PolicyApply { yaml, file } => {
+                if let Some(r) = self.cluster_policy_apply(&yaml, file.as_deref()) {
+                    return to_json(r?);
+                }
                 let (summary, gen) = self.change_policy(|s| match &file {
                     Some(f) => s.apply_yaml_named(&yaml, f),
                     None => s.apply_yaml(&yaml),
@@ -136,6 +138,9 @@ impl Handler for Daemon {
                 to_json(applied)
             }
             PolicyRequest::PolicyDelete { namespace, name } => {
+                if let Some(r) = self.cluster_policy_delete(&namespace, &name) {
+                    return to_json(r?);
+                }
                 let (np, gen) = self.change_policy(|s| s.delete(&namespace, &name))?;
                 self.policy.forget_dir_policy(&namespace, &name);
                 tracing::info!(policy = %format!("{namespace}/{name}"), generation = gen, "policy deleted");
@@ -163,6 +168,7 @@ impl Handler for Daemon {
                 port,
                 protocol,
             } => to_json(self.trace(&from, &to, port, protocol)?),
+            PolicyRequest::NodeList => to_json(self.node_list()),
         }
     }
 

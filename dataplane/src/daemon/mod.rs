@@ -39,6 +39,7 @@
 //! allocations without a live endpoint are released and their half-made veths deleted
 //! ([`Daemon::reclaim_unfinished_adds`]).
 
+pub mod cluster;
 pub mod endpoints;
 mod handler;
 pub mod host;
@@ -109,6 +110,8 @@ pub enum DaemonError {
     Uplink(#[from] uplink::UplinkError),
     #[error("pod egress masquerade (masquerade.enabled: false turns it off): {0}")]
     Masquerade(crate::sys::nft::NftError),
+    #[error("join the cluster: {0}")]
+    Cluster(#[from] cluster::ClusterError),
 }
 
 /// Attaching a port failed; nothing of it stays attached.
@@ -166,6 +169,8 @@ pub struct Daemon {
     uplink: Option<uplink::Uplink>,
     /// Where the metrics sample goes, if the endpoint is on (`handler.rs`).
     metrics: Option<handler::MetricsHook>,
+    /// The cluster datastore and its view, when configured (see [`cluster`]).
+    cluster: Option<cluster::Cluster>,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -236,8 +241,10 @@ enum Attached {
 impl Daemon {
     /// Load the XDP program, start workers, create the host port, re-attach persisted
     /// endpoints, finish pending DELs, apply `policyDir`.
-    pub fn start(cfg: Config, state: StateDir) -> Result<Daemon, DaemonError> {
-        let nl = Netlink::new().map_err(DaemonError::Netlink)?;
+    pub fn start(mut cfg: Config, state: StateDir) -> Result<Daemon, DaemonError> {
+        let mut nl = Netlink::new().map_err(DaemonError::Netlink)?;
+        // With a datastore: register first, the pod prefix comes from it.
+        let cluster = cluster::join(&mut cfg, &state, &mut nl)?;
         let loader = XdpLoader::load().map_err(DaemonError::Loader)?;
         let health = Health::default();
         let (ipam, ipam_lost) = load_ipam(&cfg, &state, &health)?;
@@ -282,6 +289,7 @@ impl Daemon {
             policy,
             uplink: None,
             metrics: None,
+            cluster,
         };
         if d.cfg.host_port.enabled {
             if let Err(e) = d.create_host_port() {
@@ -301,6 +309,7 @@ impl Daemon {
             return Err(e.into());
         }
         d.restore();
+        d.cluster_start_sync();
         d.policy.save_recovered();
         d.reclaim_unfinished_adds();
         d.finish_pending_dels();
@@ -342,6 +351,7 @@ impl Daemon {
             uptime_secs: self.started.elapsed().as_secs(),
             overlay: self.overlay_status(),
             persistence: Some(self.health.status(self.policy.fail_closed_namespaces())),
+            datastore: self.datastore_status(),
         }
     }
 
@@ -395,6 +405,7 @@ impl Daemon {
             tracing::error!(worker = w, "worker thread has exited");
         }
         self.uplink_housekeeping();
+        self.cluster_housekeeping();
     }
 
     // --- ports ------------------------------------------------------------------
@@ -686,6 +697,7 @@ impl Daemon {
             // (it is durable), so it is kept.
             let _ = self.ipam.confirm(&c.container_id, &c.ifname);
         }
+        self.cluster_publish_pod(&ep);
         Ok(ep)
     }
 
@@ -794,6 +806,7 @@ impl Daemon {
         // restart before a later write succeeds, the endpoint comes back only if its
         // veth still exists.
         let _ = self.persist();
+        self.cluster_withdraw_pod(&ep);
         tracing::info!(ifname = %ep.ifname, ip = %ep.ip, "endpoint detached");
         Ok(ep)
     }
@@ -964,6 +977,9 @@ impl Daemon {
         if let Err(e) = self.change_policy(|s| s.set_pod_labels(&namespace, &name, set)) {
             let _ = set_endpoint_labels(self, &current);
             return Err(e);
+        }
+        if let Some(ep) = self.endpoints.by_pod(&namespace, &name).cloned() {
+            self.cluster_publish_pod(&ep);
         }
         tracing::info!(pod = %format!("{namespace}/{name}"), labels = ?next, "pod labels set");
         Ok(next)

@@ -172,6 +172,9 @@ pub struct PolicyService {
     /// Endpoint identities of the loaded store (the store drops them; start uses them
     /// to recover endpoints from what the kernel shows).
     saved_views: Vec<PodView>,
+    /// Pods of other nodes (datastore mode): peers of the policies, never selected
+    /// here (they have no port on this node).
+    remote: Vec<PodView>,
 }
 
 impl PolicyService {
@@ -238,7 +241,21 @@ impl PolicyService {
             fail_closed,
             recovered,
             saved_views,
+            remote: Vec::new(),
         })
+    }
+
+    /// Set the other nodes' pods (datastore mode); returns whether they changed (then
+    /// the caller recompiles). A pod with the name of a local endpoint is left out:
+    /// the local one is the truth here.
+    pub fn set_remote_pods(&mut self, mut pods: Vec<PodView>) -> bool {
+        pods.retain(|p| self.store.endpoint(&p.namespace, &p.name).is_none());
+        pods.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+        if pods == self.remote {
+            return false;
+        }
+        self.remote = pods;
+        true
     }
 
     /// After a recovery at start, once the endpoints are re-attached: write the store
@@ -381,6 +398,14 @@ impl PolicyService {
                 v.ports = p.named_ports();
             }
         }
+        // Other nodes' pods: peers only. None shares a name with a local endpoint
+        // (filtered here), so none finds a port below.
+        views.extend(
+            self.remote
+                .iter()
+                .filter(|r| self.store.endpoint(&r.namespace, &r.name).is_none())
+                .cloned(),
+        );
         let t = Instant::now();
         let snap = compile(&self.store, &views, |v| {
             ports.get(&(v.namespace.clone(), v.name.clone())).copied()

@@ -308,6 +308,11 @@ impl Daemon {
             return Ok(());
         };
         let mut up = discover(&mut self.nl, &self.cfg.uplink, &overlay)?;
+        if let Some(c) = &self.cluster {
+            // Datastore mode: the registered VTEP MAC, the view's other nodes.
+            up.vtep_mac = c.local.vtep_mac.octets();
+            up.peers = c.peers();
+        }
         self.ports.xdp().set_uplink(UplinkCfg {
             local_ip: up.ip,
             vxlan_port: up.port,
@@ -373,7 +378,7 @@ impl Daemon {
         Ok(())
     }
 
-    fn log_skipped_nodes(&self) {
+    pub(super) fn log_skipped_nodes(&self) {
         let Some(up) = &self.uplink else { return };
         if let Some(t) = up.tables(self.cfg.pod_cidr) {
             for (name, why) in t.skipped {

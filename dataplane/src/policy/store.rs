@@ -197,6 +197,24 @@ impl PolicyStore {
             })
     }
 
+    /// Replace every Namespace and NetworkPolicy with these (the daemon in datastore
+    /// mode: the datastore's view is their only source). Each was validated when it
+    /// was read back from the datastore.
+    pub fn replace_cluster_objects(
+        &mut self,
+        namespaces: impl IntoIterator<Item = Namespace>,
+        policies: impl IntoIterator<Item = NetworkPolicy>,
+    ) {
+        self.namespaces = namespaces
+            .into_iter()
+            .map(|n| (n.metadata.name.clone(), n))
+            .collect();
+        self.policies = policies
+            .into_iter()
+            .map(|p| (key(&p.metadata.namespace, &p.metadata.name), p))
+            .collect();
+    }
+
     /// Remove every NetworkPolicy (the daemon's `policyDir` reload replaces the set).
     pub fn clear_policies(&mut self) {
         self.policies.clear();
