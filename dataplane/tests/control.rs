@@ -43,6 +43,7 @@ fn status() -> Status {
         uptime_secs: 42,
         overlay: None,
         persistence: None,
+        policy: None,
     }
 }
 

@@ -16,9 +16,24 @@
 //!
 //! A change is made on a copy of the store and committed only if it succeeds, so a
 //! refused change leaves what is in force untouched; a committed change is persisted,
-//! then the daemon recompiles ([`PolicyService::recompile`]), publishes and waits for
-//! every worker, and folds the hit counters of the snapshot the workers left
-//! ([`PolicyService::fold`]) into per-name totals. `policyDir` is re-read as one
+//! then the daemon asks for a compile ([`PolicyService::request_compile`]: the next
+//! *policy generation*), which runs on the compiler thread
+//! ([`policy_worker`](super::policy_worker)), never on the control thread. When a
+//! result arrives ([`PolicyService::take_compiled`]) the daemon publishes it, waits
+//! for every worker and folds the hit counters of the snapshot the workers left
+//! ([`PolicyService::fold`]) into per-name totals; the generation is then *in force*.
+//! A failed compile keeps what was in force and is reported in `status`.
+//!
+//! **A pod attached while its compile is pending never runs with a weaker policy than
+//! the right one.** Until a generation that includes it is in force, its port's policy
+//! is overridden in what the daemon publishes ([`PolicyService::snapshot`]): *held*
+//! (isolated both ways: nothing in or out but its node's traffic) when some policy of
+//! its namespace selects it, or when its address was a pod's in the snapshot in force
+//! (other pods' rules may still name that address); *open* otherwise (no policy
+//! selects it, so not isolated is exactly right, and no stale rule can name it). The
+//! override also hides what a reused port slot's previous pod had. A pod removed is
+//! out of the dataplane at once; other pods' rules naming its address go with the next
+//! compile, and a pod given that address meanwhile is held. `policyDir` is re-read as one
 //! all-or-nothing apply when the (file, mtime, length) signature of its YAML files
 //! changes; NetworkPolicies that came from it and are gone from it are deleted. The
 //! request-level rules that need no daemon state (merging pod labels, reading a trace
@@ -30,15 +45,19 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::control::proto::{ControlError, Endpoint, ErrorKind, PolicyApplied, PolicyInfo};
+use crate::control::proto::{
+    ControlError, Endpoint, ErrorKind, PolicyApplied, PolicyInfo, PolicyStatus,
+};
 use crate::control::reach::ProbePort;
 use crate::pipeline::policy::PolicyHits;
-use crate::policy::compile::{compile, PodView};
+use crate::policy::compile::PodView;
 use crate::policy::k8s::{self, Object, PolicyError, Protocol, ValueError};
 use crate::policy::store::{ApplySummary, PolicyStore};
-use crate::policy::PolicySnapshot;
+use crate::policy::{Classifier, PolicySnapshot, PortPolicy};
 use crate::state::{load_json_recovering, Health, Loaded, StateError};
 use crate::tables::PortId;
+
+use super::policy_worker::{CompileInput, Compiled, PolicyCompiler};
 
 /// The persisted policy store, in the state dir.
 pub const POLICY_FILE: &str = "policy.json";
@@ -99,6 +118,15 @@ impl From<PolicyError> for ControlError {
     }
 }
 
+/// The policy service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error("start the policy compiler thread: {0}")]
+    Thread(std::io::Error),
+}
+
 /// What `policyDir` looked like: (file, mtime, length) of every YAML file.
 type DirSignature = Vec<(PathBuf, SystemTime, u64)>;
 
@@ -121,14 +149,25 @@ fn dir_signature(dir: &Path) -> Option<DirSignature> {
     Some(sig)
 }
 
+/// Where a policy change stands when it is answered: the table generation the
+/// workers run, the policy generation carrying the change, whether that is in force.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChangeGeneration {
+    pub tables: u64,
+    pub policy: u64,
+    pub in_force: bool,
+}
+
 /// The applied summary as the protocol reports it.
-pub fn applied(s: ApplySummary, generation: u64) -> PolicyApplied {
+pub fn applied(s: ApplySummary, g: ChangeGeneration) -> PolicyApplied {
     PolicyApplied {
         created: s.created,
         configured: s.configured,
         unchanged: s.unchanged,
         deleted: Vec::new(),
-        generation,
+        generation: g.tables,
+        policy_generation: g.policy,
+        in_force: g.in_force,
     }
 }
 
@@ -148,12 +187,45 @@ pub struct DirReload {
     gone: Vec<(String, String)>,
 }
 
+/// How a port attached after the snapshot in force was compiled is published until a
+/// generation that includes it is in force (see the module doc).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Override {
+    /// Isolated both ways, nothing allowed.
+    Held,
+    /// Not isolated.
+    Open,
+}
+
+/// Compile bookkeeping for `status`.
+#[derive(Debug, Default)]
+struct CompileStats {
+    compiles: u64,
+    last: Duration,
+    max: Duration,
+    errors: u64,
+    last_error: Option<String>,
+}
+
 /// The policy service. See the module doc.
 #[derive(Debug)]
 pub struct PolicyService {
-    store: PolicyStore,
+    /// Shared with the compiler thread while it compiles it (copy on write).
+    store: Arc<PolicyStore>,
     path: PathBuf,
     workers: usize,
+    compiler: PolicyCompiler,
+    /// The newest policy generation asked for, and the newest in force.
+    requested: u64,
+    in_force: u64,
+    /// Ports attached after the snapshot in force was compiled: how they are published
+    /// and the generation that includes them.
+    overrides: BTreeMap<PortId, (Override, u64)>,
+    /// Pod addresses the snapshot in force was compiled with.
+    compiled_ips: BTreeSet<std::net::Ipv4Addr>,
+    stats: CompileStats,
+    /// The compiled snapshot in force, and what is published: it with the overrides.
+    compiled: Arc<PolicySnapshot>,
     snap: Arc<PolicySnapshot>,
     hits: Arc<[PolicyHits]>,
     /// Hits of snapshots the workers have left, by policy name.
@@ -185,7 +257,8 @@ impl PolicyService {
         workers: usize,
         dir: Option<PathBuf>,
         health: Health,
-    ) -> Result<PolicyService, StateError> {
+    ) -> Result<PolicyService, OpenError> {
+        let compiler = PolicyCompiler::spawn().map_err(OpenError::Thread)?;
         let mut fail_closed = false;
         let mut recovered = true;
         let mut store = match load_json_recovering::<PolicyStore>(&path)? {
@@ -224,9 +297,16 @@ impl PolicyService {
         }
         let dir_sig = dir.as_deref().and_then(dir_signature);
         Ok(PolicyService {
-            store,
+            store: Arc::new(store),
             path,
             workers,
+            compiler,
+            requested: 0,
+            in_force: 0,
+            overrides: BTreeMap::new(),
+            compiled_ips: BTreeSet::new(),
+            stats: CompileStats::default(),
+            compiled: Arc::new(PolicySnapshot::default()),
             snap: Arc::new(PolicySnapshot::default()),
             hits: (0..workers).map(|_| PolicyHits::new(0)).collect(),
             folded: BTreeMap::new(),
@@ -270,7 +350,8 @@ impl PolicyService {
         &self.store
     }
 
-    /// The compiled snapshot the next publish carries, and its counters.
+    /// What the next publish carries (the snapshot in force with the overrides of
+    /// ports attached since), and its counters.
     pub fn snapshot(&self) -> &Arc<PolicySnapshot> {
         &self.snap
     }
@@ -306,7 +387,7 @@ impl PolicyService {
             return Ok(None);
         };
         let namespace = view.namespace.clone();
-        let mut next = self.store.clone();
+        let mut next = (*self.store).clone();
         next.upsert_endpoint(view)?;
         if self.fail_closed && next.policy(&namespace, FAIL_CLOSED_POLICY).is_none() {
             // The namespace was validated with the identity just registered.
@@ -316,15 +397,16 @@ impl PolicyService {
         Ok(Some(next))
     }
 
-    /// Put `next` in force (not persisted); returns the store it replaced.
-    pub fn replace(&mut self, next: PolicyStore) -> PolicyStore {
-        std::mem::replace(&mut self.store, next)
+    /// Make `next` the store (not persisted, not compiled); returns the one it replaced.
+    pub fn replace(&mut self, next: impl Into<Arc<PolicyStore>>) -> Arc<PolicyStore> {
+        std::mem::replace(&mut self.store, next.into())
     }
 
     /// Forget a pod's identity; persisted if there was one (a failed write is only
     /// reported: identities are not read back at start, the endpoint is gone anyway).
     pub fn remove_endpoint(&mut self, namespace: &str, name: &str) {
-        if self.store.remove_endpoint(namespace, name).is_some() {
+        if self.store.endpoint(namespace, name).is_some() {
+            Arc::make_mut(&mut self.store).remove_endpoint(namespace, name);
             let _ = self.persist();
         }
     }
@@ -332,7 +414,7 @@ impl PolicyService {
     /// Write the store to its file and copy; a failure is recorded in the health.
     pub fn persist(&mut self) -> Result<(), StateError> {
         self.health
-            .record(crate::state::save_json_kept(&self.path, &self.store))
+            .record(crate::state::save_json_kept(&self.path, &*self.store))
     }
 
     /// Apply `f` to a copy of the store; commit only if it succeeds and is durable (a
@@ -343,11 +425,11 @@ impl PolicyService {
         &mut self,
         f: impl FnOnce(&mut PolicyStore) -> Result<T, PolicyError>,
     ) -> Result<(T, bool), PolicyRequestError> {
-        let mut next = self.store.clone();
+        let mut next = (*self.store).clone();
         let out = f(&mut next)?;
-        let changed = next != self.store;
+        let changed = next != *self.store;
         if changed {
-            let previous = std::mem::replace(&mut self.store, next);
+            let previous = std::mem::replace(&mut self.store, Arc::new(next));
             if let Err(e) = self.persist() {
                 self.store = previous;
                 return Err(PolicyRequestError::Persist(e));
@@ -366,35 +448,167 @@ impl PolicyService {
         Ok((out, changed))
     }
 
-    /// Compile the store for the live endpoints (`ports`: each pod's port) into the
-    /// snapshot the next publish carries, with fresh counters. The one the workers run
-    /// on now is returned, to [`fold`](Self::fold) once they have moved on.
-    pub fn recompile(&mut self, ports: &BTreeMap<(String, String), PortId>) -> Retired {
-        let mut views = self.store.endpoint_views();
-        // Named ports of YAML pods may have changed since the endpoint was recorded.
-        for v in &mut views {
-            if let Some(p) = self
-                .store
-                .pods()
-                .find(|p| p.metadata.namespace == v.namespace && p.metadata.name == v.name)
-            {
-                v.ports = p.named_ports();
-            }
-        }
-        let t = Instant::now();
-        let snap = compile(&self.store, &views, |v| {
-            ports.get(&(v.namespace.clone(), v.name.clone())).copied()
+    /// **The entry point for "the policy input changed"**: number the current store
+    /// with each live pod's port (`ports`) as the next policy generation and hand it to
+    /// the compiler thread (a burst is compiled once, at its newest). Returns the
+    /// generation; it is in force once [`in_force`](Self::in_force) reaches it. Never
+    /// waits for a compile.
+    pub fn request_compile(&mut self, ports: &BTreeMap<(String, String), PortId>) -> u64 {
+        self.requested += 1;
+        self.compiler.submit(CompileInput {
+            generation: self.requested,
+            store: Arc::clone(&self.store),
+            ports: ports.clone(),
         });
-        tracing::debug!(
-            policies = snap.policies.len(),
-            elapsed_us = t.elapsed().as_micros() as u64,
+        self.requested
+    }
+
+    /// The newest policy generation asked for.
+    pub fn requested(&self) -> u64 {
+        self.requested
+    }
+
+    /// The newest policy generation whose snapshot is published (once the daemon has
+    /// published what [`take_compiled`](Self::take_compiled) installed).
+    pub fn in_force(&self) -> u64 {
+        self.in_force
+    }
+
+    /// A pod is attached on `port` (its identity, if any, already in the store) and
+    /// will be in the compile of `generation`: publish it held or open until then (see
+    /// the module doc). Returns whether it is held.
+    pub fn attach_port(&mut self, port: PortId, ep: &Endpoint, generation: u64) -> bool {
+        let selected = match (&ep.namespace, &ep.name) {
+            (Some(ns), Some(_)) => self
+                .store
+                .policies()
+                .any(|p| p.metadata.namespace == *ns && p.spec.pod_selector.matches(&ep.labels)),
+            _ => false,
+        };
+        let held = selected || self.compiled_ips.contains(&ep.ip);
+        let how = if held { Override::Held } else { Override::Open };
+        self.overrides.insert(port, (how, generation));
+        self.rebuild_snapshot();
+        held
+    }
+
+    /// The pod on `port` is gone (detached or its attach undone).
+    pub fn detach_port(&mut self, port: PortId) {
+        if self.overrides.remove(&port).is_some() {
+            self.rebuild_snapshot();
+        }
+    }
+
+    /// Ports held isolated until their generation is in force.
+    pub fn held_ports(&self) -> usize {
+        self.overrides
+            .values()
+            .filter(|(how, _)| *how == Override::Held)
+            .count()
+    }
+
+    /// Install the newest compiled snapshot, if one arrived: the next publish carries
+    /// it (with fresh counters) and the overrides it covers are dropped. Returns the
+    /// snapshot the workers run on now, to [`fold`](Self::fold) once they have moved
+    /// on. A failed compile installs nothing (what is in force stays) and is counted.
+    pub fn take_compiled(&mut self) -> Option<Retired> {
+        let done = self.compiler.latest()?;
+        self.install(done)
+    }
+
+    /// Ask for a compile of the current input and wait up to `timeout` for it, then
+    /// install it (start, before the daemon serves; tests).
+    pub fn compile_now(
+        &mut self,
+        ports: &BTreeMap<(String, String), PortId>,
+        timeout: Duration,
+    ) -> Option<Retired> {
+        let g = self.request_compile(ports);
+        let done = self.compiler.wait_for(g, timeout)?;
+        self.install(done)
+    }
+
+    fn install(&mut self, done: Compiled) -> Option<Retired> {
+        let took_ms = done.took.as_millis() as u64;
+        let compiled = match done.result {
+            Ok(c) => c,
+            Err(e) => {
+                self.stats.errors += 1;
+                let msg = format!("policy generation {}: {e}", done.generation);
+                tracing::error!(error = %msg, "policy compile failed; the policy in force stays");
+                self.stats.last_error = Some(msg);
+                return None;
+            }
+        };
+        if done.generation <= self.in_force {
+            return None;
+        }
+        self.stats.compiles += 1;
+        self.stats.last = done.took;
+        self.stats.max = self.stats.max.max(done.took);
+        tracing::info!(
+            generation = done.generation,
+            requested = self.requested,
+            policies = compiled.snap.policies.len(),
+            elapsed_ms = took_ms,
             "policy compiled"
         );
-        let n = snap.policies.len();
+        self.in_force = done.generation;
+        self.compiled_ips = compiled.pod_ips;
+        let n = compiled.snap.policies.len();
+        self.compiled = Arc::new(compiled.snap);
+        let in_force = self.in_force;
+        self.overrides.retain(|_, (_, g)| *g > in_force);
         let hits = (0..self.workers).map(|_| PolicyHits::new(n)).collect();
-        Retired {
-            snap: std::mem::replace(&mut self.snap, Arc::new(snap)),
-            hits: std::mem::replace(&mut self.hits, hits),
+        let old_hits = std::mem::replace(&mut self.hits, hits);
+        let old_snap = std::mem::replace(&mut self.snap, Arc::clone(&self.compiled));
+        self.rebuild_snapshot();
+        Some(Retired {
+            snap: old_snap,
+            hits: old_hits,
+        })
+    }
+
+    /// `snap` = the compiled snapshot with the overrides applied.
+    fn rebuild_snapshot(&mut self) {
+        if self.overrides.is_empty() {
+            self.snap = Arc::clone(&self.compiled);
+            return;
+        }
+        let held = Arc::new(PortPolicy {
+            ingress: Some(Classifier::build(&[])),
+            egress: Some(Classifier::build(&[])),
+        });
+        let mut ports = self.compiled.ports.clone();
+        for (&port, (how, _)) in &self.overrides {
+            let i = usize::from(port);
+            if ports.len() <= i {
+                ports.resize(i + 1, None);
+            }
+            ports[i] = match how {
+                Override::Held => Some(Arc::clone(&held)),
+                Override::Open => None,
+            };
+        }
+        self.snap = Arc::new(PolicySnapshot {
+            ports,
+            policies: self.compiled.policies.clone(),
+        });
+    }
+
+    /// The `status` view of compilation.
+    pub fn compile_status(&self) -> PolicyStatus {
+        PolicyStatus {
+            requested: self.requested,
+            in_force: self.in_force,
+            compiling: self.compiler.compiling(),
+            pending_endpoints: self.held_ports(),
+            compiles: self.stats.compiles,
+            coalesced: self.compiler.coalesced(),
+            last_compile_ms: self.stats.last.as_millis() as u64,
+            max_compile_ms: self.stats.max.as_millis() as u64,
+            compile_errors: self.stats.errors,
+            last_compile_error: self.stats.last_error.clone(),
         }
     }
 
@@ -606,6 +820,8 @@ mod tests {
     use super::*;
     use std::net::Ipv4Addr;
 
+    const T: Duration = Duration::from_secs(10);
+
     const DENY_ALL: &str = "
 apiVersion: networking.k8s.io/v1
 kind: NetworkPolicy
@@ -707,7 +923,9 @@ spec: {podSelector: {}, policyTypes: [Ingress]}
             .unwrap();
         s.replace(next);
         assert_eq!(s.fail_closed_namespaces(), vec!["ns".to_string()]);
-        let retired = s.recompile(&BTreeMap::from([(("ns".into(), "a".into()), 3)]));
+        let retired = s
+            .compile_now(&BTreeMap::from([(("ns".into(), "a".into()), 3)]), T)
+            .unwrap();
         s.fold(retired);
         assert_eq!(
             s.snapshot().policies,
@@ -762,7 +980,7 @@ spec: {podSelector: {}, policyTypes: [Ingress]}
             .unwrap();
         s.replace(next);
         let ports = BTreeMap::from([(("ns".to_string(), "a".to_string()), 3)]);
-        let retired = s.recompile(&ports);
+        let retired = s.compile_now(&ports, T).unwrap();
         s.fold(retired);
         assert_eq!(s.snapshot().policies, vec!["ns/deny-all".to_string()]);
         assert!(s.snapshot().ports.get(3).is_some_and(Option::is_some));
@@ -772,13 +990,135 @@ spec: {podSelector: {}, policyTypes: [Ingress]}
         crate::pipeline::bump(&s.hits()[1].hits[0], 4);
         assert_eq!(s.hit_totals().get("ns/deny-all"), Some(&4));
         // Recompiling moves the live counters into the folded totals.
-        let retired = s.recompile(&ports);
+        let retired = s.compile_now(&ports, T).unwrap();
         assert_eq!(s.hit_totals().get("ns/deny-all"), None, "not folded yet");
         s.fold(retired);
         crate::pipeline::bump(&s.hits()[0].hits[0], 1);
         assert_eq!(s.hit_totals().get("ns/deny-all"), Some(&5));
         let list = s.list();
         assert_eq!((list[0].hits, list[0].selected), (5, 1));
+    }
+
+    /// Poll for compiled results until `generation` is in force.
+    fn until_in_force(s: &mut PolicyService, generation: u64) {
+        let deadline = Instant::now() + T;
+        while s.in_force() < generation {
+            assert!(
+                Instant::now() < deadline,
+                "generation {generation} never compiled"
+            );
+            if let Some(r) = s.take_compiled() {
+                s.fold(r);
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    fn attach(
+        s: &mut PolicyService,
+        ep: &Endpoint,
+        ports: &BTreeMap<(String, String), PortId>,
+    ) -> (u64, bool) {
+        if let Some(next) = s.with_endpoint(ep).unwrap() {
+            s.replace(next);
+        }
+        let g = s.request_compile(ports);
+        (g, s.attach_port(ep.port, ep, g))
+    }
+
+    fn denies_everything(p: &PortPolicy) -> bool {
+        let none = |c: &Option<Classifier>| {
+            c.as_ref()
+                .is_some_and(|c| c.lookup(0x0a00_0003, 6, 80).is_none() && c.is_empty())
+        };
+        none(&p.ingress) && none(&p.egress)
+    }
+
+    #[test]
+    fn a_pod_attached_before_its_compile_is_held_if_selected_and_open_if_not() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut s = service(tmp.path(), None);
+        s.apply(|st| st.apply_yaml(DENY_ALL)).unwrap();
+        let r = s.compile_now(&BTreeMap::new(), T).unwrap();
+        s.fold(r);
+        let g0 = s.in_force();
+
+        let mut a = endpoint("a", [10, 0, 0, 2]);
+        a.port = 3;
+        let mut b = endpoint("b", [10, 0, 0, 4]);
+        b.namespace = Some("other".into());
+        b.port = 4;
+        let mut ports = BTreeMap::from([(("ns".to_string(), "a".to_string()), 3)]);
+        let (ga, held) = attach(&mut s, &a, &ports);
+        assert!(held, "deny-all of its namespace selects it");
+        assert!(ga > g0);
+        ports.insert(("other".into(), "b".into()), 4);
+        let (gb, held) = attach(&mut s, &b, &ports);
+        assert!(!held, "no policy selects it");
+        assert_eq!(s.compile_status().requested, gb);
+        // Published now, before the result is taken (only take_compiled installs): a
+        // is isolated both ways, b is open.
+        assert!(s.in_force() < ga);
+        assert!(denies_everything(s.snapshot().port(3).unwrap()));
+        assert_eq!(s.compile_status().pending_endpoints, 1);
+        assert!(s.snapshot().port(4).is_none());
+
+        until_in_force(&mut s, gb);
+        // The compiled policy: ingress isolated (deny-all of ns), egress open.
+        let pa = s.snapshot().port(3).expect("a is selected");
+        assert!(pa.ingress.is_some() && pa.egress.is_none());
+        assert!(s.snapshot().port(4).is_none());
+        let st = s.compile_status();
+        assert_eq!(
+            (st.requested, st.in_force, st.pending_endpoints),
+            (gb, gb, 0)
+        );
+        assert!(st.compiles >= 2 && st.compile_errors == 0, "{st:?}");
+    }
+
+    #[test]
+    fn an_address_or_slot_of_a_removed_pod_gives_nothing_of_its_policy_away() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut s = service(tmp.path(), None);
+        s.apply(|st| st.apply_yaml(DENY_ALL)).unwrap();
+        let mut a = endpoint("a", [10, 0, 0, 2]);
+        a.port = 3;
+        let ports = BTreeMap::from([(("ns".to_string(), "a".to_string()), 3)]);
+        let (g, _) = attach(&mut s, &a, &ports);
+        until_in_force(&mut s, g);
+        assert!(s.snapshot().port(3).is_some());
+
+        // a goes; c, in a namespace no policy covers, gets a's slot and address before
+        // the compile without a is in force: other pods' rules may still name the
+        // address, so c is held (isolated), not open and not a's policy.
+        s.remove_endpoint("ns", "a");
+        s.detach_port(3);
+        s.request_compile(&BTreeMap::new());
+        let mut c = endpoint("c", [10, 0, 0, 2]);
+        c.namespace = Some("free".into());
+        c.port = 3;
+        let ports = BTreeMap::from([(("free".to_string(), "c".to_string()), 3)]);
+        let (gc, held) = attach(&mut s, &c, &ports);
+        assert!(held, "address of a pod in the policy in force");
+        assert!(s.in_force() < gc);
+        assert!(denies_everything(s.snapshot().port(3).unwrap()));
+        until_in_force(&mut s, gc);
+        assert!(
+            s.snapshot().port(3).is_none(),
+            "compiled: c is not isolated"
+        );
+
+        // d, new address, takes c's slot after c's policy was compiled: open at once
+        // (the compiled entry of the slot is hidden).
+        s.remove_endpoint("free", "c");
+        s.detach_port(3);
+        let mut d = endpoint("d", [10, 0, 0, 9]);
+        d.namespace = Some("free".into());
+        d.port = 3;
+        let ports = BTreeMap::from([(("free".to_string(), "d".to_string()), 3)]);
+        let (_, held) = attach(&mut s, &d, &ports);
+        assert!(!held);
+        assert!(s.snapshot().port(3).is_none());
     }
 
     #[test]
