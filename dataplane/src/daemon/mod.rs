@@ -10,7 +10,8 @@
 //! - [`workers`]: the worker threads as the control thread drives them;
 //! - [`host`]: the host port's veth pair;
 //! - [`endpoints`]: the live pod endpoints and the rules an add must pass;
-//! - [`policy`]: the NetworkPolicy store, its compiled snapshot and `policyDir`;
+//! - [`policy`]: the NetworkPolicy store, its compiled snapshot, the policy compiler
+//!   thread and generations, and `policyDir`;
 //! - [`tables`]: building the published tables;
 //! - [`stats`]: the `stats` answer;
 //! - `handler`: the control socket's [`Handler`](crate::control::proto::Handler).
@@ -19,8 +20,11 @@
 //! socket + XDP registration → hand the port to its worker → publish tables → wait
 //! until every worker runs on them (then the dataplane forwards for the pod). Removal
 //! runs the other way round: unregister → publish tables without the port → the worker
-//! drops the socket → the slot is free. A policy change is in force when its request
-//! returns, for the same reason (published, and waited for). Each module's error type
+//! drops the socket → the slot is free. Policies compile on their own thread and never
+//! hold up a request: a change is durable when answered and in force once its policy
+//! generation is published ([`Daemon::request_policy_compile`],
+//! `install_compiled_policy`); a pod attached meanwhile is held or open, never on a
+//! stale policy ([`policy`]). Each module's error type
 //! converts once into the control protocol's error kind and message.
 //!
 //! Durability (README "Durability"): a change is answered only once it is durable
@@ -44,7 +48,6 @@ mod handler;
 pub mod host;
 pub mod masq;
 pub mod policy;
-pub mod policy_worker;
 pub mod ports;
 pub mod stats;
 pub mod tables;

@@ -17,8 +17,8 @@
 //! A change is made on a copy of the store and committed only if it succeeds, so a
 //! refused change leaves what is in force untouched; a committed change is persisted,
 //! then the daemon asks for a compile ([`PolicyService::request_compile`]: the next
-//! *policy generation*), which runs on the compiler thread
-//! ([`policy_worker`](super::policy_worker)), never on the control thread. When a
+//! *policy generation*, `policy/generations.rs`), which runs on the compiler thread
+//! ([`worker`]), never on the control thread. When a
 //! result arrives ([`PolicyService::take_compiled`]) the daemon publishes it, waits
 //! for every worker and folds the hit counters of the snapshot the workers left
 //! ([`PolicyService::fold`]) into per-name totals; the generation is then *in force*.
@@ -35,29 +35,37 @@
 //! out of the dataplane at once; other pods' rules naming its address go with the next
 //! compile, and a pod given that address meanwhile is held. `policyDir` is re-read as one
 //! all-or-nothing apply when the (file, mtime, length) signature of its YAML files
-//! changes; NetworkPolicies that came from it and are gone from it are deleted. The
+//! changes; NetworkPolicies that came from it and are gone from it are deleted
+//! (`policy/dir.rs`). The
 //! request-level rules that need no daemon state (merging pod labels, reading a trace
 //! request's protocol and port) are functions here, unit-tested.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
-use crate::control::proto::{
-    ControlError, Endpoint, ErrorKind, PolicyApplied, PolicyInfo, PolicyStatus,
-};
+use crate::control::proto::{ControlError, Endpoint, ErrorKind, PolicyInfo};
 use crate::control::reach::ProbePort;
 use crate::pipeline::policy::PolicyHits;
 use crate::policy::compile::PodView;
-use crate::policy::k8s::{self, Object, PolicyError, Protocol, ValueError};
-use crate::policy::store::{ApplySummary, PolicyStore};
-use crate::policy::{Classifier, PolicySnapshot, PortPolicy};
+use crate::policy::k8s::{PolicyError, Protocol, ValueError};
+use crate::policy::store::PolicyStore;
+use crate::policy::PolicySnapshot;
 use crate::state::{load_json_recovering, Health, Loaded, StateError};
 use crate::tables::PortId;
 
-use super::policy_worker::{CompileInput, Compiled, PolicyCompiler};
+mod dir;
+mod generations;
+pub mod worker;
+
+pub use dir::DirReload;
+pub use generations::{applied, ChangeGeneration};
+
+use dir::{dir_signature, DirSignature};
+use generations::{CompileStats, Override};
+use worker::PolicyCompiler;
 
 /// The persisted policy store, in the state dir.
 pub const POLICY_FILE: &str = "policy.json";
@@ -127,84 +135,12 @@ pub enum OpenError {
     Thread(std::io::Error),
 }
 
-/// What `policyDir` looked like: (file, mtime, length) of every YAML file.
-type DirSignature = Vec<(PathBuf, SystemTime, u64)>;
-
-fn dir_signature(dir: &Path) -> Option<DirSignature> {
-    let mut sig = Vec::new();
-    for e in std::fs::read_dir(dir).ok()?.flatten() {
-        let path = e.path();
-        let yaml = path
-            .extension()
-            .and_then(|x| x.to_str())
-            .is_some_and(|x| x == "yaml" || x == "yml");
-        if !yaml {
-            continue;
-        }
-        if let Ok(m) = e.metadata() {
-            sig.push((path, m.modified().ok()?, m.len()));
-        }
-    }
-    sig.sort();
-    Some(sig)
-}
-
-/// Where a policy change stands when it is answered: the table generation the
-/// workers run, the policy generation carrying the change, whether that is in force.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ChangeGeneration {
-    pub tables: u64,
-    pub policy: u64,
-    pub in_force: bool,
-}
-
-/// The applied summary as the protocol reports it.
-pub fn applied(s: ApplySummary, g: ChangeGeneration) -> PolicyApplied {
-    PolicyApplied {
-        created: s.created,
-        configured: s.configured,
-        unchanged: s.unchanged,
-        deleted: Vec::new(),
-        generation: g.tables,
-        policy_generation: g.policy,
-        in_force: g.in_force,
-    }
-}
-
 /// A snapshot and its counters the workers are being moved off.
 #[derive(Debug)]
 #[must_use = "fold it once the workers run on the next tables"]
 pub struct Retired {
     snap: Arc<PolicySnapshot>,
     hits: Arc<[PolicyHits]>,
-}
-
-/// A re-read of `policyDir`, to apply as one change ([`PolicyService::apply_dir`]).
-#[derive(Debug)]
-pub struct DirReload {
-    objects: Vec<Object>,
-    now: BTreeSet<(String, String)>,
-    gone: Vec<(String, String)>,
-}
-
-/// How a port attached after the snapshot in force was compiled is published until a
-/// generation that includes it is in force (see the module doc).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Override {
-    /// Isolated both ways, nothing allowed.
-    Held,
-    /// Not isolated.
-    Open,
-}
-
-/// Compile bookkeeping for `status`.
-#[derive(Debug, Default)]
-struct CompileStats {
-    compiles: u64,
-    last: Duration,
-    max: Duration,
-    errors: u64,
-    last_error: Option<String>,
 }
 
 /// The policy service. See the module doc.
@@ -448,170 +384,6 @@ impl PolicyService {
         Ok((out, changed))
     }
 
-    /// **The entry point for "the policy input changed"**: number the current store
-    /// with each live pod's port (`ports`) as the next policy generation and hand it to
-    /// the compiler thread (a burst is compiled once, at its newest). Returns the
-    /// generation; it is in force once [`in_force`](Self::in_force) reaches it. Never
-    /// waits for a compile.
-    pub fn request_compile(&mut self, ports: &BTreeMap<(String, String), PortId>) -> u64 {
-        self.requested += 1;
-        self.compiler.submit(CompileInput {
-            generation: self.requested,
-            store: Arc::clone(&self.store),
-            ports: ports.clone(),
-        });
-        self.requested
-    }
-
-    /// The newest policy generation asked for.
-    pub fn requested(&self) -> u64 {
-        self.requested
-    }
-
-    /// The newest policy generation whose snapshot is published (once the daemon has
-    /// published what [`take_compiled`](Self::take_compiled) installed).
-    pub fn in_force(&self) -> u64 {
-        self.in_force
-    }
-
-    /// A pod is attached on `port` (its identity, if any, already in the store) and
-    /// will be in the compile of `generation`: publish it held or open until then (see
-    /// the module doc). Returns whether it is held.
-    pub fn attach_port(&mut self, port: PortId, ep: &Endpoint, generation: u64) -> bool {
-        let selected = match (&ep.namespace, &ep.name) {
-            (Some(ns), Some(_)) => self
-                .store
-                .policies()
-                .any(|p| p.metadata.namespace == *ns && p.spec.pod_selector.matches(&ep.labels)),
-            _ => false,
-        };
-        let held = selected || self.compiled_ips.contains(&ep.ip);
-        let how = if held { Override::Held } else { Override::Open };
-        self.overrides.insert(port, (how, generation));
-        self.rebuild_snapshot();
-        held
-    }
-
-    /// The pod on `port` is gone (detached or its attach undone).
-    pub fn detach_port(&mut self, port: PortId) {
-        if self.overrides.remove(&port).is_some() {
-            self.rebuild_snapshot();
-        }
-    }
-
-    /// Ports held isolated until their generation is in force.
-    pub fn held_ports(&self) -> usize {
-        self.overrides
-            .values()
-            .filter(|(how, _)| *how == Override::Held)
-            .count()
-    }
-
-    /// Install the newest compiled snapshot, if one arrived: the next publish carries
-    /// it (with fresh counters) and the overrides it covers are dropped. Returns the
-    /// snapshot the workers run on now, to [`fold`](Self::fold) once they have moved
-    /// on. A failed compile installs nothing (what is in force stays) and is counted.
-    pub fn take_compiled(&mut self) -> Option<Retired> {
-        let done = self.compiler.latest()?;
-        self.install(done)
-    }
-
-    /// Ask for a compile of the current input and wait up to `timeout` for it, then
-    /// install it (start, before the daemon serves; tests).
-    pub fn compile_now(
-        &mut self,
-        ports: &BTreeMap<(String, String), PortId>,
-        timeout: Duration,
-    ) -> Option<Retired> {
-        let g = self.request_compile(ports);
-        let done = self.compiler.wait_for(g, timeout)?;
-        self.install(done)
-    }
-
-    fn install(&mut self, done: Compiled) -> Option<Retired> {
-        let took_ms = done.took.as_millis() as u64;
-        let compiled = match done.result {
-            Ok(c) => c,
-            Err(e) => {
-                self.stats.errors += 1;
-                let msg = format!("policy generation {}: {e}", done.generation);
-                tracing::error!(error = %msg, "policy compile failed; the policy in force stays");
-                self.stats.last_error = Some(msg);
-                return None;
-            }
-        };
-        if done.generation <= self.in_force {
-            return None;
-        }
-        self.stats.compiles += 1;
-        self.stats.last = done.took;
-        self.stats.max = self.stats.max.max(done.took);
-        tracing::info!(
-            generation = done.generation,
-            requested = self.requested,
-            policies = compiled.snap.policies.len(),
-            elapsed_ms = took_ms,
-            "policy compiled"
-        );
-        self.in_force = done.generation;
-        self.compiled_ips = compiled.pod_ips;
-        let n = compiled.snap.policies.len();
-        self.compiled = Arc::new(compiled.snap);
-        let in_force = self.in_force;
-        self.overrides.retain(|_, (_, g)| *g > in_force);
-        let hits = (0..self.workers).map(|_| PolicyHits::new(n)).collect();
-        let old_hits = std::mem::replace(&mut self.hits, hits);
-        let old_snap = std::mem::replace(&mut self.snap, Arc::clone(&self.compiled));
-        self.rebuild_snapshot();
-        Some(Retired {
-            snap: old_snap,
-            hits: old_hits,
-        })
-    }
-
-    /// `snap` = the compiled snapshot with the overrides applied.
-    fn rebuild_snapshot(&mut self) {
-        if self.overrides.is_empty() {
-            self.snap = Arc::clone(&self.compiled);
-            return;
-        }
-        let held = Arc::new(PortPolicy {
-            ingress: Some(Classifier::build(&[])),
-            egress: Some(Classifier::build(&[])),
-        });
-        let mut ports = self.compiled.ports.clone();
-        for (&port, (how, _)) in &self.overrides {
-            let i = usize::from(port);
-            if ports.len() <= i {
-                ports.resize(i + 1, None);
-            }
-            ports[i] = match how {
-                Override::Held => Some(Arc::clone(&held)),
-                Override::Open => None,
-            };
-        }
-        self.snap = Arc::new(PolicySnapshot {
-            ports,
-            policies: self.compiled.policies.clone(),
-        });
-    }
-
-    /// The `status` view of compilation.
-    pub fn compile_status(&self) -> PolicyStatus {
-        PolicyStatus {
-            requested: self.requested,
-            in_force: self.in_force,
-            compiling: self.compiler.compiling(),
-            pending_endpoints: self.held_ports(),
-            compiles: self.stats.compiles,
-            coalesced: self.compiler.coalesced(),
-            last_compile_ms: self.stats.last.as_millis() as u64,
-            max_compile_ms: self.stats.max.as_millis() as u64,
-            compile_errors: self.stats.errors,
-            last_compile_error: self.stats.last_error.clone(),
-        }
-    }
-
     /// Add the counters of a snapshot no worker writes any more to the totals. (If a
     /// worker did not move on in time, a late increment into it is lost.)
     pub fn fold(&mut self, r: Retired) {
@@ -674,71 +446,6 @@ impl PolicyService {
                 }
             })
             .collect()
-    }
-
-    /// A policy was deleted by request: it no longer counts as one from `policyDir`.
-    pub fn forget_dir_policy(&mut self, namespace: &str, name: &str) {
-        self.dir_policies
-            .remove(&(namespace.to_string(), name.to_string()));
-    }
-
-    pub fn dir(&self) -> Option<&Path> {
-        self.dir.as_deref()
-    }
-
-    /// Whether `policyDir` changed since last looked at (looked at most every
-    /// [`POLICY_DIR_POLL`]).
-    pub fn dir_changed(&mut self) -> bool {
-        let Some(dir) = &self.dir else { return false };
-        if self.last_dir_poll.elapsed() < POLICY_DIR_POLL {
-            return false;
-        }
-        self.last_dir_poll = Instant::now();
-        let sig = dir_signature(dir);
-        if sig == self.dir_sig {
-            return false;
-        }
-        self.dir_sig = sig;
-        true
-    }
-
-    /// Read `policyDir` (`None`: there is none).
-    pub fn read_dir(&self) -> Result<Option<DirReload>, PolicyError> {
-        let Some(dir) = &self.dir else {
-            return Ok(None);
-        };
-        let objects = k8s::parse_dir(dir)?;
-        let now: BTreeSet<(String, String)> = objects
-            .iter()
-            .filter_map(|o| match o {
-                Object::NetworkPolicy(p) => {
-                    Some((p.metadata.namespace.clone(), p.metadata.name.clone()))
-                }
-                _ => None,
-            })
-            .collect();
-        let gone = self.dir_policies.difference(&now).cloned().collect();
-        Ok(Some(DirReload { objects, now, gone }))
-    }
-
-    /// Apply a re-read `policyDir` as one change: delete what left it, apply the rest.
-    /// Returns the summary, the deleted policies and whether anything changed.
-    pub fn apply_dir(
-        &mut self,
-        reload: DirReload,
-    ) -> Result<(ApplySummary, Vec<String>, bool), PolicyRequestError> {
-        let DirReload { objects, now, gone } = reload;
-        let ((summary, deleted), changed) = self.apply(|s| {
-            let mut deleted = Vec::new();
-            for (ns, name) in &gone {
-                if s.delete(ns, name).is_ok() {
-                    deleted.push(format!("NetworkPolicy {ns}/{name}"));
-                }
-            }
-            Ok((s.apply_objects(objects)?, deleted))
-        })?;
-        self.dir_policies = now;
-        Ok((summary, deleted, changed))
     }
 }
 
@@ -819,17 +526,18 @@ pub fn trace_args(
 mod tests {
     use super::*;
     use std::net::Ipv4Addr;
+    use std::path::Path;
 
     const T: Duration = Duration::from_secs(10);
 
-    const DENY_ALL: &str = "
+    pub(super) const DENY_ALL: &str = "
 apiVersion: networking.k8s.io/v1
 kind: NetworkPolicy
 metadata: {name: deny-all, namespace: ns}
 spec: {podSelector: {}, policyTypes: [Ingress]}
 ";
 
-    fn service(dir: &Path, policy_dir: Option<PathBuf>) -> PolicyService {
+    pub(super) fn service(dir: &Path, policy_dir: Option<PathBuf>) -> PolicyService {
         PolicyService::open(dir.join(POLICY_FILE), 2, policy_dir, Health::default()).unwrap()
     }
 
@@ -839,7 +547,7 @@ spec: {podSelector: {}, policyTypes: [Ingress]}
             .collect()
     }
 
-    fn endpoint(name: &str, ip: [u8; 4]) -> Endpoint {
+    pub(super) fn endpoint(name: &str, ip: [u8; 4]) -> Endpoint {
         Endpoint {
             ifname: format!("veth-{name}"),
             ip: Ipv4Addr::from(ip),
@@ -997,159 +705,6 @@ spec: {podSelector: {}, policyTypes: [Ingress]}
         assert_eq!(s.hit_totals().get("ns/deny-all"), Some(&5));
         let list = s.list();
         assert_eq!((list[0].hits, list[0].selected), (5, 1));
-    }
-
-    /// Poll for compiled results until `generation` is in force.
-    fn until_in_force(s: &mut PolicyService, generation: u64) {
-        let deadline = Instant::now() + T;
-        while s.in_force() < generation {
-            assert!(
-                Instant::now() < deadline,
-                "generation {generation} never compiled"
-            );
-            if let Some(r) = s.take_compiled() {
-                s.fold(r);
-            }
-            std::thread::sleep(Duration::from_millis(1));
-        }
-    }
-
-    fn attach(
-        s: &mut PolicyService,
-        ep: &Endpoint,
-        ports: &BTreeMap<(String, String), PortId>,
-    ) -> (u64, bool) {
-        if let Some(next) = s.with_endpoint(ep).unwrap() {
-            s.replace(next);
-        }
-        let g = s.request_compile(ports);
-        (g, s.attach_port(ep.port, ep, g))
-    }
-
-    fn denies_everything(p: &PortPolicy) -> bool {
-        let none = |c: &Option<Classifier>| {
-            c.as_ref()
-                .is_some_and(|c| c.lookup(0x0a00_0003, 6, 80).is_none() && c.is_empty())
-        };
-        none(&p.ingress) && none(&p.egress)
-    }
-
-    #[test]
-    fn a_pod_attached_before_its_compile_is_held_if_selected_and_open_if_not() {
-        let tmp = tempfile::tempdir().unwrap();
-        let mut s = service(tmp.path(), None);
-        s.apply(|st| st.apply_yaml(DENY_ALL)).unwrap();
-        let r = s.compile_now(&BTreeMap::new(), T).unwrap();
-        s.fold(r);
-        let g0 = s.in_force();
-
-        let mut a = endpoint("a", [10, 0, 0, 2]);
-        a.port = 3;
-        let mut b = endpoint("b", [10, 0, 0, 4]);
-        b.namespace = Some("other".into());
-        b.port = 4;
-        let mut ports = BTreeMap::from([(("ns".to_string(), "a".to_string()), 3)]);
-        let (ga, held) = attach(&mut s, &a, &ports);
-        assert!(held, "deny-all of its namespace selects it");
-        assert!(ga > g0);
-        ports.insert(("other".into(), "b".into()), 4);
-        let (gb, held) = attach(&mut s, &b, &ports);
-        assert!(!held, "no policy selects it");
-        assert_eq!(s.compile_status().requested, gb);
-        // Published now, before the result is taken (only take_compiled installs): a
-        // is isolated both ways, b is open.
-        assert!(s.in_force() < ga);
-        assert!(denies_everything(s.snapshot().port(3).unwrap()));
-        assert_eq!(s.compile_status().pending_endpoints, 1);
-        assert!(s.snapshot().port(4).is_none());
-
-        until_in_force(&mut s, gb);
-        // The compiled policy: ingress isolated (deny-all of ns), egress open.
-        let pa = s.snapshot().port(3).expect("a is selected");
-        assert!(pa.ingress.is_some() && pa.egress.is_none());
-        assert!(s.snapshot().port(4).is_none());
-        let st = s.compile_status();
-        assert_eq!(
-            (st.requested, st.in_force, st.pending_endpoints),
-            (gb, gb, 0)
-        );
-        assert!(st.compiles >= 2 && st.compile_errors == 0, "{st:?}");
-    }
-
-    #[test]
-    fn an_address_or_slot_of_a_removed_pod_gives_nothing_of_its_policy_away() {
-        let tmp = tempfile::tempdir().unwrap();
-        let mut s = service(tmp.path(), None);
-        s.apply(|st| st.apply_yaml(DENY_ALL)).unwrap();
-        let mut a = endpoint("a", [10, 0, 0, 2]);
-        a.port = 3;
-        let ports = BTreeMap::from([(("ns".to_string(), "a".to_string()), 3)]);
-        let (g, _) = attach(&mut s, &a, &ports);
-        until_in_force(&mut s, g);
-        assert!(s.snapshot().port(3).is_some());
-
-        // a goes; c, in a namespace no policy covers, gets a's slot and address before
-        // the compile without a is in force: other pods' rules may still name the
-        // address, so c is held (isolated), not open and not a's policy.
-        s.remove_endpoint("ns", "a");
-        s.detach_port(3);
-        s.request_compile(&BTreeMap::new());
-        let mut c = endpoint("c", [10, 0, 0, 2]);
-        c.namespace = Some("free".into());
-        c.port = 3;
-        let ports = BTreeMap::from([(("free".to_string(), "c".to_string()), 3)]);
-        let (gc, held) = attach(&mut s, &c, &ports);
-        assert!(held, "address of a pod in the policy in force");
-        assert!(s.in_force() < gc);
-        assert!(denies_everything(s.snapshot().port(3).unwrap()));
-        until_in_force(&mut s, gc);
-        assert!(
-            s.snapshot().port(3).is_none(),
-            "compiled: c is not isolated"
-        );
-
-        // d, new address, takes c's slot after c's policy was compiled: open at once
-        // (the compiled entry of the slot is hidden).
-        s.remove_endpoint("free", "c");
-        s.detach_port(3);
-        let mut d = endpoint("d", [10, 0, 0, 9]);
-        d.namespace = Some("free".into());
-        d.port = 3;
-        let ports = BTreeMap::from([(("free".to_string(), "d".to_string()), 3)]);
-        let (_, held) = attach(&mut s, &d, &ports);
-        assert!(!held);
-        assert!(s.snapshot().port(3).is_none());
-    }
-
-    #[test]
-    fn policy_dir_changes_are_seen_and_removed_files_delete_their_policies() {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().join("policies");
-        std::fs::create_dir(&dir).unwrap();
-        let mut s = service(tmp.path(), Some(dir.clone()));
-        assert!(!s.dir_changed(), "nothing new, and not yet time to look");
-        std::fs::write(dir.join("deny.yaml"), DENY_ALL).unwrap();
-        std::fs::write(dir.join("notes.txt"), "ignored").unwrap();
-        s.last_dir_poll -= POLICY_DIR_POLL;
-        assert!(s.dir_changed());
-        assert!(!s.dir_changed(), "looked at most once per interval");
-        let reload = s.read_dir().unwrap().unwrap();
-        let (summary, deleted, changed) = s.apply_dir(reload).unwrap();
-        assert_eq!(summary.created.len(), 1);
-        assert!(deleted.is_empty() && changed);
-
-        std::fs::remove_file(dir.join("deny.yaml")).unwrap();
-        s.last_dir_poll -= POLICY_DIR_POLL;
-        assert!(s.dir_changed());
-        let (_, deleted, changed) = s.apply_dir(s.read_dir().unwrap().unwrap()).unwrap();
-        assert_eq!(deleted, vec!["NetworkPolicy ns/deny-all".to_string()]);
-        assert!(changed);
-        assert!(s.store().list().is_empty());
-
-        // An invalid file refuses the whole reload.
-        std::fs::write(dir.join("bad.yaml"), "kind: Nonsense").unwrap();
-        assert!(s.read_dir().is_err());
-        assert!(service(tmp.path(), None).read_dir().unwrap().is_none());
     }
 
     #[test]
