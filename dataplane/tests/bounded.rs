@@ -1,8 +1,10 @@
 //! Privileged tests of the control plane's bounds (issue 12 point 3): idle and slow
 //! clients cannot hold up CNI ADDs and are closed by the request deadline; a policy
 //! document nested too deep is refused by the pre-scan while ADDs go on; an ADD whose
-//! client went away before its answer leaves nothing allocated. Latencies are printed
-//! (run with `--nocapture`), never asserted.
+//! client went away before its answer leaves nothing allocated; CNI ADDs answer while
+//! a large policy set compiles (by policy generations, not by a clock), and the pod
+//! added meanwhile ends up with the right policy. Latencies are printed (run with
+//! `--nocapture`), never asserted.
 
 mod common;
 
@@ -15,7 +17,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use xsknet_dataplane::control::proto::{CniAttachment, EndpointSpec, PolicyRequest, Request};
+use xsknet_dataplane::control::proto::{
+    CniAttachment, EndpointSpec, PolicyApplied, PolicyRequest, PolicyStatus, Request, Status,
+};
 
 fn ip(last: u8) -> Ipv4Addr {
     Ipv4Addr::new(10, 244, 0, last)
@@ -291,4 +295,204 @@ fn add_whose_client_left_leaves_nothing_allocated() {
     // The same ADD with a client that stays works (the slot and address were freed).
     cni_add(&daemon, &pod, &cid);
     assert!(allocated(&daemon, &cid));
+}
+
+/// The daemon's policy compilation state.
+fn policy_status(d: &Daemon) -> PolicyStatus {
+    let v = d.call(&Request::Status).expect("status");
+    let s: Status = serde_json::from_value(v).expect("status decodes");
+    s.policy.expect("a daemon with policy generations")
+}
+
+/// `groups` NetworkPolicies of namespace `big`, `first..first+groups`, each selecting
+/// the `app: big` pods except those labelled `skip: <its number>`, with `rules`
+/// ingress rules from overlapping blocks (/8 to /28) outside the pod CIDR on port
+/// ranges: every pod of a different `skip` gets a classifier of its own, of
+/// (groups − 1) × rules rules, which is what makes the compile long.
+fn big_policies(first: usize, groups: usize, rules: usize) -> String {
+    use std::fmt::Write as _;
+    let mut y = String::new();
+    for g in first..first + groups {
+        let _ = write!(
+            y,
+            "---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {{name: big-{g}, namespace: big}}\nspec:\n  podSelector:\n    matchLabels: {{app: big}}\n    matchExpressions: [{{key: skip, operator: NotIn, values: [\"{g}\"]}}]\n  policyTypes: [Ingress]\n  ingress:\n"
+        );
+        for r in 0..rules {
+            let h = ((g * rules + r) as u32).wrapping_mul(2_654_435_761);
+            let prefix = [8u32, 12, 16, 20, 24, 28][r % 6];
+            let net = (0x0b00_0000 | (h >> 8)) & (u32::MAX << (32 - prefix));
+            let lo = 1 + (h % 60000);
+            let _ = writeln!(
+                y,
+                "  - from: [{{ipBlock: {{cidr: {}/{prefix}}}}}]\n    ports: [{{protocol: TCP, port: {lo}, endPort: {}}}]",
+                Ipv4Addr::from(net),
+                lo + h % 97
+            );
+        }
+    }
+    y
+}
+
+fn apply(d: &Daemon, yaml: String) -> PolicyApplied {
+    let v = xsknet_dataplane::control::client::call_policy(
+        &d.socket,
+        &PolicyRequest::PolicyApply { yaml, file: None },
+        Duration::from_secs(60),
+    )
+    .unwrap_or_else(|e| panic!("policy apply: {e}\n{}", d.log_text()));
+    serde_json::from_value(v).expect("PolicyApplied")
+}
+
+fn wait_in_force(d: &Daemon, generation: u64) {
+    wait_until(
+        &format!("policy generation {generation} in force"),
+        Duration::from_secs(120),
+        || policy_status(d).in_force >= generation,
+    );
+}
+
+#[test]
+fn cni_adds_do_not_wait_for_a_policy_compile() {
+    if !privileged() {
+        return;
+    }
+    let p = prefix("bp");
+    let node = Netns::new(&format!("{p}n"));
+    let daemon = Daemon::start(&node, &p, "");
+    const GROUPS: usize = 8;
+    const RULES: usize = 1500;
+    // One pod per group (each its own classifier once the policies are in), a client
+    // the pods admit on 8080 and a stranger they do not.
+    let mut pods: Vec<Pod> = (0..GROUPS)
+        .map(|g| {
+            let skip = g.to_string();
+            daemon.cni_pod(
+                &node,
+                &format!("{p}b{g}"),
+                "big",
+                &format!("b{g}"),
+                &[("app", "big"), ("skip", &skip)],
+                ip(50 + g as u8),
+            )
+        })
+        .collect();
+    let client = daemon.cni_pod(
+        &node,
+        &format!("{p}cl"),
+        "big",
+        "client",
+        &[("role", "client")],
+        ip(70),
+    );
+    let stranger = daemon.cni_pod(
+        &node,
+        &format!("{p}st"),
+        "big",
+        "stranger",
+        &[("role", "stranger")],
+        ip(71),
+    );
+
+    // Half the rules first (an apply is at most 1 MiB), in force before the rest.
+    let first = apply(&daemon, big_policies(0, GROUPS / 2, RULES));
+    wait_in_force(&daemon, first.policy_generation);
+    let allow_client = "---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: from-client, namespace: big}\nspec:\n  podSelector: {matchLabels: {app: big}}\n  ingress:\n  - from: [{podSelector: {matchLabels: {role: client}}}]\n    ports: [{port: 8080}]\n";
+    let applied = apply(
+        &daemon,
+        format!(
+            "{}{allow_client}",
+            big_policies(GROUPS / 2, GROUPS / 2, RULES)
+        ),
+    );
+    let g = applied.policy_generation;
+    assert!(g > first.policy_generation, "{applied:?}");
+    // The apply answered once durable, before its compile finished.
+    assert!(!applied.in_force, "{applied:?}");
+
+    // A CNI ADD (the real plugin: ipam_allocate + veth + endpoint_add) while the
+    // compile of `g` runs, then a look at the daemon's generations.
+    let before = policy_status(&daemon);
+    let t = Instant::now();
+    let web = daemon.cni_pod(
+        &node,
+        &format!("{p}web"),
+        "big",
+        "web",
+        &[("app", "big"), ("skip", "web")],
+        ip(80),
+    );
+    let add_took = t.elapsed();
+    let after = policy_status(&daemon);
+    eprintln!(
+        "bounded: CNI ADD took {add_took:?} while policy generation {g} compiled; before {before:?}; after {after:?}"
+    );
+    // The ADD answered before the compile in flight when it started had finished: it
+    // did not wait for it. (Its own change is a later generation.)
+    assert!(
+        before.in_force < g,
+        "compile of {g} finished before the ADD started: {before:?}"
+    );
+    assert!(
+        after.in_force < g,
+        "the ADD answered only after the compile of generation {g} finished: {after:?}\n{}",
+        daemon.log_text()
+    );
+    assert!(
+        after.requested > g,
+        "the ADD asked for a generation of its own: {after:?}"
+    );
+    // Until a generation with it is in force, the new pod (selected by the policies)
+    // is held isolated.
+    assert!(after.pending_endpoints >= 1, "{after:?}");
+
+    // Then the compile of everything, the new pod included, comes into force: the pod
+    // has exactly its policy — the client gets in on 8080, the stranger does not.
+    wait_in_force(&daemon, after.requested);
+    let done = policy_status(&daemon);
+    assert_eq!(done.pending_endpoints, 0, "{done:?}");
+    assert_eq!(done.compile_errors, 0, "{done:?}");
+    let log = daemon.log_text();
+    let compiled: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("policy compiled"))
+        .collect();
+    eprintln!(
+        "bounded: compiles {} (coalesced {}), last {} ms, max {} ms; daemon log:\n{}",
+        done.compiles,
+        done.coalesced,
+        done.last_compile_ms,
+        done.max_compile_ms,
+        compiled.join("\n")
+    );
+    serve(&web, &[8080, 8081]);
+    assert!(
+        tcp_connects(&client, web.ip, 8080, Duration::from_secs(5)),
+        "client -> web:8080 is allowed\n{}",
+        daemon.log_text()
+    );
+    assert!(!tcp_connects(
+        &stranger,
+        web.ip,
+        8080,
+        Duration::from_secs(2)
+    ));
+    assert!(!tcp_connects(&client, web.ip, 8081, Duration::from_secs(2)));
+    let list = xsknet_dataplane::control::client::call_policy(
+        &daemon.socket,
+        &PolicyRequest::PolicyList,
+        Duration::from_secs(10),
+    )
+    .expect("policy list");
+    let from_client = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "from-client")
+        .cloned()
+        .expect("from-client listed");
+    assert_eq!(from_client["selected"], GROUPS + 1, "{from_client}");
+    pods.push(web);
+    for pod in pods.iter().chain([&client, &stranger]) {
+        daemon.cni_del(&node, pod);
+    }
 }

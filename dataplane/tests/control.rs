@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use xsknet_dataplane::control::client::{call, ClientError};
 use xsknet_dataplane::control::proto::{
-    ControlError, Endpoint, ErrorKind, Handler, PortStats, Request, Stats, Status, WorkerStats,
-    MAX_REQUEST_BYTES,
+    ControlError, Endpoint, ErrorKind, Handler, PolicyApplied, PolicyRequest, PolicyStatus,
+    PortStats, Request, Stats, Status, WorkerStats, MAX_REQUEST_BYTES,
 };
 use xsknet_dataplane::control::server::{
     bind, serve, serve_listener, ServeOptions, ServerError, TICK_INTERVAL,
@@ -28,6 +28,9 @@ const T: Duration = Duration::from_secs(5);
 struct Fake {
     endpoints: Vec<Endpoint>,
     ticks: Arc<AtomicUsize>,
+    /// Once a policy was applied: `status` shows policy generations, the one in force
+    /// advancing by one per `status` call (capped at 50).
+    policy_in_force: Option<u64>,
 }
 
 fn status() -> Status {
@@ -44,6 +47,7 @@ fn status() -> Status {
         overlay: None,
         persistence: None,
         datastore: None,
+        policy: None,
     }
 }
 
@@ -78,7 +82,19 @@ fn stats() -> Stats {
 impl Handler for Fake {
     fn handle(&mut self, request: Request) -> Result<Value, ControlError> {
         match request {
-            Request::Status => Ok(to_json(&status())),
+            Request::Status => {
+                let mut s = status();
+                if let Some(g) = &mut self.policy_in_force {
+                    *g = (*g + 1).min(50);
+                    s.policy = Some(PolicyStatus {
+                        requested: 100,
+                        in_force: *g,
+                        compiling: Some(100),
+                        ..PolicyStatus::default()
+                    });
+                }
+                Ok(to_json(&s))
+            }
             Request::Stats => Ok(to_json(&stats())),
             Request::EndpointList => Ok(to_json(&self.endpoints)),
             Request::EndpointAdd(spec) => {
@@ -121,6 +137,27 @@ impl Handler for Fake {
     fn tick(&mut self) {
         self.ticks.fetch_add(1, Ordering::Relaxed);
     }
+
+    /// `policy_apply` answers as the daemon does, durable and compiling: generation 100
+    /// (never in force here) for YAML containing "never", else 3.
+    fn handle_policy(&mut self, request: PolicyRequest) -> Result<Value, ControlError> {
+        match request {
+            PolicyRequest::PolicyApply { yaml, .. } => {
+                self.policy_in_force.get_or_insert(0);
+                Ok(to_json(&PolicyApplied {
+                    created: vec!["NetworkPolicy x/p".into()],
+                    generation: 9,
+                    policy_generation: if yaml.contains("never") { 100 } else { 3 },
+                    in_force: false,
+                    ..PolicyApplied::default()
+                }))
+            }
+            other => Err(ControlError::new(
+                ErrorKind::InvalidRequest,
+                format!("the test handler does not serve {other:?}"),
+            )),
+        }
+    }
 }
 
 fn to_json<T: serde::Serialize>(value: &T) -> Value {
@@ -153,6 +190,7 @@ impl TestServer {
                 let mut fake = Fake {
                     endpoints: Vec::new(),
                     ticks,
+                    policy_in_force: None,
                 };
                 serve_listener(listener, &path, &mut fake, &stop, &options)
             })
@@ -453,6 +491,7 @@ fn serve_binds_by_itself() {
             let mut fake = Fake {
                 endpoints: Vec::new(),
                 ticks: Arc::default(),
+                policy_in_force: None,
             };
             serve(&path, &mut fake, &stop)
         })
@@ -486,6 +525,65 @@ fn xsknetctl(socket: &Path, args: &[&str]) -> (i32, String, String) {
         String::from_utf8(out.stdout).unwrap(),
         String::from_utf8(out.stderr).unwrap(),
     )
+}
+
+#[test]
+fn xsknetctl_policy_apply_waits_for_its_generation_and_bounds_the_wait() {
+    let srv = TestServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let soon = dir.path().join("soon.yaml");
+    let never = dir.path().join("never.yaml");
+    std::fs::write(&soon, "kind: Namespace # soon").unwrap();
+    std::fs::write(&never, "kind: Namespace # never").unwrap();
+
+    // Answered at generation 3 (compiling); in force after a few status polls.
+    let (code, stdout, stderr) = xsknetctl(
+        &srv.path,
+        &["policy", "apply", "-f", &soon.display().to_string()],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("in force: policy generation 3"), "{stdout}");
+    // --wait 0: answered as saved, not waited for.
+    let (code, stdout, _) = xsknetctl(
+        &srv.path,
+        &[
+            "policy",
+            "apply",
+            "-f",
+            &never.display().to_string(),
+            "--wait",
+            "0",
+        ],
+    );
+    assert_eq!(code, 0);
+    assert!(
+        stdout.contains("saved; in force once policy generation 100 is"),
+        "{stdout}"
+    );
+    // Never in force: exit 1 after the bounded wait, saying where it stands.
+    let (code, _, stderr) = xsknetctl(
+        &srv.path,
+        &[
+            "policy",
+            "apply",
+            "-f",
+            &never.display().to_string(),
+            "--wait",
+            "0.3",
+        ],
+    );
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("saved, but not in force after 0.3s: policy generation 100 asked")
+            && stderr.contains("compiling 100"),
+        "{stderr}"
+    );
+    let (code, stdout, _) = xsknetctl(&srv.path, &["status"]);
+    assert_eq!(code, 0);
+    assert!(
+        stdout.contains("(100 requested, compiling 100)"),
+        "{stdout}"
+    );
 }
 
 #[test]

@@ -205,8 +205,17 @@ pub struct PolicyApplied {
     pub unchanged: Vec<String>,
     #[serde(default)]
     pub deleted: Vec<String>,
-    /// Table generation the change is in force from (every worker runs on it).
+    /// Table generation every worker ran on when the answer was sent. The change
+    /// itself is durable when answered and in force once the policy generation
+    /// `policy_generation` is (`status.policy.in_force >= policy_generation`): the
+    /// daemon compiles on a thread of its own so CNI requests never wait for it.
     pub generation: u64,
+    /// The policy generation that carries this change (0 from daemons before it).
+    #[serde(default)]
+    pub policy_generation: u64,
+    /// Whether it was already in force when answered (nothing changed, or compiled).
+    #[serde(default)]
+    pub in_force: bool,
 }
 
 /// One `policy_list` entry.
@@ -610,6 +619,39 @@ pub struct Status {
     /// The cluster datastore, when one is configured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub datastore: Option<DatastoreStatus>,
+    /// Policy compilation: generations requested and in force, durations (absent from
+    /// daemons older than it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<PolicyStatus>,
+}
+
+/// Policy compilation in the `status` answer. Every change of the policy input (a
+/// policy, namespace or label change, a pod added or removed) gets the next policy
+/// generation; a thread compiles the newest input (a burst is compiled once) and the
+/// control thread publishes the result to the workers.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PolicyStatus {
+    /// The newest policy generation asked for.
+    pub requested: u64,
+    /// The newest one published to every worker: every change up to it is in force.
+    pub in_force: u64,
+    /// The one being compiled now, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compiling: Option<u64>,
+    /// Pods attached since the policy in force was compiled that some policy selects
+    /// (or whose address another pod had): held isolated, no traffic in or out but
+    /// their node's, until a generation that includes them is in force.
+    pub pending_endpoints: usize,
+    /// Compiles finished, and requests folded into a newer one before they started.
+    pub compiles: u64,
+    pub coalesced: u64,
+    /// Duration of the last compile and the longest since start, milliseconds.
+    pub last_compile_ms: u64,
+    pub max_compile_ms: u64,
+    /// Compiles that failed (the policy in force stayed), and the last failure.
+    pub compile_errors: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_compile_error: Option<String>,
 }
 
 /// This node's side of the overlay, in the `status` result.

@@ -33,6 +33,19 @@ use xsknet_proto::wire::{DatastoreStatus, NodeList};
 /// How long one call may take before xsknetctl gives up.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How often `--wait` looks at the daemon's policy generation in force.
+const WAIT_POLL: Duration = Duration::from_millis(20);
+
+/// How long a policy change waits to be in force (see [`WaitArg`]).
+#[derive(Args, Debug, Clone, Copy)]
+struct WaitArg {
+    /// Seconds to wait until the change is in force (the daemon compiles policies on a
+    /// thread of its own and answers once the change is durable); 0: do not wait.
+    /// Past it, exit 1: the change is saved and takes effect when compiled.
+    #[arg(long = "wait", default_value_t = 60.0, value_name = "SECONDS")]
+    secs: f64,
+}
+
 #[derive(Parser, Debug)]
 #[command(name = "xsknetctl", version, about = "Operate the xsknet node daemon")]
 struct Cli {
@@ -95,6 +108,8 @@ struct ApplyArgs {
     file: PathBuf,
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    wait: WaitArg,
 }
 
 #[derive(Args, Debug)]
@@ -102,6 +117,8 @@ struct DeleteArgs {
     /// NAMESPACE/NAME of the NetworkPolicy.
     #[arg(value_parser = parse_ns_name)]
     target: (String, String),
+    #[command(flatten)]
+    wait: WaitArg,
 }
 
 #[derive(Args, Debug)]
@@ -141,6 +158,8 @@ struct LabelArgs {
     /// Replace every label with the given ones.
     #[arg(long)]
     replace: bool,
+    #[command(flatten)]
+    wait: WaitArg,
 }
 
 #[derive(Args, Debug)]
@@ -362,14 +381,16 @@ fn run(cli: &Cli) -> anyhow::Result<String> {
             let docs = read_yaml_arg(&a.file)?;
             let mut applied = Vec::new();
             // A directory goes as one request, so it stays one all-or-nothing apply.
-            let v = prpc(PolicyRequest::PolicyApply {
+            let mut v = prpc(PolicyRequest::PolicyApply {
                 yaml: docs,
                 file: Some(a.file.display().to_string()),
             })?;
+            let r: PolicyApplied = decode(v.clone(), "policy apply")?;
+            let in_force = wait_in_force(&rpc, &r, a.wait)?;
             if a.json {
+                v["in_force"] = Value::Bool(in_force);
                 json_line(&v)
             } else {
-                let r: PolicyApplied = decode(v, "policy apply")?;
                 for (what, list) in [
                     ("created", &r.created),
                     ("configured", &r.configured),
@@ -379,7 +400,7 @@ fn run(cli: &Cli) -> anyhow::Result<String> {
                         applied.push(format!("{o} {what}\n"));
                     }
                 }
-                applied.push(format!("in force from table generation {}\n", r.generation));
+                applied.push(in_force_line(&r, in_force));
                 applied.concat()
             }
         }
@@ -391,9 +412,12 @@ fn run(cli: &Cli) -> anyhow::Result<String> {
                 })?,
                 "policy delete",
             )?;
+            let in_force = wait_in_force(&rpc, &r, d.wait)?;
             format!(
-                "NetworkPolicy {}/{} deleted (table generation {})\n",
-                d.target.0, d.target.1, r.generation
+                "NetworkPolicy {}/{} deleted; {}",
+                d.target.0,
+                d.target.1,
+                in_force_line(&r, in_force)
             )
         }
         Command::Policy(PolicyCommand::List(f)) => {
@@ -451,6 +475,16 @@ fn run(cli: &Cli) -> anyhow::Result<String> {
                 overwrite: l.overwrite,
             })?;
             let now: BTreeMap<String, String> = decode(v, "pod label")?;
+            // The label change is in every policy generation asked for from now on.
+            let status: Status = decode(rpc(Request::Status)?, "status")?;
+            if let Some(p) = status.policy {
+                let r = PolicyApplied {
+                    policy_generation: p.requested,
+                    in_force: p.in_force >= p.requested,
+                    ..PolicyApplied::default()
+                };
+                wait_in_force(&rpc, &r, l.wait)?;
+            }
             let shown: Vec<String> = now.iter().map(|(k, v)| format!("{k}={v}")).collect();
             format!(
                 "{}/{} labeled: {}\n",
@@ -686,6 +720,66 @@ fn format_nodes(l: &NodeList) -> String {
     out
 }
 
+/// Wait (polling `status`) until the policy generation of `r` is in force, at most
+/// `wait`. Returns whether it is; past the wait, an error saying the change is saved
+/// and where compilation stands. A daemon without policy generations (older, which
+/// answered once in force) counts as in force.
+fn wait_in_force(
+    rpc: &dyn Fn(Request) -> Result<Value, ClientError>,
+    r: &PolicyApplied,
+    wait: WaitArg,
+) -> anyhow::Result<bool> {
+    if r.in_force || r.policy_generation == 0 {
+        return Ok(true);
+    }
+    if !(0.0..=86400.0).contains(&wait.secs) {
+        anyhow::bail!("--wait must be between 0 and 86400 seconds");
+    }
+    if wait.secs == 0.0 {
+        return Ok(false);
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs_f64(wait.secs);
+    loop {
+        let status: Status = decode(rpc(Request::Status)?, "status")?;
+        let Some(p) = status.policy else {
+            return Ok(true);
+        };
+        if p.in_force >= r.policy_generation {
+            return Ok(true);
+        }
+        if std::time::Instant::now() >= deadline {
+            let compiling = p
+                .compiling
+                .map(|g| format!(", compiling {g}"))
+                .unwrap_or_default();
+            let failed = p
+                .last_compile_error
+                .map(|e| format!("; last compile error: {e}"))
+                .unwrap_or_default();
+            anyhow::bail!(
+                "saved, but not in force after {}s: policy generation {} asked, {} in force{compiling}{failed}; it takes effect when compiled (xsknetctl status)",
+                wait.secs,
+                r.policy_generation,
+                p.in_force
+            );
+        }
+        std::thread::sleep(WAIT_POLL);
+    }
+}
+
+fn in_force_line(r: &PolicyApplied, in_force: bool) -> String {
+    if r.policy_generation == 0 {
+        format!("in force from table generation {}\n", r.generation)
+    } else if in_force {
+        format!("in force: policy generation {}\n", r.policy_generation)
+    } else {
+        format!(
+            "saved; in force once policy generation {} is (xsknetctl status)\n",
+            r.policy_generation
+        )
+    }
+}
+
 fn format_status(s: &Status) -> String {
     let mut out = String::new();
     let mut kv = |k: &str, v: String| out.push_str(&format!("{k:<12}{v}\n"));
@@ -745,6 +839,29 @@ fn format_status(s: &Status) -> String {
         }
         if !p.fail_closed_namespaces.is_empty() {
             kv("fail-closed", p.fail_closed_namespaces.join(","));
+        }
+    }
+    if let Some(p) = &s.policy {
+        let compiling = p
+            .compiling
+            .map(|g| format!(", compiling {g}"))
+            .unwrap_or_default();
+        kv(
+            "policy",
+            format!(
+                "generation {} in force ({} requested{compiling}), {} pod(s) held until compiled",
+                p.in_force, p.requested, p.pending_endpoints
+            ),
+        );
+        kv(
+            "compiles",
+            format!(
+                "{} (last {} ms, max {} ms), {} coalesced, {} failed",
+                p.compiles, p.last_compile_ms, p.max_compile_ms, p.coalesced, p.compile_errors
+            ),
+        );
+        if let Some(e) = &p.last_compile_error {
+            kv("compile err", e.clone());
         }
     }
     out

@@ -90,7 +90,11 @@ impl Handler for Daemon {
                 to_json(eps)
             }
             Request::Stats => to_json(self.stats()),
-            Request::Status => to_json(self.status()),
+            Request::Status => {
+                // Clients waiting for a policy generation poll this.
+                self.install_compiled_policy();
+                to_json(self.status())
+            }
             Request::EndpointCheck { ifname } => to_json(self.endpoint_check(&ifname)?),
             Request::IpamAllocate {
                 container_id,
@@ -124,6 +128,7 @@ impl Handler for Daemon {
     }
 
     fn handle_policy(&mut self, request: PolicyRequest) -> Result<serde_json::Value, ControlError> {
+        self.install_compiled_policy();
         match request {
             PolicyRequest::PolicyApply { yaml, file } => {
                 if let Some(r) = self.cluster_policy_apply(&yaml, file.as_deref()) {
@@ -134,7 +139,7 @@ impl Handler for Daemon {
                     None => s.apply_yaml(&yaml),
                 })?;
                 let applied = policy::applied(summary, gen);
-                tracing::info!(created = ?applied.created, configured = ?applied.configured, generation = gen, "policy applied");
+                tracing::info!(created = ?applied.created, configured = ?applied.configured, policy_generation = gen.policy, "policy applied (durable; compiling)");
                 to_json(applied)
             }
             PolicyRequest::PolicyDelete { namespace, name } => {
@@ -143,13 +148,15 @@ impl Handler for Daemon {
                 }
                 let (np, gen) = self.change_policy(|s| s.delete(&namespace, &name))?;
                 self.policy.forget_dir_policy(&namespace, &name);
-                tracing::info!(policy = %format!("{namespace}/{name}"), generation = gen, "policy deleted");
+                tracing::info!(policy = %format!("{namespace}/{name}"), policy_generation = gen.policy, "policy deleted (durable; compiling)");
                 to_json(PolicyApplied {
                     deleted: vec![format!(
                         "NetworkPolicy {}/{}",
                         np.metadata.namespace, np.metadata.name
                     )],
-                    generation: gen,
+                    generation: gen.tables,
+                    policy_generation: gen.policy,
+                    in_force: gen.in_force,
                     ..PolicyApplied::default()
                 })
             }

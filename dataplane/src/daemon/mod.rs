@@ -10,7 +10,8 @@
 //! - [`workers`]: the worker threads as the control thread drives them;
 //! - [`host`]: the host port's veth pair;
 //! - [`endpoints`]: the live pod endpoints and the rules an add must pass;
-//! - [`policy`]: the NetworkPolicy store, its compiled snapshot and `policyDir`;
+//! - [`policy`]: the NetworkPolicy store, its compiled snapshot, the policy compiler
+//!   thread and generations, and `policyDir`;
 //! - [`tables`]: building the published tables;
 //! - [`stats`]: the `stats` answer;
 //! - `handler`: the control socket's [`Handler`](crate::control::proto::Handler).
@@ -19,8 +20,11 @@
 //! socket + XDP registration → hand the port to its worker → publish tables → wait
 //! until every worker runs on them (then the dataplane forwards for the pod). Removal
 //! runs the other way round: unregister → publish tables without the port → the worker
-//! drops the socket → the slot is free. A policy change is in force when its request
-//! returns, for the same reason (published, and waited for). Each module's error type
+//! drops the socket → the slot is free. Policies compile on their own thread and never
+//! hold up a request: a change is durable when answered and in force once its policy
+//! generation is published ([`Daemon::request_policy_compile`],
+//! `install_compiled_policy`); a pod attached meanwhile is held or open, never on a
+//! stale policy ([`policy`]). Each module's error type
 //! converts once into the control protocol's error kind and message.
 //!
 //! Durability (README "Durability"): a change is answered only once it is durable
@@ -87,6 +91,10 @@ use workers::{WorkerError, Workers, READY_TIMEOUT};
 /// daemon was unreachable but still running, e.g. its socket wedged).
 const PENDING_SCAN_INTERVAL: Duration = Duration::from_secs(5);
 
+/// How long start waits for the first compile before serving anyway (pods selected
+/// by a policy stay held until it is in force).
+const POLICY_START_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// The daemon could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -97,7 +105,7 @@ pub enum DaemonError {
     #[error("load IP allocations: {0}")]
     Ipam(IpamError),
     #[error("load the policy store: {0}")]
-    Policy(StateError),
+    Policy(policy::OpenError),
     #[error("start workers: {0}")]
     Workers(WorkerError),
     #[error("create host port: {0}")]
@@ -234,7 +242,7 @@ enum Attached {
     /// Newly attached and published; `previous`: the policy store before its identity
     /// was registered (to undo with).
     New {
-        previous: Option<crate::policy::store::PolicyStore>,
+        previous: Option<std::sync::Arc<PolicyStore>>,
     },
 }
 
@@ -318,8 +326,20 @@ impl Daemon {
                 tracing::error!(dir = %dir.display(), error = %e, "policyDir not applied");
             }
         }
-        if let Err(e) = d.recompile_and_publish() {
-            tracing::error!(error = %e, "publish compiled policy");
+        // Nothing is served yet: the first policy in force is compiled before the
+        // daemon answers, so restored pods do not wait for a tick.
+        let ports = d.endpoints.pod_ports();
+        match d.policy.compile_now(&ports, POLICY_START_TIMEOUT) {
+            Some(retired) => {
+                if let Err(e) = d.publish_and_wait() {
+                    tracing::error!(error = %e, "publish compiled policy");
+                }
+                d.policy.fold(retired);
+            }
+            None => tracing::error!(
+                timeout_s = POLICY_START_TIMEOUT.as_secs(),
+                "policy not compiled at start; pods selected by a policy stay isolated until it is"
+            ),
         }
         Ok(d)
     }
@@ -352,6 +372,7 @@ impl Daemon {
             overlay: self.overlay_status(),
             persistence: Some(self.health.status(self.policy.fail_closed_namespaces())),
             datastore: self.datastore_status(),
+            policy: Some(self.policy.compile_status()),
         }
     }
 
@@ -390,6 +411,7 @@ impl Daemon {
     /// Housekeeping, every control-loop tick: free retired tables, follow
     /// `policyDir`, finish pending DELs, report exited workers.
     fn housekeeping(&mut self) {
+        self.install_compiled_policy();
         self.publisher.collect();
         if self.policy.dir_changed() {
             if let Err(e) = self.reload_policy_dir() {
@@ -493,15 +515,39 @@ impl Daemon {
         self.workers.wait_generation(gen, READY_TIMEOUT)
     }
 
-    /// Recompile the policy, publish, wait for every worker, then fold the counters
-    /// of the snapshot they left. Returns the generation now in force.
-    fn recompile_and_publish(&mut self) -> Result<u64, WorkerError> {
-        let retired = self.policy.recompile(&self.endpoints.pod_ports());
-        let r = self.publish_and_wait();
+    /// **The policy input changed** (a policy, namespace or label; a pod's identity
+    /// added or removed; a pod attached or detached): ask the compiler thread for the
+    /// next policy generation, without waiting for it. Returns that generation; it is
+    /// published by [`install_compiled_policy`](Self::install_compiled_policy) when
+    /// compiled. The one call for every source of policy input (requests, `policyDir`,
+    /// the datastore).
+    pub fn request_policy_compile(&mut self) -> u64 {
+        let ports = self.endpoints.pod_ports();
+        self.policy.request_compile(&ports)
+    }
+
+    /// If a compiled policy arrived: publish it, wait for every worker, then fold the
+    /// counters of the snapshot they left (the control loop calls this every tick and
+    /// before policy and status requests).
+    fn install_compiled_policy(&mut self) {
+        let Some(retired) = self.policy.take_compiled() else {
+            return;
+        };
+        if let Err(e) = self.publish_and_wait() {
+            tracing::error!(error = %e, generation = self.policy.in_force(), "publish compiled policy");
+        }
         // On failure some worker may still count into the old array; what is there
         // now is folded and a late increment is lost.
         self.policy.fold(retired);
-        r.map(|()| self.publisher.current().generation)
+    }
+
+    /// Where a policy change of generation `policy` stands now.
+    fn change_generation(&self, policy: u64) -> policy::ChangeGeneration {
+        policy::ChangeGeneration {
+            tables: self.publisher.current().generation,
+            policy,
+            in_force: self.policy.in_force() >= policy,
+        }
     }
 
     // --- endpoints --------------------------------------------------------------
@@ -703,16 +749,14 @@ impl Daemon {
 
     /// Undo a successful [`attach_endpoint`](Self::attach_endpoint): the endpoint goes,
     /// the policy store it replaced comes back, the tables are published without it.
-    fn undo_attach(&mut self, ep: &Endpoint, previous: Option<crate::policy::store::PolicyStore>) {
+    fn undo_attach(&mut self, ep: &Endpoint, previous: Option<std::sync::Arc<PolicyStore>>) {
         self.endpoints.remove(&ep.ifname);
-        let retired = previous.map(|p| {
+        if let Some(p) = previous {
             self.policy.replace(p);
-            self.policy.recompile(&self.endpoints.pod_ports())
-        });
-        self.detach_port(ep.port);
-        if let Some(r) = retired {
-            self.policy.fold(r);
         }
+        self.request_policy_compile();
+        self.policy.detach_port(ep.port);
+        self.detach_port(ep.port);
     }
 
     /// Attach and publish an endpoint, nothing written (start re-attaches this way).
@@ -777,11 +821,16 @@ impl Daemon {
         ep.worker = self.ports.get(id).map_or(0, |s| s.info.worker);
         let previous = identity.map(|next| self.policy.replace(next));
         self.endpoints.insert(ep.clone());
-        if let Err(e) = self.recompile_and_publish() {
+        // The compile that includes the pod runs on the compiler thread; until it is in
+        // force the pod is published held or open (see `policy`), never on a stale
+        // policy.
+        let generation = self.request_policy_compile();
+        let held = self.policy.attach_port(id, &ep, generation);
+        if let Err(e) = self.publish_and_wait() {
             self.undo_attach(&ep, previous);
             return Err(e.into());
         }
-        tracing::info!(ifname = %ep.ifname, ip = %ep.ip, port = ep.port, worker = ep.worker, "endpoint attached");
+        tracing::info!(ifname = %ep.ifname, ip = %ep.ip, port = ep.port, worker = ep.worker, policy_generation = generation, held, "endpoint attached");
         Ok((ep, Attached::New { previous }))
     }
 
@@ -798,10 +847,11 @@ impl Daemon {
         if let (Some(ns), Some(name)) = (&ep.namespace, &ep.name) {
             self.policy.remove_endpoint(ns, name);
         }
-        // detach_port publishes: the recompiled policy goes out with the port removal.
-        let retired = self.policy.recompile(&self.endpoints.pod_ports());
+        // The port leaves the dataplane now (detach_port publishes); other pods' rules
+        // naming its address go with the compile asked for here.
+        self.request_policy_compile();
+        self.policy.detach_port(ep.port);
         self.detach_port(ep.port);
-        self.policy.fold(retired);
         // Detached either way; a failed write is in the health. Should the daemon
         // restart before a later write succeeds, the endpoint comes back only if its
         // veth still exists.
@@ -886,16 +936,20 @@ impl Daemon {
 
     /// Apply a change to a copy of the store; commit, persist and publish only if it
     /// succeeds, so a refused change leaves everything in force as it was.
+    /// Answered once durable: the compile runs on the compiler thread and the
+    /// returned generation says when the change is in force.
     fn change_policy<T>(
         &mut self,
         f: impl FnOnce(&mut PolicyStore) -> Result<T, PolicyError>,
-    ) -> Result<(T, u64), ControlError> {
+    ) -> Result<(T, policy::ChangeGeneration), ControlError> {
         let (out, changed) = self.policy.apply(f)?;
-        if !changed {
-            return Ok((out, self.publisher.current().generation));
-        }
-        let gen = self.recompile_and_publish()?;
-        Ok((out, gen))
+        let g = if changed {
+            self.request_policy_compile()
+        } else {
+            // Nothing new: in force with everything asked for so far.
+            self.policy.requested()
+        };
+        Ok((out, self.change_generation(g)))
     }
 
     /// Re-apply `policyDir` as one all-or-nothing apply; NetworkPolicies that were in
@@ -905,17 +959,17 @@ impl Daemon {
             return Ok(PolicyApplied::default());
         };
         let (summary, deleted, changed) = self.policy.apply_dir(reload)?;
-        let gen = if changed {
-            self.recompile_and_publish()?
+        let g = if changed {
+            self.request_policy_compile()
         } else {
-            self.publisher.current().generation
+            self.policy.requested()
         };
-        let mut applied = policy::applied(summary, gen);
+        let mut applied = policy::applied(summary, self.change_generation(g));
         applied.deleted = deleted;
         tracing::info!(
             changed = applied.created.len() + applied.configured.len(),
             deleted = applied.deleted.len(),
-            generation = gen,
+            policy_generation = g,
             "policyDir applied"
         );
         Ok(applied)

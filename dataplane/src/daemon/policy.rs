@@ -16,29 +16,56 @@
 //!
 //! A change is made on a copy of the store and committed only if it succeeds, so a
 //! refused change leaves what is in force untouched; a committed change is persisted,
-//! then the daemon recompiles ([`PolicyService::recompile`]), publishes and waits for
-//! every worker, and folds the hit counters of the snapshot the workers left
-//! ([`PolicyService::fold`]) into per-name totals. `policyDir` is re-read as one
+//! then the daemon asks for a compile ([`PolicyService::request_compile`]: the next
+//! *policy generation*, `policy/generations.rs`), which runs on the compiler thread
+//! ([`worker`]), never on the control thread. When a
+//! result arrives ([`PolicyService::take_compiled`]) the daemon publishes it, waits
+//! for every worker and folds the hit counters of the snapshot the workers left
+//! ([`PolicyService::fold`]) into per-name totals; the generation is then *in force*.
+//! A failed compile keeps what was in force and is reported in `status`.
+//!
+//! **A pod attached while its compile is pending never runs with a weaker policy than
+//! the right one.** Until a generation that includes it is in force, its port's policy
+//! is overridden in what the daemon publishes ([`PolicyService::snapshot`]): *held*
+//! (isolated both ways: nothing in or out but its node's traffic) when some policy of
+//! its namespace selects it, or when its address was a pod's in the snapshot in force
+//! (other pods' rules may still name that address); *open* otherwise (no policy
+//! selects it, so not isolated is exactly right, and no stale rule can name it). The
+//! override also hides what a reused port slot's previous pod had. A pod removed is
+//! out of the dataplane at once; other pods' rules naming its address go with the next
+//! compile, and a pod given that address meanwhile is held. `policyDir` is re-read as one
 //! all-or-nothing apply when the (file, mtime, length) signature of its YAML files
-//! changes; NetworkPolicies that came from it and are gone from it are deleted. The
+//! changes; NetworkPolicies that came from it and are gone from it are deleted
+//! (`policy/dir.rs`). The
 //! request-level rules that need no daemon state (merging pod labels, reading a trace
 //! request's protocol and port) are functions here, unit-tested.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
-use crate::control::proto::{ControlError, Endpoint, ErrorKind, PolicyApplied, PolicyInfo};
+use crate::control::proto::{ControlError, Endpoint, ErrorKind, PolicyInfo};
 use crate::control::reach::ProbePort;
 use crate::pipeline::policy::PolicyHits;
-use crate::policy::compile::{compile, PodView};
-use crate::policy::k8s::{self, Object, PolicyError, Protocol, ValueError};
-use crate::policy::store::{ApplySummary, PolicyStore};
+use crate::policy::compile::PodView;
+use crate::policy::k8s::{PolicyError, Protocol, ValueError};
+use crate::policy::store::PolicyStore;
 use crate::policy::PolicySnapshot;
 use crate::state::{load_json_recovering, Health, Loaded, StateError};
 use crate::tables::PortId;
+
+mod dir;
+mod generations;
+pub mod worker;
+
+pub use dir::DirReload;
+pub use generations::{applied, ChangeGeneration};
+
+use dir::{dir_signature, DirSignature};
+use generations::{CompileStats, Override};
+use worker::PolicyCompiler;
 
 /// The persisted policy store, in the state dir.
 pub const POLICY_FILE: &str = "policy.json";
@@ -99,37 +126,13 @@ impl From<PolicyError> for ControlError {
     }
 }
 
-/// What `policyDir` looked like: (file, mtime, length) of every YAML file.
-type DirSignature = Vec<(PathBuf, SystemTime, u64)>;
-
-fn dir_signature(dir: &Path) -> Option<DirSignature> {
-    let mut sig = Vec::new();
-    for e in std::fs::read_dir(dir).ok()?.flatten() {
-        let path = e.path();
-        let yaml = path
-            .extension()
-            .and_then(|x| x.to_str())
-            .is_some_and(|x| x == "yaml" || x == "yml");
-        if !yaml {
-            continue;
-        }
-        if let Ok(m) = e.metadata() {
-            sig.push((path, m.modified().ok()?, m.len()));
-        }
-    }
-    sig.sort();
-    Some(sig)
-}
-
-/// The applied summary as the protocol reports it.
-pub fn applied(s: ApplySummary, generation: u64) -> PolicyApplied {
-    PolicyApplied {
-        created: s.created,
-        configured: s.configured,
-        unchanged: s.unchanged,
-        deleted: Vec::new(),
-        generation,
-    }
+/// The policy service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error("start the policy compiler thread: {0}")]
+    Thread(std::io::Error),
 }
 
 /// A snapshot and its counters the workers are being moved off.
@@ -140,20 +143,25 @@ pub struct Retired {
     hits: Arc<[PolicyHits]>,
 }
 
-/// A re-read of `policyDir`, to apply as one change ([`PolicyService::apply_dir`]).
-#[derive(Debug)]
-pub struct DirReload {
-    objects: Vec<Object>,
-    now: BTreeSet<(String, String)>,
-    gone: Vec<(String, String)>,
-}
-
 /// The policy service. See the module doc.
 #[derive(Debug)]
 pub struct PolicyService {
-    store: PolicyStore,
+    /// Shared with the compiler thread while it compiles it (copy on write).
+    store: Arc<PolicyStore>,
     path: PathBuf,
     workers: usize,
+    compiler: PolicyCompiler,
+    /// The newest policy generation asked for, and the newest in force.
+    requested: u64,
+    in_force: u64,
+    /// Ports attached after the snapshot in force was compiled: how they are published
+    /// and the generation that includes them.
+    overrides: BTreeMap<PortId, (Override, u64)>,
+    /// Pod addresses the snapshot in force was compiled with.
+    compiled_ips: BTreeSet<std::net::Ipv4Addr>,
+    stats: CompileStats,
+    /// The compiled snapshot in force, and what is published: it with the overrides.
+    compiled: Arc<PolicySnapshot>,
     snap: Arc<PolicySnapshot>,
     hits: Arc<[PolicyHits]>,
     /// Hits of snapshots the workers have left, by policy name.
@@ -174,7 +182,7 @@ pub struct PolicyService {
     saved_views: Vec<PodView>,
     /// Pods of other nodes (datastore mode): peers of the policies, never selected
     /// here (they have no port on this node).
-    remote: Vec<PodView>,
+    remote: Arc<Vec<PodView>>,
 }
 
 impl PolicyService {
@@ -188,7 +196,8 @@ impl PolicyService {
         workers: usize,
         dir: Option<PathBuf>,
         health: Health,
-    ) -> Result<PolicyService, StateError> {
+    ) -> Result<PolicyService, OpenError> {
+        let compiler = PolicyCompiler::spawn().map_err(OpenError::Thread)?;
         let mut fail_closed = false;
         let mut recovered = true;
         let mut store = match load_json_recovering::<PolicyStore>(&path)? {
@@ -227,9 +236,16 @@ impl PolicyService {
         }
         let dir_sig = dir.as_deref().and_then(dir_signature);
         Ok(PolicyService {
-            store,
+            store: Arc::new(store),
             path,
             workers,
+            compiler,
+            requested: 0,
+            in_force: 0,
+            overrides: BTreeMap::new(),
+            compiled_ips: BTreeSet::new(),
+            stats: CompileStats::default(),
+            compiled: Arc::new(PolicySnapshot::default()),
             snap: Arc::new(PolicySnapshot::default()),
             hits: (0..workers).map(|_| PolicyHits::new(0)).collect(),
             folded: BTreeMap::new(),
@@ -241,7 +257,7 @@ impl PolicyService {
             fail_closed,
             recovered,
             saved_views,
-            remote: Vec::new(),
+            remote: Arc::default(),
         })
     }
 
@@ -251,10 +267,10 @@ impl PolicyService {
     pub fn set_remote_pods(&mut self, mut pods: Vec<PodView>) -> bool {
         pods.retain(|p| self.store.endpoint(&p.namespace, &p.name).is_none());
         pods.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
-        if pods == self.remote {
+        if pods == *self.remote {
             return false;
         }
-        self.remote = pods;
+        self.remote = Arc::new(pods);
         true
     }
 
@@ -287,7 +303,8 @@ impl PolicyService {
         &self.store
     }
 
-    /// The compiled snapshot the next publish carries, and its counters.
+    /// What the next publish carries (the snapshot in force with the overrides of
+    /// ports attached since), and its counters.
     pub fn snapshot(&self) -> &Arc<PolicySnapshot> {
         &self.snap
     }
@@ -323,7 +340,7 @@ impl PolicyService {
             return Ok(None);
         };
         let namespace = view.namespace.clone();
-        let mut next = self.store.clone();
+        let mut next = (*self.store).clone();
         next.upsert_endpoint(view)?;
         if self.fail_closed && next.policy(&namespace, FAIL_CLOSED_POLICY).is_none() {
             // The namespace was validated with the identity just registered.
@@ -333,15 +350,16 @@ impl PolicyService {
         Ok(Some(next))
     }
 
-    /// Put `next` in force (not persisted); returns the store it replaced.
-    pub fn replace(&mut self, next: PolicyStore) -> PolicyStore {
-        std::mem::replace(&mut self.store, next)
+    /// Make `next` the store (not persisted, not compiled); returns the one it replaced.
+    pub fn replace(&mut self, next: impl Into<Arc<PolicyStore>>) -> Arc<PolicyStore> {
+        std::mem::replace(&mut self.store, next.into())
     }
 
     /// Forget a pod's identity; persisted if there was one (a failed write is only
     /// reported: identities are not read back at start, the endpoint is gone anyway).
     pub fn remove_endpoint(&mut self, namespace: &str, name: &str) {
-        if self.store.remove_endpoint(namespace, name).is_some() {
+        if self.store.endpoint(namespace, name).is_some() {
+            Arc::make_mut(&mut self.store).remove_endpoint(namespace, name);
             let _ = self.persist();
         }
     }
@@ -349,7 +367,7 @@ impl PolicyService {
     /// Write the store to its file and copy; a failure is recorded in the health.
     pub fn persist(&mut self) -> Result<(), StateError> {
         self.health
-            .record(crate::state::save_json_kept(&self.path, &self.store))
+            .record(crate::state::save_json_kept(&self.path, &*self.store))
     }
 
     /// Apply `f` to a copy of the store; commit only if it succeeds and is durable (a
@@ -360,11 +378,11 @@ impl PolicyService {
         &mut self,
         f: impl FnOnce(&mut PolicyStore) -> Result<T, PolicyError>,
     ) -> Result<(T, bool), PolicyRequestError> {
-        let mut next = self.store.clone();
+        let mut next = (*self.store).clone();
         let out = f(&mut next)?;
-        let changed = next != self.store;
+        let changed = next != *self.store;
         if changed {
-            let previous = std::mem::replace(&mut self.store, next);
+            let previous = std::mem::replace(&mut self.store, Arc::new(next));
             if let Err(e) = self.persist() {
                 self.store = previous;
                 return Err(PolicyRequestError::Persist(e));
@@ -381,46 +399,6 @@ impl PolicyService {
             }
         }
         Ok((out, changed))
-    }
-
-    /// Compile the store for the live endpoints (`ports`: each pod's port) into the
-    /// snapshot the next publish carries, with fresh counters. The one the workers run
-    /// on now is returned, to [`fold`](Self::fold) once they have moved on.
-    pub fn recompile(&mut self, ports: &BTreeMap<(String, String), PortId>) -> Retired {
-        let mut views = self.store.endpoint_views();
-        // Named ports of YAML pods may have changed since the endpoint was recorded.
-        for v in &mut views {
-            if let Some(p) = self
-                .store
-                .pods()
-                .find(|p| p.metadata.namespace == v.namespace && p.metadata.name == v.name)
-            {
-                v.ports = p.named_ports();
-            }
-        }
-        // Other nodes' pods: peers only. None shares a name with a local endpoint
-        // (filtered here), so none finds a port below.
-        views.extend(
-            self.remote
-                .iter()
-                .filter(|r| self.store.endpoint(&r.namespace, &r.name).is_none())
-                .cloned(),
-        );
-        let t = Instant::now();
-        let snap = compile(&self.store, &views, |v| {
-            ports.get(&(v.namespace.clone(), v.name.clone())).copied()
-        });
-        tracing::debug!(
-            policies = snap.policies.len(),
-            elapsed_us = t.elapsed().as_micros() as u64,
-            "policy compiled"
-        );
-        let n = snap.policies.len();
-        let hits = (0..self.workers).map(|_| PolicyHits::new(n)).collect();
-        Retired {
-            snap: std::mem::replace(&mut self.snap, Arc::new(snap)),
-            hits: std::mem::replace(&mut self.hits, hits),
-        }
     }
 
     /// Add the counters of a snapshot no worker writes any more to the totals. (If a
@@ -485,71 +463,6 @@ impl PolicyService {
                 }
             })
             .collect()
-    }
-
-    /// A policy was deleted by request: it no longer counts as one from `policyDir`.
-    pub fn forget_dir_policy(&mut self, namespace: &str, name: &str) {
-        self.dir_policies
-            .remove(&(namespace.to_string(), name.to_string()));
-    }
-
-    pub fn dir(&self) -> Option<&Path> {
-        self.dir.as_deref()
-    }
-
-    /// Whether `policyDir` changed since last looked at (looked at most every
-    /// [`POLICY_DIR_POLL`]).
-    pub fn dir_changed(&mut self) -> bool {
-        let Some(dir) = &self.dir else { return false };
-        if self.last_dir_poll.elapsed() < POLICY_DIR_POLL {
-            return false;
-        }
-        self.last_dir_poll = Instant::now();
-        let sig = dir_signature(dir);
-        if sig == self.dir_sig {
-            return false;
-        }
-        self.dir_sig = sig;
-        true
-    }
-
-    /// Read `policyDir` (`None`: there is none).
-    pub fn read_dir(&self) -> Result<Option<DirReload>, PolicyError> {
-        let Some(dir) = &self.dir else {
-            return Ok(None);
-        };
-        let objects = k8s::parse_dir(dir)?;
-        let now: BTreeSet<(String, String)> = objects
-            .iter()
-            .filter_map(|o| match o {
-                Object::NetworkPolicy(p) => {
-                    Some((p.metadata.namespace.clone(), p.metadata.name.clone()))
-                }
-                _ => None,
-            })
-            .collect();
-        let gone = self.dir_policies.difference(&now).cloned().collect();
-        Ok(Some(DirReload { objects, now, gone }))
-    }
-
-    /// Apply a re-read `policyDir` as one change: delete what left it, apply the rest.
-    /// Returns the summary, the deleted policies and whether anything changed.
-    pub fn apply_dir(
-        &mut self,
-        reload: DirReload,
-    ) -> Result<(ApplySummary, Vec<String>, bool), PolicyRequestError> {
-        let DirReload { objects, now, gone } = reload;
-        let ((summary, deleted), changed) = self.apply(|s| {
-            let mut deleted = Vec::new();
-            for (ns, name) in &gone {
-                if s.delete(ns, name).is_ok() {
-                    deleted.push(format!("NetworkPolicy {ns}/{name}"));
-                }
-            }
-            Ok((s.apply_objects(objects)?, deleted))
-        })?;
-        self.dir_policies = now;
-        Ok((summary, deleted, changed))
     }
 }
 
@@ -630,15 +543,18 @@ pub fn trace_args(
 mod tests {
     use super::*;
     use std::net::Ipv4Addr;
+    use std::path::Path;
 
-    const DENY_ALL: &str = "
+    const T: Duration = Duration::from_secs(10);
+
+    pub(super) const DENY_ALL: &str = "
 apiVersion: networking.k8s.io/v1
 kind: NetworkPolicy
 metadata: {name: deny-all, namespace: ns}
 spec: {podSelector: {}, policyTypes: [Ingress]}
 ";
 
-    fn service(dir: &Path, policy_dir: Option<PathBuf>) -> PolicyService {
+    pub(super) fn service(dir: &Path, policy_dir: Option<PathBuf>) -> PolicyService {
         PolicyService::open(dir.join(POLICY_FILE), 2, policy_dir, Health::default()).unwrap()
     }
 
@@ -648,7 +564,7 @@ spec: {podSelector: {}, policyTypes: [Ingress]}
             .collect()
     }
 
-    fn endpoint(name: &str, ip: [u8; 4]) -> Endpoint {
+    pub(super) fn endpoint(name: &str, ip: [u8; 4]) -> Endpoint {
         Endpoint {
             ifname: format!("veth-{name}"),
             ip: Ipv4Addr::from(ip),
@@ -732,7 +648,9 @@ spec: {podSelector: {}, policyTypes: [Ingress]}
             .unwrap();
         s.replace(next);
         assert_eq!(s.fail_closed_namespaces(), vec!["ns".to_string()]);
-        let retired = s.recompile(&BTreeMap::from([(("ns".into(), "a".into()), 3)]));
+        let retired = s
+            .compile_now(&BTreeMap::from([(("ns".into(), "a".into()), 3)]), T)
+            .unwrap();
         s.fold(retired);
         assert_eq!(
             s.snapshot().policies,
@@ -787,7 +705,7 @@ spec: {podSelector: {}, policyTypes: [Ingress]}
             .unwrap();
         s.replace(next);
         let ports = BTreeMap::from([(("ns".to_string(), "a".to_string()), 3)]);
-        let retired = s.recompile(&ports);
+        let retired = s.compile_now(&ports, T).unwrap();
         s.fold(retired);
         assert_eq!(s.snapshot().policies, vec!["ns/deny-all".to_string()]);
         assert!(s.snapshot().ports.get(3).is_some_and(Option::is_some));
@@ -797,44 +715,13 @@ spec: {podSelector: {}, policyTypes: [Ingress]}
         crate::pipeline::bump(&s.hits()[1].hits[0], 4);
         assert_eq!(s.hit_totals().get("ns/deny-all"), Some(&4));
         // Recompiling moves the live counters into the folded totals.
-        let retired = s.recompile(&ports);
+        let retired = s.compile_now(&ports, T).unwrap();
         assert_eq!(s.hit_totals().get("ns/deny-all"), None, "not folded yet");
         s.fold(retired);
         crate::pipeline::bump(&s.hits()[0].hits[0], 1);
         assert_eq!(s.hit_totals().get("ns/deny-all"), Some(&5));
         let list = s.list();
         assert_eq!((list[0].hits, list[0].selected), (5, 1));
-    }
-
-    #[test]
-    fn policy_dir_changes_are_seen_and_removed_files_delete_their_policies() {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().join("policies");
-        std::fs::create_dir(&dir).unwrap();
-        let mut s = service(tmp.path(), Some(dir.clone()));
-        assert!(!s.dir_changed(), "nothing new, and not yet time to look");
-        std::fs::write(dir.join("deny.yaml"), DENY_ALL).unwrap();
-        std::fs::write(dir.join("notes.txt"), "ignored").unwrap();
-        s.last_dir_poll -= POLICY_DIR_POLL;
-        assert!(s.dir_changed());
-        assert!(!s.dir_changed(), "looked at most once per interval");
-        let reload = s.read_dir().unwrap().unwrap();
-        let (summary, deleted, changed) = s.apply_dir(reload).unwrap();
-        assert_eq!(summary.created.len(), 1);
-        assert!(deleted.is_empty() && changed);
-
-        std::fs::remove_file(dir.join("deny.yaml")).unwrap();
-        s.last_dir_poll -= POLICY_DIR_POLL;
-        assert!(s.dir_changed());
-        let (_, deleted, changed) = s.apply_dir(s.read_dir().unwrap().unwrap()).unwrap();
-        assert_eq!(deleted, vec!["NetworkPolicy ns/deny-all".to_string()]);
-        assert!(changed);
-        assert!(s.store().list().is_empty());
-
-        // An invalid file refuses the whole reload.
-        std::fs::write(dir.join("bad.yaml"), "kind: Nonsense").unwrap();
-        assert!(s.read_dir().is_err());
-        assert!(service(tmp.path(), None).read_dir().unwrap().is_none());
     }
 
     #[test]

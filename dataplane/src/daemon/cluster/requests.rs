@@ -112,8 +112,10 @@ impl Daemon {
             })
             .collect();
         let rev = self.cluster_write(puts, Vec::new())?;
-        let generation = self.publisher.current().generation;
-        tracing::info!(created = ?summary.created, configured = ?summary.configured, revision = rev, generation, "policy written to the datastore");
+        // The watch brought the change back (cluster_write) and asked for its compile:
+        // the newest policy generation carries it.
+        let generation = self.change_generation(self.policy.requested());
+        tracing::info!(created = ?summary.created, configured = ?summary.configured, revision = rev, policy_generation = generation.policy, "policy written to the datastore");
         Ok(policy::applied(summary, generation))
     }
 
@@ -137,9 +139,12 @@ impl Daemon {
         };
         Some(self.cluster_write(Vec::new(), vec![deleted]).map(|rev| {
             tracing::info!(policy = %format!("{namespace}/{name}"), revision = rev, "policy deleted from the datastore");
+            let g = self.change_generation(self.policy.requested());
             PolicyApplied {
                 deleted: vec![format!("NetworkPolicy {namespace}/{name}")],
-                generation: self.publisher.current().generation,
+                generation: g.tables,
+                policy_generation: g.policy,
+                in_force: g.in_force,
                 ..PolicyApplied::default()
             }
         }))

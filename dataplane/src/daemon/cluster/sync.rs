@@ -110,9 +110,7 @@ impl Daemon {
     /// The one place a cluster change asks for the policy to be recompiled and
     /// published (so the compile can move to a thread of its own behind it).
     pub(in crate::daemon) fn request_recompile(&mut self) {
-        if let Err(e) = self.recompile_and_publish() {
-            tracing::error!(error = %e, "publish the recompiled policy");
-        }
+        self.request_policy_compile();
     }
 
     /// After a successful ADD: publish the pod (queued; never waits for etcd).
