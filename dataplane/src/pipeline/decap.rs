@@ -104,7 +104,7 @@ pub fn decap(buf: &[u8], ctx: &mut PacketCtx, tables: &Tables) -> Result<NodeId,
 
 /// The uplink's IPv4 path: [`decap`], then the forward stages on the inner frame; a
 /// transmitting `Forward` becomes `Decap`.
-#[inline]
+#[inline(never)]
 pub fn decap_and_forward(
     buf: &mut [u8],
     ctx: &mut PacketCtx,

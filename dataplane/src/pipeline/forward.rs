@@ -37,7 +37,7 @@ use super::{encap, l3, policy, rewrite, route, DropReason, PacketCtx, Verdict};
 /// Measured cost: ~15 ns/pkt at burst 64 (64-byte UDP, FIB hit, 1 or 100 pods; ~66
 /// Mpps on one core), ~23 ns/pkt with 10,000 pods once the FIB and port table no longer
 /// sit in L1/L2; a bad-checksum drop ~8 ns/pkt. See bench/RESULTS.md.
-#[inline]
+#[inline(never)]
 pub fn forward(
     buf: &mut [u8],
     ctx: &mut PacketCtx,
@@ -88,10 +88,7 @@ pub fn forward(
     match eg.tunnel {
         None => Verdict::Forward(eg.port),
         Some(t) => match encap::encap(buf, ctx, eg.out, &t) {
-            Ok(()) => Verdict::Encap {
-                port: eg.port,
-                node: t.node,
-            },
+            Ok(()) => Verdict::Encap(eg.port),
             Err(r) => Verdict::Drop(r),
         },
     }
