@@ -155,6 +155,9 @@ pub fn process(
     if port.kind == PortKind::Uplink {
         return decap::decap_and_forward(buf, ctx, port, tables, ct, now);
     }
+    if let Err(r) = l3::check(frame, port) {
+        return Verdict::Drop(r);
+    }
     forward::forward(buf, ctx, port, tables, ct, now)
 }
 
