@@ -67,7 +67,10 @@ pub(super) fn forward(
     let Some(l3) = frame.get(ETH..len) else {
         return Verdict::Drop(DropReason::Truncated);
     };
-    debug_assert!(l3::check(&frame[..len], port).is_ok(), "forward without l3::check");
+    debug_assert!(
+        l3::check(&frame[..len], port).is_ok(),
+        "forward without l3::check"
+    );
     let ip = Ipv4Packet::new_unchecked(l3);
     let dst = ip.dst_addr();
     if dst == u32::from(GATEWAY_IP) && port.kind == PortKind::Pod {

@@ -68,7 +68,7 @@ use crate::policy::{PolicySnapshot, RuleRef};
 use crate::tables::{PortId, PortInfo, PortKind, Tables};
 
 use super::bump;
-use super::conntrack::{self, Conntrack, Flow, Millis, State};
+use super::conntrack::{self, Conntrack, Flow, Hit, Millis, State, Tracked};
 use super::DropReason;
 
 /// A generation no entry is admitted under: forces a re-check on the next packet.
@@ -263,7 +263,14 @@ fn count_hit(tables: &Tables, worker: u16, side: Side) {
 }
 
 /// The policy stage for a checked IPv4 packet `ip` routed from `ingress` to `egress`.
-#[inline]
+///
+/// Split for the packet path: this part (the ends, the flow, the connection-table
+/// walk that also refreshes an entry admitted under the current generation) is
+/// inlined into the forward stage; everything else — a miss, a re-check after a
+/// policy change, a revoked or reopened flow, ICMP errors — is [`admit_slow`], out of
+/// line, so an established flow's packet pays neither its code nor a call with eight
+/// arguments.
+#[inline(always)]
 #[allow(clippy::too_many_arguments, reason = "a stage's inputs, all borrowed")]
 pub fn admit(
     ip: &Ipv4Packet<&[u8]>,
@@ -279,10 +286,64 @@ pub fn admit(
     let Some((src_pod, dst_pod)) = ends(tables, ingress, in_port, egress, out, src, dst) else {
         return Ok(Steer::Routed);
     };
-    let payload = ip.payload();
-    let flow = Flow::parse(src, dst, ip.protocol(), payload, ip.frag_offset() == 0);
+    let flow = Flow::parse(src, dst, ip.protocol(), ip.payload(), ip.frag_offset() == 0);
     let epoch = tables.generation as u32;
-    if let Some(h) = ct.lookup(&flow, now) {
+    match ct.track(&flow, now, epoch) {
+        // The common case, already updated: an established flow's packet.
+        Tracked::Refreshed { original, via_host } => Ok(steer(via_host, original, in_port)),
+        Tracked::Found(h) => admit_slow(
+            ip,
+            &flow,
+            Some(h),
+            (src_pod, dst_pod),
+            in_port,
+            tables,
+            ct,
+            now,
+        ),
+        Tracked::Miss => admit_slow(
+            ip,
+            &flow,
+            None,
+            (src_pod, dst_pod),
+            in_port,
+            tables,
+            ct,
+            now,
+        ),
+    }
+}
+
+/// Replies of a flow that came through the host port go back to it (never back into
+/// the host port they came from).
+#[inline(always)]
+fn steer(via_host: bool, original: bool, in_port: &PortInfo) -> Steer {
+    if via_host && !original && in_port.kind != PortKind::Host {
+        Steer::Host
+    } else {
+        Steer::Routed
+    }
+}
+
+/// [`admit`] for a packet whose flow has no entry, or one [`Conntrack::track`] left
+/// alone (`found`: admitted under an older generation, revoked, or reopened by this
+/// packet).
+#[inline(never)]
+#[allow(clippy::too_many_arguments, reason = "a stage's inputs, all borrowed")]
+fn admit_slow(
+    ip: &Ipv4Packet<&[u8]>,
+    flow: &Flow,
+    found: Option<Hit>,
+    (src_pod, dst_pod): (Option<PortId>, Option<PortId>),
+    in_port: &PortInfo,
+    tables: &Tables,
+    ct: &mut Conntrack,
+    now: Millis,
+) -> Result<Steer, DropReason> {
+    let flow = *flow;
+    let payload = ip.payload();
+    let epoch = tables.generation as u32;
+    if let Some(h) = found {
         if conntrack::reopens(&flow, h.state) {
             ct.remove(h.slot);
         } else {
@@ -303,12 +364,7 @@ pub fn admit(
                     ct.set_epoch(h.slot, epoch);
                 }
                 ct.update(h.slot, &flow, h.original, now);
-                // Replies of a flow that came through the host port go back to it
-                // (never back into the host port they came from).
-                if h.via_host && !h.original && in_port.kind != PortKind::Host {
-                    return Ok(Steer::Host);
-                }
-                return Ok(Steer::Routed);
+                return Ok(steer(h.via_host, h.original, in_port));
             }
             if conntrack::revocable_in_place(flow.proto) {
                 // Keep refusing both directions: the peer's retransmissions must not
