@@ -148,11 +148,17 @@ pub fn evaluate(
 /// address behind it that is not a local pod is the node" (tables without a pod CIDR:
 /// tests, `policy matrix`). A pod address forwarded by the node (a Service's DNAT) is
 /// never the node: it does not inherit the node's exemption.
-#[inline]
+///
+/// The port-kind test is always inlined (pod ports, most traffic, stop there); the
+/// address tests behind the host port are left to the compiler.
+#[inline(always)]
 fn is_node(tables: &Tables, p: &PortInfo, a: u32) -> bool {
-    if p.kind != PortKind::Host {
-        return false;
-    }
+    p.kind == PortKind::Host && is_node_behind_host(tables, p, a)
+}
+
+/// [`is_node`] for `p`, the host port.
+#[inline]
+fn is_node_behind_host(tables: &Tables, p: &PortInfo, a: u32) -> bool {
     if p.ip.is_unspecified() {
         return tables.fib.lookup(a).is_none();
     }
@@ -286,7 +292,7 @@ pub fn admit(
     let Some((src_pod, dst_pod)) = ends(tables, ingress, in_port, egress, out, src, dst) else {
         return Ok(Steer::Routed);
     };
-    let flow = Flow::parse(src, dst, ip.protocol(), ip.payload(), ip.frag_offset() == 0);
+    let flow = Flow::parse(src, dst, ip.protocol(), payload(ip), ip.frag_offset() == 0);
     let epoch = tables.generation as u32;
     match ct.track(&flow, now, epoch) {
         // The common case, already updated: an established flow's packet.
@@ -312,6 +318,17 @@ pub fn admit(
             now,
         ),
     }
+}
+
+/// The IP payload of a checked packet, without `Packet::payload`'s panicking index
+/// (which the compiler kept out of line in [`admit`]); empty if the lengths do not hold.
+#[inline(always)]
+fn payload<'a>(ip: &Ipv4Packet<&'a [u8]>) -> &'a [u8] {
+    let (hl, total) = (ip.header_len(), ip.total_len());
+    ip.clone()
+        .into_inner()
+        .get(hl..total)
+        .unwrap_or_default()
 }
 
 /// Replies of a flow that came through the host port go back to it (never back into
