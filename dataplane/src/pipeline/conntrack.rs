@@ -861,6 +861,74 @@ mod tests {
         ct.lookup(f, now).unwrap().state
     }
 
+    /// `track` does exactly what `lookup` + `update` do for an entry admitted under the
+    /// current generation, and leaves every other entry to the caller untouched.
+    #[test]
+    fn track_refreshes_current_entries_and_leaves_the_rest_alone() {
+        let (mut ct, mut twin) = (Conntrack::new(64), Conntrack::new(64));
+        let syn = tcp(A, B, 40000, 80, SYN);
+        assert_eq!(ct.track(&syn, 1, 7), Tracked::Miss);
+        ct.insert(&syn, 7, 1).unwrap();
+        twin.insert(&syn, 7, 1).unwrap();
+        // The reply, then the handshake's last ACK: refreshed like lookup + update.
+        let packets = [
+            (tcp(B, A, 80, 40000, SYN | ACK), false),
+            (tcp(A, B, 40000, 80, ACK), true),
+        ];
+        for (i, (f, original)) in packets.iter().enumerate() {
+            let now = 2 + i as Millis;
+            assert_eq!(
+                ct.track(f, now, 7),
+                Tracked::Refreshed {
+                    original: *original,
+                    via_host: false
+                }
+            );
+            let h = twin.lookup(f, now).unwrap();
+            twin.update(h.slot, f, h.original, now);
+            assert_eq!(ct.lookup(f, now), twin.lookup(f, now));
+            assert_eq!(ct.expires_in(f, now), twin.expires_in(f, now));
+        }
+        assert_eq!(state(&mut ct, &syn, 4), State::Established);
+        // Another generation: found, not updated.
+        let before = ct.expires_in(&syn, 100);
+        let h = ct.lookup(&syn, 100).unwrap();
+        assert_eq!(ct.track(&syn, 100, 8), Tracked::Found(h));
+        assert_eq!(ct.expires_in(&syn, 100), before);
+        // Revoked: found, whatever the generation.
+        ct.revoke(h.slot, 7, 100);
+        let h = ct.lookup(&syn, 101).unwrap();
+        assert_eq!(h.state, State::Revoked);
+        assert_eq!(ct.track(&syn, 101, 7), Tracked::Found(h));
+        // A SYN reopening a closed connection: found, for the caller to replace.
+        let udp = |sport| Flow {
+            proto: PROTO_UDP,
+            ..tcp(A, B, sport, 53, 0)
+        };
+        let rst = tcp(A, B, 40001, 80, RST);
+        ct.insert(&rst, 7, 200).unwrap();
+        let h = ct.lookup(&rst, 201).unwrap();
+        assert_eq!(h.state, State::Closed);
+        assert_eq!(
+            ct.track(&tcp(A, B, 40001, 80, SYN), 201, 7),
+            Tracked::Found(h)
+        );
+        // The host-port mark is reported; an expired entry is a miss and is cleared.
+        let slot = ct.insert(&udp(5353), 7, 300).unwrap();
+        ct.mark_via_host(slot);
+        assert_eq!(
+            ct.track(&udp(5353).reversed(), 301, 7),
+            Tracked::Refreshed {
+                original: false,
+                via_host: true
+            }
+        );
+        let expired = ct.stats.expired;
+        let later = 301 + timeout::UDP_REPLIED;
+        assert_eq!(ct.track(&udp(5353), later, 7), Tracked::Miss);
+        assert_eq!(ct.stats.expired, expired + 1);
+    }
+
     #[test]
     fn both_directions_hit_one_entry_and_know_the_initiator() {
         let mut ct = Conntrack::new(64);

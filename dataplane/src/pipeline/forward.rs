@@ -44,14 +44,16 @@ const ETH: usize = ethernet::HEADER_LEN;
 /// `NoRoute` when that port is gone), then the rewrite and, for another node, the
 /// encap (`EncapNoRoom`).
 ///
-/// Out of line (`inline(never)`), with the stages inlined into it: it has two callers
-/// (process, decap), and the early drops and ARP replies in `process` should not pay
-/// for this function's registers (see bench/RESULTS.md, "Issue 7").
+/// `inline(always)`: inlined into [`process`](super::process), itself inlined into
+/// the worker's loop, so a forwarded packet pays no call and no register saves of its
+/// own; the uplink path (`decap_and_forward`, out of line) has its own copy. What is
+/// rare stays out of line: the gateway's replies, `admit_slow`, encap (see
+/// bench/RESULTS.md, "Issue 7").
 ///
 /// Measured cost: ~15 ns/pkt at burst 64 (64-byte UDP, FIB hit, 1 or 100 pods; ~66
 /// Mpps on one core), ~23 ns/pkt with 10,000 pods once the FIB and port table no longer
 /// sit in L1/L2. See bench/RESULTS.md.
-#[inline(never)]
+#[inline(always)]
 pub(super) fn forward(
     buf: &mut [u8],
     ctx: &mut PacketCtx,

@@ -325,10 +325,7 @@ pub fn admit(
 #[inline(always)]
 fn payload<'a>(ip: &Ipv4Packet<&'a [u8]>) -> &'a [u8] {
     let (hl, total) = (ip.header_len(), ip.total_len());
-    ip.clone()
-        .into_inner()
-        .get(hl..total)
-        .unwrap_or_default()
+    ip.clone().into_inner().get(hl..total).unwrap_or_default()
 }
 
 /// Replies of a flow that came through the host port go back to it (never back into
