@@ -65,7 +65,9 @@
 //! the packet (`DropReason::ConntrackFull`). Evictions and refusals are counted.
 //!
 //! In a packet's way this sits inside the policy stage (`pipeline::policy`), after the
-//! route lookup. Measured cost (`cargo bench -p bench --bench forward -- --warm-up-time
+//! route lookup. Its hit path is [`Conntrack::track`]: one bucket walk that also
+//! applies the update for an entry admitted under the current generation (the packet of
+//! an established flow), leaving every other case to the caller. Measured cost (`cargo bench -p bench --bench forward -- --warm-up-time
 //! 1 --measurement-time 4`, 2 vCPU AMD EPYC VM shared with other builds, 2026-11-22,
 //! load ~1.5): the whole fake-port forward path is ~55 ns/pkt (18.3 Mpps) on one hot
 //! flow and ~61 ns/pkt (16.3 Mpps) over 1,024 flows, with or without a 1,001-rule
