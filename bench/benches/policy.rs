@@ -249,6 +249,7 @@ fn compile_world(ports_per_app: bool) -> (PolicyStore, Vec<PodView>) {
     let mut rng = Rng(0xc0ffee);
     let mut pods = Vec::new();
     let mut yaml = String::new();
+    let mut store = PolicyStore::new();
     for (i, ns) in ["x", "y", "z"].iter().enumerate() {
         let _ = write!(
             yaml,
@@ -275,6 +276,14 @@ fn compile_world(ports_per_app: bool) -> (PolicyStore, Vec<PodView>) {
         }
     }
     for p in 0..100 {
+        // Applied in streams of 25 policies: the 100 together exceed the policy YAML
+        // size limit (MAX_YAML_BYTES, 1 MiB); the store ends up the same.
+        if p % 25 == 0 {
+            store
+                .apply_yaml(&yaml)
+                .expect("generated policies are valid");
+            yaml.clear();
+        }
         let ns = ["x", "y", "z"][p % 3];
         let _ = write!(
             yaml,
@@ -313,7 +322,6 @@ fn compile_world(ports_per_app: bool) -> (PolicyStore, Vec<PodView>) {
             let _ = write!(yaml, "  - from:\n    - {peer}\n    ports: [{port}]\n");
         }
     }
-    let mut store = PolicyStore::new();
     store
         .apply_yaml(&yaml)
         .expect("generated policies are valid");

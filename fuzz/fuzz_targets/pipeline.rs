@@ -95,7 +95,7 @@ fuzz_target!(|data: &[u8]| {
             assert!(tables.port(p).is_some());
             assert!(ipv4_ok(14), "forwarded a bad IPv4 checksum");
         }
-        Verdict::Encap { port, .. } => {
+        Verdict::Encap(port) => {
             assert_eq!(port, 4);
             assert!(ipv4_ok(14), "outer IPv4 checksum");
             assert!(ipv4_ok(14 + 20 + 16 + 14), "inner IPv4 checksum");

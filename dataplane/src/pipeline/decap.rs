@@ -26,7 +26,7 @@ use crate::packet::WireError;
 use crate::tables::{NodeId, PortInfo, Route, Tables};
 
 use super::conntrack::{Conntrack, Millis};
-use super::l3::wire_to_drop;
+use super::l3::{self, wire_to_drop};
 use super::{forward, DropReason, PacketCtx, Verdict};
 
 const ETH: usize = ethernet::HEADER_LEN;
@@ -102,9 +102,10 @@ pub fn decap(buf: &[u8], ctx: &mut PacketCtx, tables: &Tables) -> Result<NodeId,
     Ok(node)
 }
 
-/// The uplink's IPv4 path: [`decap`], then the forward stages on the inner frame; a
-/// transmitting `Forward` becomes `Decap`.
-#[inline]
+/// The uplink's IPv4 path: [`decap`], then [`l3::check`] and the forward stages on the
+/// inner frame; a transmitting `Forward` becomes `Decap`. Out of line: `process` is
+/// inlined into the worker's loop and keeps only its pod/host path there.
+#[inline(never)]
 pub fn decap_and_forward(
     buf: &mut [u8],
     ctx: &mut PacketCtx,
@@ -114,6 +115,14 @@ pub fn decap_and_forward(
     now: Millis,
 ) -> Verdict {
     if let Err(r) = decap(buf, ctx, tables) {
+        return Verdict::Drop(r);
+    }
+    let inner = buf
+        .get(ctx.start..)
+        .and_then(|b| b.get(..ctx.len))
+        .ok_or(DropReason::Truncated)
+        .and_then(|f| l3::check(f, port));
+    if let Err(r) = inner {
         return Verdict::Drop(r);
     }
     match forward::forward(buf, ctx, port, tables, ct, now) {

@@ -273,13 +273,7 @@ mod tests {
         let f = udp(POD_A, IP_A, IP_REMOTE, 64, 30);
         let (mut buf, mut ctx) = umem(&f, POD_A);
         let v = process(&mut buf, &mut ctx, &tables(), &mut ct(), 1);
-        assert_eq!(
-            v,
-            Verdict::Encap {
-                port: UPLINK,
-                node: NODE_B
-            }
-        );
+        assert_eq!(v, Verdict::Encap(UPLINK));
         assert_eq!((ctx.start, ctx.len), (HEADROOM - 50, f.len() + 50));
         let w = window(&buf, &ctx);
         let p = SlicedPacket::from_ethernet(w).unwrap();
@@ -377,7 +371,7 @@ mod tests {
         let mut ctx = PacketCtx::new(50, f.len(), POD_A);
         assert!(matches!(
             process(&mut buf, &mut ctx, &tables(), &mut ct(), 1),
-            Verdict::Encap { .. }
+            Verdict::Encap(_)
         ));
         assert_eq!(ctx.start, 0);
     }
@@ -396,7 +390,7 @@ mod tests {
         // Exactly the inner MTU fits, DF or not.
         for df in [true, false] {
             let (v, w) = run_frame(&big(mtu, df), POD_A, &tables());
-            assert!(matches!(v, Verdict::Encap { .. }), "{v:?}");
+            assert!(matches!(v, Verdict::Encap(_)), "{v:?}");
             assert_eq!(w.len(), 14 + mtu + 50);
         }
         // One byte more with DF: ICMP type 3 code 4 from the gateway, next-hop MTU.

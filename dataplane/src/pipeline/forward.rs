@@ -13,20 +13,30 @@
 //! [`decap`](super::decap). A local or host-bound frame keeps its length and position
 //! (`Verdict::Forward`); a remote one grows by the outer headers (`Verdict::Encap`).
 //!
-//! Invariants: never panics (every slice bound is derived from a checked view), never
-//! allocates, and a transmitted frame always carries valid IPv4 header checksums.
+//! The header checks themselves ([`l3::check`]) run in the caller, before this stage:
+//! in [`process`](super::process) inlined into the worker's loop, so a malformed
+//! packet is dropped without a call; after [`decap`](super::decap) on the inner frame.
+//!
+//! Invariants: never panics (every slice bound is derived from the checked header),
+//! never allocates, and a transmitted frame always carries valid IPv4 header checksums.
 
+use crate::packet::ethernet;
+use crate::packet::ipv4::Packet as Ipv4Packet;
 use crate::tables::{PortInfo, PortKind, Tables, GATEWAY_IP};
 
 use super::conntrack::{Conntrack, Millis};
 use super::{encap, l3, policy, rewrite, route, DropReason, PacketCtx, Verdict};
 
+const ETH: usize = ethernet::HEADER_LEN;
+
 /// Forward (or answer, or drop) the IPv4 packet `buf[ctx.start..][..ctx.len]` that
-/// arrived on `ctx.ingress` (`port` is its table entry). `buf` is the frame's whole
-/// chunk, so replies may be longer than the request and encap may write in front.
-/// The caller guarantees the window fits `buf` and holds an Ethernet header.
+/// arrived on `ctx.ingress` (`port` is its table entry), whose header the caller has
+/// just checked with [`l3::check`] on exactly that window ([`process`](super::process)
+/// and [`decap`](super::decap) do; every slice bound below derives from that check).
+/// `buf` is the frame's whole chunk, so replies may be longer than the request and
+/// encap may write in front.
 ///
-/// Order of decisions: the [`l3::check`]s, the gateway's own traffic (echo reply or
+/// Order of decisions after the checks: the gateway's own traffic (echo reply or
 /// `GatewayUnsupported`), [`route::route`] (`NoRoute`), TTL (a time-exceeded reply, or
 /// `TtlExpired` when none may or can be sent, and always for decapsulated frames), the
 /// policy stage (`PolicyDenied`, `ConntrackFull`; it may steer a reply of a flow that
@@ -34,11 +44,17 @@ use super::{encap, l3, policy, rewrite, route, DropReason, PacketCtx, Verdict};
 /// `NoRoute` when that port is gone), then the rewrite and, for another node, the
 /// encap (`EncapNoRoom`).
 ///
+/// `inline(always)`: inlined into [`process`](super::process), itself inlined into
+/// the worker's loop, so a forwarded packet pays no call and no register saves of its
+/// own; the uplink path (`decap_and_forward`, out of line) has its own copy. What is
+/// rare stays out of line: the gateway's replies, `admit_slow`, encap (see
+/// bench/RESULTS.md, "Issue 7").
+///
 /// Measured cost: ~15 ns/pkt at burst 64 (64-byte UDP, FIB hit, 1 or 100 pods; ~66
 /// Mpps on one core), ~23 ns/pkt with 10,000 pods once the FIB and port table no longer
-/// sit in L1/L2; a bad-checksum drop ~8 ns/pkt. See bench/RESULTS.md.
-#[inline]
-pub fn forward(
+/// sit in L1/L2. See bench/RESULTS.md.
+#[inline(always)]
+pub(super) fn forward(
     buf: &mut [u8],
     ctx: &mut PacketCtx,
     port: &PortInfo,
@@ -50,13 +66,14 @@ pub fn forward(
     let Some(frame) = buf.get_mut(ctx.start..) else {
         return Verdict::Drop(DropReason::Truncated);
     };
-    let Some(packet) = frame.get(..len) else {
+    let Some(l3) = frame.get(ETH..len) else {
         return Verdict::Drop(DropReason::Truncated);
     };
-    let ip = match l3::check(packet, port) {
-        Ok(ip) => ip,
-        Err(r) => return Verdict::Drop(r),
-    };
+    debug_assert!(
+        l3::check(&frame[..len], port).is_ok(),
+        "forward without l3::check"
+    );
+    let ip = Ipv4Packet::new_unchecked(l3);
     let dst = ip.dst_addr();
     if dst == u32::from(GATEWAY_IP) && port.kind == PortKind::Pod {
         return l3::echo_reply(frame, ctx, port);
@@ -88,10 +105,7 @@ pub fn forward(
     match eg.tunnel {
         None => Verdict::Forward(eg.port),
         Some(t) => match encap::encap(buf, ctx, eg.out, &t) {
-            Ok(()) => Verdict::Encap {
-                port: eg.port,
-                node: t.node,
-            },
+            Ok(()) => Verdict::Encap(eg.port),
             Err(r) => Verdict::Drop(r),
         },
     }

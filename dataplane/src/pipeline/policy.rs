@@ -68,7 +68,7 @@ use crate::policy::{PolicySnapshot, RuleRef};
 use crate::tables::{PortId, PortInfo, PortKind, Tables};
 
 use super::bump;
-use super::conntrack::{self, Conntrack, Flow, Millis, State};
+use super::conntrack::{self, Conntrack, Flow, Hit, Millis, State, Tracked};
 use super::DropReason;
 
 /// A generation no entry is admitted under: forces a re-check on the next packet.
@@ -148,11 +148,17 @@ pub fn evaluate(
 /// address behind it that is not a local pod is the node" (tables without a pod CIDR:
 /// tests, `policy matrix`). A pod address forwarded by the node (a Service's DNAT) is
 /// never the node: it does not inherit the node's exemption.
-#[inline]
+///
+/// The port-kind test is always inlined (pod ports, most traffic, stop there); the
+/// address tests behind the host port are left to the compiler.
+#[inline(always)]
 fn is_node(tables: &Tables, p: &PortInfo, a: u32) -> bool {
-    if p.kind != PortKind::Host {
-        return false;
-    }
+    p.kind == PortKind::Host && is_node_behind_host(tables, p, a)
+}
+
+/// [`is_node`] for `p`, the host port.
+#[inline]
+fn is_node_behind_host(tables: &Tables, p: &PortInfo, a: u32) -> bool {
     if p.ip.is_unspecified() {
         return tables.fib.lookup(a).is_none();
     }
@@ -166,7 +172,10 @@ fn is_node(tables: &Tables, p: &PortInfo, a: u32) -> bool {
 /// applies to the flow as the backend sees it. A pod's flow to itself is policed ends
 /// too (tracked, so the replies of a hairpin through a Service go back to the node),
 /// and [`judge`] always allows it.
-#[inline]
+///
+/// `inline(always)`: out of line it cost ~45 instructions per packet in [`admit`] for
+/// ~10 of work (the `Option` of two `Option`s returned through memory).
+#[inline(always)]
 pub fn ends(
     tables: &Tables,
     ingress: PortId,
@@ -260,7 +269,14 @@ fn count_hit(tables: &Tables, worker: u16, side: Side) {
 }
 
 /// The policy stage for a checked IPv4 packet `ip` routed from `ingress` to `egress`.
-#[inline]
+///
+/// Split for the packet path: this part (the ends, the flow, the connection-table
+/// walk that also refreshes an entry admitted under the current generation) is
+/// inlined into the forward stage; everything else — a miss, a re-check after a
+/// policy change, a revoked or reopened flow, ICMP errors — is [`admit_slow`], out of
+/// line, so an established flow's packet pays neither its code nor a call with eight
+/// arguments.
+#[inline(always)]
 #[allow(clippy::too_many_arguments, reason = "a stage's inputs, all borrowed")]
 pub fn admit(
     ip: &Ipv4Packet<&[u8]>,
@@ -276,10 +292,72 @@ pub fn admit(
     let Some((src_pod, dst_pod)) = ends(tables, ingress, in_port, egress, out, src, dst) else {
         return Ok(Steer::Routed);
     };
-    let payload = ip.payload();
-    let flow = Flow::parse(src, dst, ip.protocol(), payload, ip.frag_offset() == 0);
+    let flow = Flow::parse(src, dst, ip.protocol(), payload(ip), ip.frag_offset() == 0);
     let epoch = tables.generation as u32;
-    if let Some(h) = ct.lookup(&flow, now) {
+    match ct.track(&flow, now, epoch) {
+        // The common case, already updated: an established flow's packet.
+        Tracked::Refreshed { original, via_host } => Ok(steer(via_host, original, in_port)),
+        Tracked::Found(h) => admit_slow(
+            ip,
+            &flow,
+            Some(h),
+            (src_pod, dst_pod),
+            in_port,
+            tables,
+            ct,
+            now,
+        ),
+        Tracked::Miss => admit_slow(
+            ip,
+            &flow,
+            None,
+            (src_pod, dst_pod),
+            in_port,
+            tables,
+            ct,
+            now,
+        ),
+    }
+}
+
+/// The IP payload of a checked packet, without `Packet::payload`'s panicking index
+/// (which the compiler kept out of line in [`admit`]); empty if the lengths do not hold.
+#[inline(always)]
+fn payload<'a>(ip: &Ipv4Packet<&'a [u8]>) -> &'a [u8] {
+    let (hl, total) = (ip.header_len(), ip.total_len());
+    ip.clone().into_inner().get(hl..total).unwrap_or_default()
+}
+
+/// Replies of a flow that came through the host port go back to it (never back into
+/// the host port they came from).
+#[inline(always)]
+fn steer(via_host: bool, original: bool, in_port: &PortInfo) -> Steer {
+    if via_host && !original && in_port.kind != PortKind::Host {
+        Steer::Host
+    } else {
+        Steer::Routed
+    }
+}
+
+/// [`admit`] for a packet whose flow has no entry, or one [`Conntrack::track`] left
+/// alone (`found`: admitted under an older generation, revoked, or reopened by this
+/// packet).
+#[inline(never)]
+#[allow(clippy::too_many_arguments, reason = "a stage's inputs, all borrowed")]
+fn admit_slow(
+    ip: &Ipv4Packet<&[u8]>,
+    flow: &Flow,
+    found: Option<Hit>,
+    (src_pod, dst_pod): (Option<PortId>, Option<PortId>),
+    in_port: &PortInfo,
+    tables: &Tables,
+    ct: &mut Conntrack,
+    now: Millis,
+) -> Result<Steer, DropReason> {
+    let flow = *flow;
+    let payload = ip.payload();
+    let epoch = tables.generation as u32;
+    if let Some(h) = found {
         if conntrack::reopens(&flow, h.state) {
             ct.remove(h.slot);
         } else {
@@ -300,12 +378,7 @@ pub fn admit(
                     ct.set_epoch(h.slot, epoch);
                 }
                 ct.update(h.slot, &flow, h.original, now);
-                // Replies of a flow that came through the host port go back to it
-                // (never back into the host port they came from).
-                if h.via_host && !h.original && in_port.kind != PortKind::Host {
-                    return Ok(Steer::Host);
-                }
-                return Ok(Steer::Routed);
+                return Ok(steer(h.via_host, h.original, in_port));
             }
             if conntrack::revocable_in_place(flow.proto) {
                 // Keep refusing both directions: the peer's retransmissions must not
