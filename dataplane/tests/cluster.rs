@@ -12,9 +12,7 @@
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-use testkit::testbed::{
-    tcp_transfer, udp_count, Datastore, Options, PodCidrs, Pod, Testbed,
-};
+use testkit::testbed::{tcp_transfer, udp_count, Datastore, Options, Pod, PodCidrs, Testbed};
 use testkit::{privileged, try_sh, wait_until};
 
 const PING_DEADLINE: Duration = Duration::from_secs(20);
@@ -128,15 +126,26 @@ fn restart_keeps_identity(opts: Options) {
     let b = tb.pod(1, "default", "b", &[], None);
     assert_ping(&tb, &a, b.ip);
     let before = identity(&tb, 1);
-    assert_eq!(before.1, tb.nodes[1].vtep_mac, "derived from the underlay address");
+    assert_eq!(
+        before.1, tb.nodes[1].vtep_mac,
+        "derived from the underlay address"
+    );
 
     assert!(tb.nodes[1].daemon.stop(), "clean stop:\n{}", tb.logs());
     tb.nodes[1].daemon.spawn();
-    assert_eq!(identity(&tb, 1), before, "prefix and VTEP MAC after a restart");
+    assert_eq!(
+        identity(&tb, 1),
+        before,
+        "prefix and VTEP MAC after a restart"
+    );
     assert_ping(&tb, &a, b.ip);
     assert_ping(&tb, &b, a.ip);
     let t = tcp_transfer(&a, &b, 5003, 1 << 20);
-    assert!(t.intact(), "TCP to the restarted node: {t:?}\n{}", tb.logs());
+    assert!(
+        t.intact(),
+        "TCP to the restarted node: {t:?}\n{}",
+        tb.logs()
+    );
 
     // Killed hard, too: the prefix is owned, not leased.
     let pid = tb.nodes[1].daemon.pid().expect("running");
@@ -146,7 +155,11 @@ fn restart_keeps_identity(opts: Options) {
     });
     tb.nodes[1].daemon.terminate();
     tb.nodes[1].daemon.spawn();
-    assert_eq!(identity(&tb, 1), before, "prefix and VTEP MAC after SIGKILL");
+    assert_eq!(
+        identity(&tb, 1),
+        before,
+        "prefix and VTEP MAC after SIGKILL"
+    );
     assert_ping(&tb, &a, b.ip);
 }
 
@@ -228,29 +241,60 @@ spec:
     ports: [{protocol: TCP, port: 80}]
 ";
 
-#[test]
-fn etcd_policy_on_one_node_about_pods_on_another_is_enforced_both_ways_and_equals_the_matrix()
-{
-    let Some(mut tb) = testbed("cp", Options::new(3, Datastore::Etcd { members: 1 })) else {
-        return;
-    };
-    let spec: [(usize, &str); 4] = [(0, "web"), (1, "good"), (1, "bad"), (2, "other")];
+/// The same intent with ipBlocks, for static mode (no datastore: a node knows only its
+/// own pods' identities, so selectors cannot name pods on other nodes there).
+const IP_POLICIES: &str = "\
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: web-from-good, namespace: default}
+spec:
+  podSelector: {matchLabels: {app: web}}
+  policyTypes: [Ingress]
+  ingress:
+  - from: [{ipBlock: {cidr: 10.244.2.10/32}}]
+    ports: [{protocol: TCP, port: 80}]
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: good-only-to-web, namespace: default}
+spec:
+  podSelector: {matchLabels: {app: good}}
+  policyTypes: [Ingress, Egress]
+  egress:
+  - to: [{ipBlock: {cidr: 10.244.1.10/32}}]
+    ports: [{protocol: TCP, port: 80}]
+";
+
+/// Four pods on three nodes (web n1, good and bad n2, other n3), `policies` applied
+/// through `xsknetctl policy apply` on `apply_on` (one node with a datastore, every
+/// node without), then real TCP connections between every ordered pair equal
+/// `xsknetctl policy matrix` on the same objects (and the matrix says what the policies
+/// are about).
+fn policy_across_nodes(tb: &mut Testbed, policies: &str, apply_on: &[usize]) {
+    let spec: [(usize, &str, Ipv4Addr); 4] = [
+        (0, "web", Ipv4Addr::new(10, 244, 1, 10)),
+        (1, "good", Ipv4Addr::new(10, 244, 2, 10)),
+        (1, "bad", Ipv4Addr::new(10, 244, 2, 11)),
+        (2, "other", Ipv4Addr::new(10, 244, 3, 10)),
+    ];
     let pods: Vec<Pod> = spec
         .iter()
-        .map(|&(i, app)| tb.pod(i, "default", app, &[("app", app)], None))
+        .map(|&(i, app, ip)| tb.pod(i, "default", app, &[("app", app)], Some(ip)))
         .collect();
     for p in &pods {
         serve(p, 80);
     }
-    assert_mesh(&tb, &pods);
+    assert_mesh(tb, &pods);
     let dir = tempfile::tempdir().expect("temp dir");
     let pol = dir.path().join("policies.yaml");
-    std::fs::write(&pol, POLICIES).expect("write policies");
-    // Applied on n3, which runs none of the pods it selects: the datastore carries it.
-    tb.ctl_ok(2, &["policy", "apply", "-f", pol.to_str().expect("utf-8")]);
+    std::fs::write(&pol, policies).expect("write policies");
+    for &i in apply_on {
+        tb.ctl_ok(i, &["policy", "apply", "-f", pol.to_str().expect("utf-8")]);
+    }
 
     // The same objects offline: the pods as Pod YAML with their addresses and labels.
-    let mut world = String::from(POLICIES);
+    let mut world = String::from(policies);
     for p in &pods {
         world += &format!(
             "---\napiVersion: v1\nkind: Pod\nmetadata: {{name: {}, namespace: default, labels: {{app: {}}}}}\nspec: {{containers: [{{name: c}}]}}\nstatus: {{podIP: {}}}\n",
@@ -284,15 +328,24 @@ fn etcd_policy_on_one_node_about_pods_on_another_is_enforced_both_ways_and_equal
     assert_eq!(want.len(), 12, "matrix covers every ordered pair: {m}");
     // The cases the policies are about, so the matrix itself is checked too.
     let w = |f: &str, t: &str| want[&(format!("default/{f}"), format!("default/{t}"))];
-    assert!(w("good", "web"), "good → web (egress n2, ingress n1, replies stateful)");
+    assert!(
+        w("good", "web"),
+        "good → web (egress n2, ingress n1, replies stateful)"
+    );
     assert!(!w("bad", "web"), "bad → web refused by ingress at n1");
     assert!(!w("good", "other"), "good → other refused by egress at n2");
-    assert!(!w("web", "good") && !w("other", "good"), "nothing new into good");
-    assert!(w("web", "other") && w("other", "bad"), "unselected pods unaffected");
+    assert!(
+        !w("web", "good") && !w("other", "good"),
+        "nothing new into good"
+    );
+    assert!(
+        w("web", "other") && w("other", "bad"),
+        "unselected pods unaffected"
+    );
 
-    // Live: every ordered pair over real connections, polled until the view has the
-    // policies everywhere (they arrive through etcd's watch).
-    let live = |tb: &Testbed| -> Table {
+    // Live: every ordered pair over real connections, polled until every node has the
+    // policies (with a datastore they arrive through its watch).
+    let live = || -> Table {
         let mut t = Table::new();
         for a in &pods {
             for b in &pods {
@@ -301,16 +354,32 @@ fn etcd_policy_on_one_node_about_pods_on_another_is_enforced_both_ways_and_equal
                 }
             }
         }
-        let _ = tb;
         t
     };
     let deadline = Instant::now() + Duration::from_secs(30);
-    let mut got = live(&tb);
+    let mut got = live();
     while got != want && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(500));
-        got = live(&tb);
+        got = live();
     }
     assert_eq!(got, want, "live connections = policy matrix\n{}", tb.logs());
+}
+
+#[test]
+fn static_policy_with_ip_blocks_across_nodes_is_enforced_both_ways_and_equals_the_matrix() {
+    let Some(mut tb) = testbed("cs", Options::new(3, Datastore::Static)) else {
+        return;
+    };
+    policy_across_nodes(&mut tb, IP_POLICIES, &[0, 1, 2]);
+}
+
+#[test]
+fn etcd_policy_on_one_node_about_pods_on_another_is_enforced_both_ways_and_equals_the_matrix() {
+    let Some(mut tb) = testbed("cp", Options::new(3, Datastore::Etcd { members: 1 })) else {
+        return;
+    };
+    // Applied on n3 only, which runs none of the pods it selects: etcd carries it.
+    policy_across_nodes(&mut tb, POLICIES, &[2]);
 }
 
 // ---------------------------------------------------------------- faults
@@ -364,7 +433,10 @@ fn etcd_down_keeps_traffic_flowing_and_nodes_resync_when_it_returns() {
     assert!(t.intact(), "TCP with etcd down: {t:?}");
     for i in 0..3 {
         assert!(
-            tb.nodes[i].daemon.status().is_some_and(|s| s["ready"] == true),
+            tb.nodes[i]
+                .daemon
+                .status()
+                .is_some_and(|s| s["ready"] == true),
             "n{} still serves while etcd is down\n{}",
             i + 1,
             tb.logs()
@@ -474,11 +546,16 @@ fn etcd_a_node_killed_past_its_lease_leaves_the_others_view_within_the_ttl() {
             listed(&tb, i) == rest
         });
     }
-    eprintln!("n3 left the others' view {:?} after SIGKILL", killed.elapsed());
+    eprintln!(
+        "n3 left the others' view {:?} after SIGKILL",
+        killed.elapsed()
+    );
     // Started again with its state: it comes back with the same prefix.
     tb.nodes[2].daemon.spawn();
     for i in 0..3 {
-        wait_until("n3 back", Duration::from_secs(20), || listed(&tb, i) == names);
+        wait_until("n3 back", Duration::from_secs(20), || {
+            listed(&tb, i) == names
+        });
     }
     assert_eq!(identity(&tb, 2), before);
 }

@@ -179,8 +179,7 @@ fn health(port: u16) -> bool {
 /// etcd's `/health` on `addr:port` says `"health":"true"` (the member is up and its
 /// cluster has a leader).
 fn health_at(addr: std::net::Ipv4Addr, port: u16) -> bool {
-    let Ok(mut s) = TcpStream::connect_timeout(&(addr, port).into(), Duration::from_secs(2))
-    else {
+    let Ok(mut s) = TcpStream::connect_timeout(&(addr, port).into(), Duration::from_secs(2)) else {
         return false;
     };
     let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
@@ -278,7 +277,9 @@ impl EtcdCluster {
     }
 
     fn log_path(&self, i: usize) -> std::path::PathBuf {
-        self.dir.path().join(format!("{}.log", self.members[i].name))
+        self.dir
+            .path()
+            .join(format!("{}.log", self.members[i].name))
     }
 
     /// Member `i`'s log.

@@ -284,7 +284,15 @@ fn pick_underlay() -> u8 {
     let start = std::process::id() * 7 + N.fetch_add(1, Ordering::Relaxed) * 13;
     for j in 0..120u32 {
         let k = 100 + ((start + j) % 120) as u8;
-        let out = try_sh(&["ip", "-4", "route", "show", "to", "match", &format!("10.{k}.0.1")]);
+        let out = try_sh(&[
+            "ip",
+            "-4",
+            "route",
+            "show",
+            "to",
+            "match",
+            &format!("10.{k}.0.1"),
+        ]);
         let used = String::from_utf8_lossy(&out.stdout)
             .lines()
             .any(|l| !l.starts_with("default"));
@@ -455,7 +463,9 @@ impl Testbed {
                         y += &format!(
                             "  - {{name: {}, podCidr: {}, underlayIp: {}, vtepMac: \"{}\"}}\n",
                             p.name,
-                            p.pod_cidr.as_deref().expect("static mode configures podCidr"),
+                            p.pod_cidr
+                                .as_deref()
+                                .expect("static mode configures podCidr"),
                             p.underlay_ip,
                             p.vtep_mac
                         );
@@ -469,7 +479,10 @@ impl Testbed {
 
     /// Node `i`'s pod prefix as its daemon reports it (`status`), configured or claimed.
     pub fn pod_cidr(&self, i: usize) -> String {
-        let st = self.nodes[i].daemon.status().expect("daemon answers status");
+        let st = self.nodes[i]
+            .daemon
+            .status()
+            .expect("daemon answers status");
         st["pod_cidr"]
             .as_str()
             .or_else(|| st["podCidr"].as_str())
