@@ -620,8 +620,9 @@ impl Testbed {
         String::from_utf8_lossy(&out.stdout).to_string()
     }
 
-    /// `xsknetctl node list --json` on node `i`, as the node names it shows; None when
-    /// the command fails.
+    /// `xsknetctl node list --json` on node `i`: the names of the nodes it shows as
+    /// live (rows with `"alive": false`, a record whose lease ran out, are left out), sorted;
+    /// None when the command fails.
     pub fn node_list(&self, i: usize) -> Option<Vec<String>> {
         let out = self.ctl(i, &["node", "list", "--json"]);
         if !out.status.success() {
@@ -631,6 +632,7 @@ impl Testbed {
         let rows = v.as_array().or_else(|| v["nodes"].as_array())?;
         let mut names: Vec<String> = rows
             .iter()
+            .filter(|r| r["alive"] != false)
             .filter_map(|r| r["name"].as_str().map(str::to_string))
             .collect();
         names.sort();
