@@ -389,6 +389,15 @@ fn listed(tb: &Testbed, i: usize) -> Vec<String> {
     tb.node_list(i).unwrap_or_default()
 }
 
+/// `status.datastore` of node `i` (Null when absent).
+fn datastore(tb: &Testbed, i: usize) -> serde_json::Value {
+    tb.nodes[i]
+        .daemon
+        .status()
+        .map(|s| s["datastore"].clone())
+        .unwrap_or_default()
+}
+
 fn all_names(tb: &Testbed) -> Vec<String> {
     let mut v: Vec<String> = tb.nodes.iter().map(|n| n.name.clone()).collect();
     v.sort();
@@ -417,6 +426,12 @@ fn etcd_down_keeps_traffic_flowing_and_nodes_resync_when_it_returns() {
     }
 
     tb.etcd.as_mut().expect("etcd").kill_all();
+    // Every daemon notices (its view is no longer current) and keeps serving.
+    for i in 0..3 {
+        wait_until("the outage noticed", Duration::from_secs(20), || {
+            datastore(&tb, i)["connected"] == false
+        });
+    }
     // Past the lease TTL with the datastore gone: routes stay, traffic flows.
     let t0 = Instant::now();
     while t0.elapsed() < Duration::from_secs(8) {
@@ -441,13 +456,25 @@ fn etcd_down_keeps_traffic_flowing_and_nodes_resync_when_it_returns() {
             i + 1,
             tb.logs()
         );
+        assert_eq!(
+            listed(&tb, i),
+            names,
+            "n{}'s view kept while etcd is down",
+            i + 1
+        );
     }
 
     tb.etcd.as_mut().expect("etcd").start_all();
+    // Resync: connected and registered again, with every node in the view.
     for i in 0..3 {
-        wait_until("every node listed again", Duration::from_secs(30), || {
-            listed(&tb, i) == names
-        });
+        wait_until(
+            "reconnected and registered",
+            Duration::from_secs(30),
+            || {
+                let d = datastore(&tb, i);
+                d["connected"] == true && d["registered"] == true && listed(&tb, i) == names
+            },
+        );
     }
     // The watches resumed: a policy written through n1 now is enforced on n3.
     let dir = tempfile::tempdir().expect("temp dir");
