@@ -466,15 +466,22 @@ fn etcd_down_keeps_traffic_flowing_and_nodes_resync_when_it_returns() {
 
     tb.etcd.as_mut().expect("etcd").start_all();
     // Resync: connected and registered again, with every node in the view.
+    let deadline = Instant::now() + Duration::from_secs(30);
     for i in 0..3 {
-        wait_until(
-            "reconnected and registered",
-            Duration::from_secs(30),
-            || {
-                let d = datastore(&tb, i);
-                d["connected"] == true && d["registered"] == true && listed(&tb, i) == names
-            },
-        );
+        loop {
+            let d = datastore(&tb, i);
+            if d["connected"] == true && d["registered"] == true && listed(&tb, i) == names {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "n{} not resynced 30 s after etcd returned: {d}\n{}\n--- etcd\n{}",
+                i + 1,
+                tb.logs(),
+                tb.etcd.as_ref().map(|e| e.log(0)).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
     }
     // The watches resumed: a policy written through n1 now is enforced on n3.
     let dir = tempfile::tempdir().expect("temp dir");
