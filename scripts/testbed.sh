@@ -162,7 +162,25 @@ overlay:
     done
     [ -n "$ok" ] || { tb_log "xsknetd on n$i not ready: $(tail -5 "$d/n$i/xsknetd.log")"; return 1; }
   done
+  [ "$members" = 0 ] || tb_wait_nodes "$nodes" || return 1
   tb_log "up: $nodes node(s) on 10.$k.0.0/24 (bridge $br), state in $d"
+}
+
+# tb_wait_nodes N: until every node's `node list` shows N live nodes (etcd mode), 30 s.
+tb_wait_nodes() {
+  local want=$1 i n d; d=$(tb_dir)
+  for i in $(seq 1 "$want"); do
+    for _ in $(seq 150); do
+      n=$("$TB_BIN/xsknetctl" --socket "$d/n$i/xsknetd.sock" node list --json 2>/dev/null | python3 -c '
+import json, sys
+try:
+    v = json.load(sys.stdin); print(sum(1 for r in v.get("nodes", []) if r.get("alive") is not False))
+except Exception: print(0)')
+      [ "$n" = "$want" ] && break
+      sleep 0.2
+    done
+    [ "$n" = "$want" ] || { tb_log "n$i sees $n of $want nodes"; return 1; }
+  done
 }
 
 # tb_pod NODE POD [label=value ...]: CNI ADD through the real plugin; prints the IP.

@@ -370,6 +370,23 @@ impl Testbed {
         for n in tb.nodes.iter_mut() {
             n.daemon.wait_ready();
         }
+        if tb.etcd.is_some() {
+            // Ready is local; wait until every node's view has every node too.
+            let names: Vec<String> = tb.nodes.iter().map(|n| n.name.clone()).collect();
+            for i in 0..tb.nodes.len() {
+                let deadline = Instant::now() + Duration::from_secs(30);
+                while tb.node_list(i).as_ref() != Some(&names) {
+                    assert!(
+                        Instant::now() < deadline,
+                        "n{} does not list every node: {:?}\n{}",
+                        i + 1,
+                        tb.node_list(i),
+                        tb.logs()
+                    );
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        }
         Some(tb)
     }
 
