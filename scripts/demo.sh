@@ -217,7 +217,7 @@ import sys, urllib.request
 try:
     r = urllib.request.urlopen("http://%s:8080/" % sys.argv[1], timeout=2); print("allowed: HTTP", r.status)
 except Exception as e:
-    print("refused:", type(e).__name__); sys.exit(1)' "$WEB"
+    print("refused:", getattr(e, "reason", e)); sys.exit(1)' "$WEB"
 }
 # The server answers (asked from inside web itself, which no policy sees).
 for _ in $(seq 100); do try_web web >/dev/null 2>&1 && break; sleep 0.2; done
