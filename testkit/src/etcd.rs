@@ -485,3 +485,32 @@ fn pipe(mut from: TcpStream, mut to: TcpStream) {
     let _ = to.shutdown(Shutdown::Both);
     let _ = from.shutdown(Shutdown::Both);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+
+    #[test]
+    fn three_members_keep_quorum_through_one_restart_and_come_back_from_all_down() {
+        let a = Ipv4Addr::LOCALHOST;
+        let Some(mut c) = EtcdCluster::start(&[a, a, a]) else {
+            return;
+        };
+        assert_eq!(c.endpoints().len(), 3);
+        assert!((0..3).all(|i| c.healthy(i)));
+        c.kill_member(0);
+        assert!(!c.healthy(0));
+        // Two of three: still a cluster, with a leader again once an election ran (if
+        // member 0 led).
+        crate::wait_until("quorum of two healthy", Duration::from_secs(15), || {
+            c.healthy(1) && c.healthy(2)
+        });
+        c.start_member(0);
+        assert!((0..3).all(|i| c.healthy(i)));
+        c.kill_all();
+        assert!((0..3).all(|i| !c.healthy(i)));
+        c.start_all();
+        assert!((0..3).all(|i| c.healthy(i)), "{}", c.log(0));
+    }
+}
