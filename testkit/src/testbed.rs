@@ -215,6 +215,19 @@ pub fn tcp_transfer(a: &Pod, b: &Pod, port: u16, bytes: usize) -> Transfer {
 /// bursts of 32 with a short pause; returns (sent, received) as the two sockets
 /// counted them (the receiver reads until 1 s passes without a datagram).
 pub fn udp_count(a: &Pod, b: &Pod, port: u16, n: usize, size: usize) -> (usize, usize) {
+    udp_stream(a, b, port, n, size, None)
+}
+
+/// [`udp_count`] with one datagram every `gap` instead of bursts (a slow stream that
+/// spans an event, e.g. a restart, and that a worker starved of CPU still keeps up with).
+pub fn udp_stream(
+    a: &Pod,
+    b: &Pod,
+    port: u16,
+    n: usize,
+    size: usize,
+    gap: Option<Duration>,
+) -> (usize, usize) {
     let bip = b.ip;
     let rx: UdpSocket = b.run(|| UdpSocket::bind((bip, port)).expect("udp bind in pod"));
     rx.set_read_timeout(Some(Duration::from_secs(1)))
@@ -243,8 +256,10 @@ pub fn udp_count(a: &Pod, b: &Pod, port: u16, n: usize, size: usize) -> (usize, 
             if s.send_to(&msg, (bip, port)).is_ok() {
                 sent += 1;
             }
-            if i % 32 == 31 {
-                std::thread::sleep(Duration::from_millis(2));
+            match gap {
+                Some(g) => std::thread::sleep(g),
+                None if i % 32 == 31 => std::thread::sleep(Duration::from_millis(2)),
+                None => {}
             }
         }
         sent
