@@ -6,6 +6,7 @@
 # Uses only the built binaries (target/release), iproute2, ethtool and etcd.
 #
 #   scripts/testbed.sh up   [--name NAME] [--nodes N] [--etcd 0|1|3] [--port P] [--claim]
+#                           [--lease-ttl S]   # datastore.leaseTtlSeconds, default 30
 #   scripts/testbed.sh pod  [--name NAME] NODE POD [label=value ...]   # prints the pod IP
 #   scripts/testbed.sh ctl  [--name NAME] NODE xsknetctl-args...
 #   scripts/testbed.sh exec [--name NAME] POD command...              # inside pod POD
@@ -48,6 +49,11 @@ tb_pick_k() {
   done
   return 1
 }
+
+# datastore.leaseTtlSeconds of the nodes. 30 s: xsknetd pings etcd every TTL/3 (at most
+# 10 s), and etcd (default --grpc-keepalive-min-time 5s) closes connections that ping
+# more often, so a short TTL breaks the nodes' watches.
+TB_LEASE_TTL=${TB_LEASE_TTL:-30}
 
 # tb_up NODES MEMBERS [PORT] [claim]: build it all; on failure remove what was made.
 tb_up() {
@@ -121,7 +127,7 @@ uplink: {interface: eth0}
 datastore:
   type: etcd
   endpoints: [$endpoints]
-  leaseTtlSeconds: 10
+  leaseTtlSeconds: $TB_LEASE_TTL
 $y"
       [ -n "$claim" ] || y+="podCidr: 10.244.$i.0/24
 "
@@ -249,6 +255,7 @@ if [ "${BASH_SOURCE[0]}" = "$0" ]; then
           --etcd) members=$2; shift 2 ;;
           --port) port=$2; shift 2 ;;
           --claim) claim=1; shift ;;
+          --lease-ttl) TB_LEASE_TTL=$2; shift 2 ;;
           *) echo "testbed.sh up: unknown argument $1" >&2; exit 2 ;;
         esac
       done
