@@ -228,7 +228,7 @@ echo -n "   bad  (n3) -> web (n1):8080  "; try_web bad && { echo "demo: bad was 
 tb_ctl n1 policy list
 echo "== xsknetctl node list (on n2)"
 tb_ctl n2 node list
-for p in "${CLUSTER_PIDS[@]}"; do kill "$p" 2>/dev/null; done
+for p in "${CLUSTER_PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
 CLUSTER_PIDS=()
 tb_down; CLUSTER=""
 
