@@ -59,7 +59,8 @@ cleanup() {
   [ -n "$CLUSTER" ] && tb_down
   rm -rf "$WORK"
 }
-trap cleanup EXIT INT TERM
+trap cleanup EXIT
+trap 'exit 130' INT TERM   # cleanup runs once, on the way out
 
 ctl() { "$BIN/xsknetctl" --socket "$SOCK" "$@"; }
 
@@ -193,7 +194,7 @@ for pair in "good $WEB" "web $BAD" "bad $GOOD"; do
   tb_exec "$1" ping -c 2 -i 0.2 -W 2 -q "$2" | tail -2 | head -1 | sed "s/^/$1 -> $2: /"
 done
 echo "== TCP across nodes: iperf3 from good (n2) to web (n1), 3 s"
-tb_exec web iperf3 -s -1 -B "$WEB" >/dev/null 2>&1 &
+ip netns exec "${TB_NAME}p-web" iperf3 -s -1 -B "$WEB" >/dev/null 2>&1 &   # $! is iperf3 itself
 CLUSTER_PIDS+=($!)
 sleep 0.5
 tb_exec good iperf3 -c "$WEB" -t 3 -f g | grep -E 'sender|receiver'
@@ -209,7 +210,7 @@ spec:
   - from: [{podSelector: {matchLabels: {app: good}}}]
     ports: [{protocol: TCP, port: 8080}]
 YAML
-tb_exec web python3 -m http.server 8080 --bind "$WEB" >/dev/null 2>&1 &
+ip netns exec "${TB_NAME}p-web" python3 -m http.server 8080 --bind "$WEB" >/dev/null 2>&1 &
 CLUSTER_PIDS+=($!)
 try_web() { # try_web POD: an HTTP request from POD to web:8080
   tb_exec "$1" python3 -c '
@@ -220,7 +221,9 @@ except Exception as e:
     print("refused:", getattr(e, "reason", e)); sys.exit(1)' "$WEB"
 }
 # The server answers (asked from inside web itself, which no policy sees).
-for _ in $(seq 100); do try_web web >/dev/null 2>&1 && break; sleep 0.2; done
+up=""
+for _ in $(seq 40); do try_web web >/dev/null 2>&1 && { up=1; break; }; sleep 0.5; done
+[ -n "$up" ] || { echo "demo: web's HTTP server does not answer"; exit 1; }
 tb_ctl n3 policy apply -f "$WORK/web-from-good.yaml"
 for _ in $(seq 50); do try_web bad >/dev/null 2>&1 || break; sleep 0.2; done  # until it reached n1
 echo -n "   good (n2) -> web (n1):8080  "; try_web good || { echo "demo: good was refused"; exit 1; }
