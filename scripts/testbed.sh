@@ -197,6 +197,7 @@ tb_pod() {
   for l in "$@"; do labels+="${labels:+, }\"${l%%=*}\": \"${l#*=}\""; done
   ip netns add "$ns" || return 1
   echo "$node $pod" >>"$d/pods"
+  ip -n "$ns" link set lo up   # as a runtime's loopback plugin does
   ip netns exec "$ns" sysctl -qw net.ipv6.conf.all.disable_ipv6=1
   out=$(printf '{"cniVersion": "1.0.0", "name": "xsknet", "type": "xsknet", "socket": "%s", "stateDir": "%s", "args": {"labels": {%s}}}' \
       "$d/$node/xsknetd.sock" "$d/$node/state" "$labels" | _tb_cni ADD "$node" "$pod") \
