@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
 # The xsknet demo on a fresh machine (run as root). Installs what it needs, builds, then:
-#  1. starts xsknetd on a node made of a network namespace and creates three pods
-#     through the xsknet CNI plugin over the real CNI protocol (ADD with CNI_* env and
-#     a JSON config on stdin, as kubelet's runtime does); shows every pod pinging every
-#     other pod and the node, a TCP transfer through the AF_XDP dataplane, the counters,
-#     a ClusterIP Service (the DNAT rules kube-proxy's iptables mode writes, in the
-#     node's own stack) with a TCP request and a DNS query through it to a resolver
-#     pod, then CNI DEL for each pod;
-#  2. installs the plugin for podman (xsknetd install-cni: binary + conflist written
+#  1. one node: xsknetd in a network namespace, three pods created through the xsknet CNI
+#     plugin over the real CNI protocol (ADD with CNI_* env and a JSON config on stdin,
+#     as kubelet's runtime does); every pod pings every other pod and the node, a TCP
+#     transfer through the AF_XDP dataplane, a ClusterIP Service (kube-proxy's iptables
+#     DNAT in the node's own stack) with a TCP request and a DNS query, the counters,
+#     CNI DEL;
+#  2. a three-node cluster (scripts/testbed.sh): nodes are network namespaces on an
+#     underlay bridge, a three-member etcd holds the nodes (each claims its pod prefix),
+#     pods and policies; cross-node ping and TCP (iperf3) over the VXLAN overlay, a
+#     NetworkPolicy applied on one node about pods on the others (allowed from one pod,
+#     refused from another), `xsknetctl node list`;
+#  3. installs the plugin for podman (xsknetd install-cni: binary + conflist written
 #     atomically once the dataplane is ready) and shows two podman containers pinging
 #     each other and moving a TCP stream through xsknet.
 # Everything it creates is removed on exit, also on failure or Ctrl-C.
@@ -29,6 +33,12 @@ SVC_PIDS=()
 PODMAN_DAEMON_PID=""
 PW=""                       # podman's private directory
 CONTAINERS=()
+CLUSTER=""                  # set while the three-node testbed is up
+CLUSTER_PIDS=()
+export TB_NAME=${P}c TB_BIN=$BIN
+# shellcheck source=testbed.sh
+. scripts/testbed.sh
+set -eu
 
 stop_pid() { # SIGTERM a process we started, by pid, and wait for it
   local pid=$1
@@ -45,9 +55,12 @@ cleanup() {
   [ -n "$DAEMON_PID" ] && stop_pid "$DAEMON_PID"
   for i in 1 2 3; do ip netns del "${P}pod$i" 2>/dev/null; done
   ip netns del "$NODE" 2>/dev/null
+  for p in "${CLUSTER_PIDS[@]}"; do kill "$p" 2>/dev/null; done
+  [ -n "$CLUSTER" ] && tb_down
   rm -rf "$WORK"
 }
-trap cleanup EXIT INT TERM
+trap cleanup EXIT
+trap 'exit 130' INT TERM   # cleanup runs once, on the way out
 
 ctl() { "$BIN/xsknetctl" --socket "$SOCK" "$@"; }
 
@@ -93,11 +106,11 @@ done
 echo "== the node pings pod1 over the host port"
 ip netns exec "$NODE" ping -c 2 -i 0.2 -W 2 -q "$(pod_ip 1)" | tail -2 | head -1
 
-echo "== TCP: iperf3 from pod1 to pod2 through the dataplane (5 s)"
+echo "== TCP: iperf3 from pod1 to pod2 through the dataplane (3 s)"
 ip netns exec "${P}pod2" iperf3 -s -1 -B "$(pod_ip 2)" >/dev/null 2>&1 &
 IPERF_PID=$!
 sleep 0.5
-ip netns exec "${P}pod1" iperf3 -c "$(pod_ip 2)" -t 5 -f g | grep -E 'sender|receiver'
+ip netns exec "${P}pod1" iperf3 -c "$(pod_ip 2)" -t 3 -f g | grep -E 'sender|receiver'
 wait "$IPERF_PID" 2>/dev/null || true
 IPERF_PID=""
 
@@ -152,8 +165,8 @@ print("   answer id 0x%04x from %s: web.demo.svc.cluster.local A %s" % (struct.u
 for p in "${SVC_PIDS[@]}"; do kill "$p" 2>/dev/null; done
 SVC_PIDS=()
 
-echo "== counters (xsknetctl stats)"
-ctl stats
+echo "== counters (xsknetctl stats, first lines)"
+ctl stats | head -8
 echo "== CNI DEL of the pods: endpoints, veths and addresses released"
 for i in 1 2 3; do cni DEL $i; done
 ctl endpoint list
@@ -162,7 +175,68 @@ stop_pid "$DAEMON_PID"; DAEMON_PID=""
 if ip -n "$NODE" -d link show | grep -q 'prog/xdp'; then echo "demo: XDP program left behind!"; exit 1; fi
 
 echo
-echo "== 2. podman (CNI backend) with xsknet"
+echo "== 2. a three-node cluster: nodes as network namespaces on an underlay bridge, etcd with three members"
+tb_up 3 3 8472 claim
+CLUSTER=1
+for n in n1 n2 n3; do
+  tb_ctl $n status | grep -E 'pod cidr|uplink|overlay' | sed "s/^/$n: /"
+done
+echo "== xsknetctl node list (on n1): every node's record from etcd, prefixes claimed"
+tb_ctl n1 node list
+echo "== pods through the CNI plugin: web on n1, good on n2, bad on n3"
+WEB=$(tb_pod n1 web app=web)
+GOOD=$(tb_pod n2 good app=good)
+BAD=$(tb_pod n3 bad app=bad)
+echo "web $WEB (n1), good $GOOD (n2), bad $BAD (n3)"
+echo "== cross-node ping over the VXLAN overlay"
+for pair in "good $WEB" "web $BAD" "bad $GOOD"; do
+  set -- $pair
+  tb_exec "$1" ping -c 2 -i 0.2 -W 2 -q "$2" | tail -2 | head -1 | sed "s/^/$1 -> $2: /"
+done
+echo "== TCP across nodes: iperf3 from good (n2) to web (n1), 3 s"
+ip netns exec "${TB_NAME}p-web" iperf3 -s -1 -B "$WEB" >/dev/null 2>&1 &   # $! is iperf3 itself
+CLUSTER_PIDS+=($!)
+sleep 0.5
+tb_exec good iperf3 -c "$WEB" -t 3 -f g | grep -E 'sender|receiver'
+echo "== a NetworkPolicy applied on n3, about web (n1): only app=good may connect to TCP 8080"
+cat >"$WORK/web-from-good.yaml" <<YAML
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: web-from-good, namespace: default}
+spec:
+  podSelector: {matchLabels: {app: web}}
+  policyTypes: [Ingress]
+  ingress:
+  - from: [{podSelector: {matchLabels: {app: good}}}]
+    ports: [{protocol: TCP, port: 8080}]
+YAML
+ip netns exec "${TB_NAME}p-web" python3 -m http.server 8080 --bind "$WEB" >/dev/null 2>&1 &
+CLUSTER_PIDS+=($!)
+try_web() { # try_web POD: an HTTP request from POD to web:8080
+  tb_exec "$1" python3 -c '
+import sys, urllib.request
+try:
+    r = urllib.request.urlopen("http://%s:8080/" % sys.argv[1], timeout=2); print("allowed: HTTP", r.status)
+except Exception as e:
+    print("refused:", getattr(e, "reason", e)); sys.exit(1)' "$WEB"
+}
+# The server answers (asked from inside web itself, which no policy sees).
+up=""
+for _ in $(seq 40); do try_web web >/dev/null 2>&1 && { up=1; break; }; sleep 0.5; done
+[ -n "$up" ] || { echo "demo: web's HTTP server does not answer"; exit 1; }
+tb_ctl n3 policy apply -f "$WORK/web-from-good.yaml"
+for _ in $(seq 50); do try_web bad >/dev/null 2>&1 || break; sleep 0.2; done  # until it reached n1
+echo -n "   good (n2) -> web (n1):8080  "; try_web good || { echo "demo: good was refused"; exit 1; }
+echo -n "   bad  (n3) -> web (n1):8080  "; try_web bad && { echo "demo: bad was let in"; exit 1; }
+tb_ctl n1 policy list
+echo "== xsknetctl node list (on n2)"
+tb_ctl n2 node list
+for p in "${CLUSTER_PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+CLUSTER_PIDS=()
+tb_down; CLUSTER=""
+
+echo
+echo "== 3. podman (CNI backend) with xsknet"
 PW=$WORK/podman
 bash scripts/podman-setup.sh "$PW" | grep -v '^[A-Z_]*=' || true
 pm() { CONTAINERS_CONF="$PW/containers.conf" CONTAINERS_STORAGE_CONF="$PW/storage.conf" timeout -k 5 90 podman "$@"; }
