@@ -59,6 +59,8 @@ use crate::config::Ipv4Cidr;
 use crate::policy::k8s::{Namespace, NetworkPolicy};
 
 /// First and longest wait between reconnection attempts.
+/// Above etcd's default `--grpc-keepalive-min-time` (5 s), with a margin.
+const PING_MIN: Duration = Duration::from_secs(6);
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
@@ -545,7 +547,10 @@ async fn call<T>(
 async fn connect(ctx: &Ctx) -> Result<Client, EtcdError> {
     let t = ctx.timeout();
     // HTTP/2 pings find a dead member (a watch on a silent connection would wait forever).
-    let ping = (ctx.config.lease_ttl() / 3).clamp(Duration::from_secs(1), Duration::from_secs(10));
+    // Never more often than etcd accepts: a client pinging faster than the server's
+    // `--grpc-keepalive-min-time` (5 s by default) gets GOAWAY "too_many_pings" and
+    // every stream on the connection breaks.
+    let ping = (ctx.config.lease_ttl() / 3).clamp(PING_MIN, Duration::from_secs(10));
     let options = ConnectOptions::new()
         .with_connect_timeout(t)
         .with_keep_alive(ping, t)
@@ -694,6 +699,13 @@ async fn watch_session(
         }
         if msg.created() {
             backoff.reset();
+            // Resumed without a re-list: say the connection is back even when nothing
+            // changed meanwhile (an empty delta), or the consumer would stay
+            // "disconnected" until the next change.
+            ctx.out.emit(ClusterEvent::Changes {
+                revision: view.revision,
+                changes: Vec::new(),
+            });
         }
         let mut changes = Vec::new();
         for event in msg.events() {

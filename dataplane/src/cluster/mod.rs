@@ -61,6 +61,8 @@ pub enum ClusterEvent {
     /// The complete view; replaces everything the consumer holds.
     Snapshot(ClusterView),
     /// Deltas after the last snapshot, in order; `revision` is the view's new revision.
+    /// Empty when a watch resumed after a broken connection with nothing missed: the
+    /// connection is back.
     Changes { revision: i64, changes: Vec<Change> },
     /// A record was refused (also logged). Its key is absent from the view.
     Refused(RecordError),
