@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::control::proto::{
-    ControlError, Endpoint, ErrorKind, Handler, IpamAllocation, IpamReleased, PolicyApplied,
+    ControlError, ErrorKind, Handler, IpamAllocation, IpamReleased, PolicyApplied,
     PolicyRequest, Request,
 };
 
@@ -85,10 +85,7 @@ impl Handler for Daemon {
                 to_json(self.add_endpoint(spec)?)
             }
             Request::EndpointDel { ifname, ip } => to_json(self.del_endpoint(ifname, ip)?),
-            Request::EndpointList => {
-                let eps: Vec<&Endpoint> = self.endpoints.iter().collect();
-                to_json(eps)
-            }
+            Request::EndpointList => to_json(self.endpoint_entries()),
             Request::Stats => to_json(self.stats()),
             Request::Status => to_json(self.status()),
             Request::EndpointCheck { ifname } => to_json(self.endpoint_check(&ifname)?),
@@ -153,7 +150,7 @@ impl Handler for Daemon {
                     ..PolicyApplied::default()
                 })
             }
-            PolicyRequest::PolicyList => to_json(self.policy.list()),
+            PolicyRequest::PolicyList => to_json(self.policy_list()),
             PolicyRequest::PodLabel {
                 namespace,
                 name,
