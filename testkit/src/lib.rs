@@ -10,6 +10,7 @@
 #![deny(unsafe_code)]
 
 pub mod etcd;
+pub mod kubeapi;
 
 use std::ffi::OsStr;
 use std::net::Ipv4Addr;
