@@ -651,6 +651,20 @@ fn format_datastore(d: &DatastoreStatus) -> String {
     if d.refused > 0 {
         s += &format!(", {} records refused", d.refused);
     }
+    if let Some(synced) = d.synced {
+        s += if synced { ", watch synced" } else { ", watch NOT synced" };
+    }
+    if !d.resource_versions.is_empty() {
+        let rvs: Vec<String> = d
+            .resource_versions
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        s += &format!(", resourceVersion {}", rvs.join(" "));
+    }
+    if let Some(a) = &d.annotation {
+        s += &format!(", annotation {a}");
+    }
     if let Some(e) = &d.last_error {
         s += &format!("; last error: {e}");
     }

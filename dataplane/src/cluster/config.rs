@@ -138,10 +138,11 @@ impl KubeConfig {
                 self.request_timeout_seconds,
             ));
         }
-        if !(1..=60).contains(&self.pod_identity_wait_seconds) {
+        // The CNI plugin waits 15 s for the daemon's answer to an ADD.
+        if !(1..=10).contains(&self.pod_identity_wait_seconds) {
             return Err(bad(
                 "datastore.podIdentityWaitSeconds",
-                "must be in 1..=60",
+                "must be in 1..=10 (below the CNI plugin's 15 s wait for the daemon)",
                 self.pod_identity_wait_seconds,
             ));
         }

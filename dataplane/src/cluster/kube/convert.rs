@@ -8,7 +8,7 @@
 use std::net::Ipv4Addr;
 
 use k8s_openapi::api::core::v1::{Namespace as KNamespace, Node, Pod};
-use k8s_openapi::api::networking::v1::NetworkPolicy as KPolicy;
+use kube::core::DynamicObject;
 use serde::{Deserialize, Serialize};
 use xsknet_proto::MacAddr;
 
@@ -209,8 +209,9 @@ pub fn namespace_record(ns: &KNamespace) -> Result<Record, RecordError> {
     }
 }
 
-/// A NetworkPolicy's record, with the API's meaning ([`k8s::api`]).
-pub fn policy_record(p: &KPolicy) -> Result<Record, RecordError> {
+/// A NetworkPolicy's record (from its JSON as the API returned it, every field kept),
+/// with the API's meaning ([`k8s::api`]).
+pub fn policy_record(p: &DynamicObject) -> Result<Record, RecordError> {
     let ns = p.metadata.namespace.clone().unwrap_or_default();
     let name = p.metadata.name.clone().unwrap_or_default();
     let key = api_key("networkpolicies", Some(&ns), &name);
