@@ -699,7 +699,11 @@ fn kubernetes_manifest_is_complete_and_consistent() {
     // Each xsknetd writes its VTEP annotation on its own Node (merge patch).
     assert!(
         array_of(role, "/rules").iter().any(|r| {
-            r["resources"].as_array().unwrap().iter().any(|x| x == "nodes")
+            r["resources"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|x| x == "nodes")
                 && r["verbs"].as_array().unwrap().iter().any(|v| v == "patch")
         }),
         "patch of nodes"

@@ -41,7 +41,11 @@ impl Follower {
         let deadline = Instant::now() + WAIT;
         while !cond(&self.view, &self.seen) {
             let left = deadline.saturating_duration_since(Instant::now());
-            assert!(!left.is_zero(), "timed out waiting for {what}; events: {:#?}", self.seen);
+            assert!(
+                !left.is_zero(),
+                "timed out waiting for {what}; events: {:#?}",
+                self.seen
+            );
             if let Ok(e) = self.rx.recv_timeout(left.min(Duration::from_millis(100))) {
                 self.view.apply_event(&e);
                 self.seen.push(e);
@@ -50,7 +54,10 @@ impl Follower {
     }
 
     fn snapshots(&self) -> usize {
-        self.seen.iter().filter(|e| matches!(e, ClusterEvent::Snapshot(_))).count()
+        self.seen
+            .iter()
+            .filter(|e| matches!(e, ClusterEvent::Snapshot(_)))
+            .count()
     }
 }
 
@@ -71,20 +78,43 @@ fn annotated_node(name: &str, cidr: &str, ip: &str, last: u8) -> serde_json::Val
 }
 
 fn world(api: &KubeApi) {
-    api.apply(annotated_node("node-b", "10.244.1.0/24", "192.168.1.12", 12));
+    api.apply(annotated_node(
+        "node-b",
+        "10.244.1.0/24",
+        "192.168.1.12",
+        12,
+    ));
     // Not joined yet (no annotation): not in the view.
     api.apply(objects::node("node-c", "10.244.2.0/24", "192.168.1.13"));
     api.apply(objects::namespace("shop", json!({"team": "a"})));
-    api.apply(objects::pod("shop", "web-1", "node-b", json!({"app": "web"}), Some("10.244.1.5"), &[("http", 8080)]));
+    api.apply(objects::pod(
+        "shop",
+        "web-1",
+        "node-b",
+        json!({"app": "web"}),
+        Some("10.244.1.5"),
+        &[("http", 8080)],
+    ));
     // No IP yet: not in the view.
-    api.apply(objects::pod("shop", "web-2", "node-b", json!({"app": "web"}), None, &[]));
+    api.apply(objects::pod(
+        "shop",
+        "web-2",
+        "node-b",
+        json!({"app": "web"}),
+        None,
+        &[],
+    ));
     api.apply(objects::policy("shop", "web", json!({
         "podSelector": {"matchLabels": {"app": "web"}},
         "ingress": [{"from": [{"ipBlock": {"cidr": "10.244.2.12/24"}}], "ports": [{"port": "http"}]}]
     })));
 }
 
-fn start(api: &KubeApi, dir: &std::path::Path, local: Option<LocalVtep>) -> (KubeCluster, Follower) {
+fn start(
+    api: &KubeApi,
+    dir: &std::path::Path,
+    local: Option<LocalVtep>,
+) -> (KubeCluster, Follower) {
     let cfg = KubeConfig::new(Some(api.kubeconfig(dir)));
     let (c, rx) = KubeCluster::start(&cfg, local).expect("start the kube client");
     (c, Follower::new(rx))
@@ -96,49 +126,101 @@ fn lists_watches_and_converts_objects_as_the_api_returns_them() {
     world(&api);
     let dir = tempfile::tempdir().unwrap();
     let (c, mut f) = start(&api, dir.path(), None);
-    f.until("the first snapshot", |_, e| e.iter().any(|e| matches!(e, ClusterEvent::Snapshot(_))));
+    f.until("the first snapshot", |_, e| {
+        e.iter().any(|e| matches!(e, ClusterEvent::Snapshot(_)))
+    });
     let v = f.view.clone();
-    assert_eq!(v.nodes.keys().collect::<Vec<_>>(), ["node-b"], "only annotated nodes");
+    assert_eq!(
+        v.nodes.keys().collect::<Vec<_>>(),
+        ["node-b"],
+        "only annotated nodes"
+    );
     let b = &v.nodes["node-b"];
     assert_eq!(b.pod_cidr.to_string(), "10.244.1.0/24");
     assert_eq!(b.vtep_mac, MacAddr([2, 0x78, 0xc0, 0xa8, 1, 12]));
-    assert_eq!(v.pods.len(), 1, "the pod without an address is not a peer yet");
+    assert_eq!(
+        v.pods.len(),
+        1,
+        "the pod without an address is not a peer yet"
+    );
     let web = &v.pods[&pod_key("node-b", "shop", "web-1")];
-    assert_eq!(web.labels, BTreeMap::from([("app".to_string(), "web".to_string())]));
+    assert_eq!(
+        web.labels,
+        BTreeMap::from([("app".to_string(), "web".to_string())])
+    );
     assert_eq!(web.ports[0].name, "http");
     assert_eq!(web.ports[0].port, 8080);
-    assert_eq!(v.namespaces["shop"].metadata.labels["kubernetes.io/metadata.name"], "shop");
+    assert_eq!(
+        v.namespaces["shop"].metadata.labels["kubernetes.io/metadata.name"],
+        "shop"
+    );
     let p = &v.policies[&("shop".to_string(), "web".to_string())];
     let cidr = p.spec.ingress.as_ref().unwrap()[0].from.as_ref().unwrap()[0]
-        .ip_block.as_ref().unwrap().cidr.to_string();
-    assert_eq!(cidr, "10.244.2.0/24", "host bits: the API's meaning, its network");
+        .ip_block
+        .as_ref()
+        .unwrap()
+        .cidr
+        .to_string();
+    assert_eq!(
+        cidr, "10.244.2.0/24",
+        "host bits: the API's meaning, its network"
+    );
     let st = c.state();
     assert!(st.synced);
     assert_eq!(st.resource_versions.len(), 4, "{:?}", st.resource_versions);
 
     // The wire: a list, then a watch from its resourceVersion with bookmarks.
     let deadline = Instant::now() + WAIT;
-    while !api.requests().iter().any(|r| r.starts_with("GET /api/v1/pods?") && r.contains("watch=true")) {
-        assert!(Instant::now() < deadline, "no pod watch: {:?}", api.requests());
+    while !api
+        .requests()
+        .iter()
+        .any(|r| r.starts_with("GET /api/v1/pods?") && r.contains("watch=true"))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no pod watch: {:?}",
+            api.requests()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     let reqs = api.requests();
-    let w = reqs.iter().find(|r| r.starts_with("GET /api/v1/pods?") && r.contains("watch=true")).unwrap();
-    assert!(w.contains("allowWatchBookmarks=true") && w.contains("resourceVersion="), "{w}");
+    let w = reqs
+        .iter()
+        .find(|r| r.starts_with("GET /api/v1/pods?") && r.contains("watch=true"))
+        .unwrap();
+    assert!(
+        w.contains("allowWatchBookmarks=true") && w.contains("resourceVersion="),
+        "{w}"
+    );
 
     // Changes after the snapshot: relabel, an address assigned, a delete.
-    api.modify(Kind::Pod, "shop", "web-1", |p| p["metadata"]["labels"] = json!({"app": "db"}));
+    api.modify(Kind::Pod, "shop", "web-1", |p| {
+        p["metadata"]["labels"] = json!({"app": "db"})
+    });
     f.until("the relabel", |v, _| {
-        v.pods.get(&pod_key("node-b", "shop", "web-1")).is_some_and(|p| p.labels["app"] == "db")
+        v.pods
+            .get(&pod_key("node-b", "shop", "web-1"))
+            .is_some_and(|p| p.labels["app"] == "db")
     });
-    api.modify(Kind::Pod, "shop", "web-2", |p| {
-        p["status"] = json!({"phase": "Running", "podIP": "10.244.1.6", "podIPs": [{"ip": "10.244.1.6"}]})
+    api.modify(
+        Kind::Pod,
+        "shop",
+        "web-2",
+        |p| {
+            p["status"] =
+                json!({"phase": "Running", "podIP": "10.244.1.6", "podIPs": [{"ip": "10.244.1.6"}]})
+        },
+    );
+    f.until("web-2 with its address", |v, _| {
+        v.pods.contains_key(&pod_key("node-b", "shop", "web-2"))
     });
-    f.until("web-2 with its address", |v, _| v.pods.contains_key(&pod_key("node-b", "shop", "web-2")));
     api.delete(Kind::NetworkPolicy, "shop", "web");
     f.until("the policy deleted", |v, _| v.policies.is_empty());
     assert_eq!(f.snapshots(), 1, "no re-list without a reason");
-    assert!(f.seen.iter().any(|e| matches!(e, ClusterEvent::Changes { changes, .. }
+    assert!(f
+        .seen
+        .iter()
+        .any(|e| matches!(e, ClusterEvent::Changes { changes, .. }
         if changes.iter().any(|c| matches!(c, Change::Delete(RecordKey::Policy { .. }))))));
 }
 
@@ -148,19 +230,46 @@ fn a_watch_cut_mid_stream_resumes_and_410_gone_relists_with_no_stale_state() {
     world(&api);
     let dir = tempfile::tempdir().unwrap();
     let (_c, mut f) = start(&api, dir.path(), None);
-    f.until("the first snapshot", |_, e| e.iter().any(|e| matches!(e, ClusterEvent::Snapshot(_))));
+    f.until("the first snapshot", |_, e| {
+        e.iter().any(|e| matches!(e, ClusterEvent::Snapshot(_)))
+    });
 
     // Cut: the client watches again from its last resourceVersion; no re-list.
-    let watches = |api: &KubeApi| api.requests().iter().filter(|r| r.contains("watch=true")).count();
+    let watches = |api: &KubeApi| {
+        api.requests()
+            .iter()
+            .filter(|r| r.contains("watch=true"))
+            .count()
+    };
     let before = watches(&api);
     api.drop_watches();
-    api.apply(objects::pod("shop", "late", "node-b", json!({"app": "late"}), Some("10.244.1.9"), &[]));
-    f.until("the pod added across the cut", |v, _| v.pods.contains_key(&pod_key("node-b", "shop", "late")));
+    api.apply(objects::pod(
+        "shop",
+        "late",
+        "node-b",
+        json!({"app": "late"}),
+        Some("10.244.1.9"),
+        &[],
+    ));
+    f.until("the pod added across the cut", |v, _| {
+        v.pods.contains_key(&pod_key("node-b", "shop", "late"))
+    });
     assert!(watches(&api) > before, "watched again");
-    assert_eq!(f.snapshots(), 1, "a cut watch resumes from its resourceVersion");
+    assert_eq!(
+        f.snapshots(),
+        1,
+        "a cut watch resumes from its resourceVersion"
+    );
     let reqs = api.requests();
-    let last_watch = reqs.iter().rev().find(|r| r.starts_with("GET /api/v1/pods?") && r.contains("watch=true")).unwrap();
-    assert!(!last_watch.contains("resourceVersion=0&") && last_watch.contains("resourceVersion="), "{last_watch}");
+    let last_watch = reqs
+        .iter()
+        .rev()
+        .find(|r| r.starts_with("GET /api/v1/pods?") && r.contains("watch=true"))
+        .unwrap();
+    assert!(
+        !last_watch.contains("resourceVersion=0&") && last_watch.contains("resourceVersion="),
+        "{last_watch}"
+    );
 
     // 410: the deletion is compacted away before any watch saw it; only a re-list
     // can tell, and the new snapshot must not keep the deleted objects.
@@ -170,14 +279,31 @@ fn a_watch_cut_mid_stream_resumes_and_410_gone_relists_with_no_stale_state() {
     api.apply(objects::namespace("new", json!({})));
     api.expire();
     api.resume_watches();
-    f.until("a re-list after 410", |_, e| e.iter().filter(|e| matches!(e, ClusterEvent::Snapshot(_))).count() >= 2);
-    f.until("the re-listed view", |v, _| v.namespaces.contains_key("new") && v.policies.is_empty()
-        && !v.pods.contains_key(&pod_key("node-b", "shop", "late")));
+    f.until("a re-list after 410", |_, e| {
+        e.iter()
+            .filter(|e| matches!(e, ClusterEvent::Snapshot(_)))
+            .count()
+            >= 2
+    });
+    f.until("the re-listed view", |v, _| {
+        v.namespaces.contains_key("new")
+            && v.policies.is_empty()
+            && !v.pods.contains_key(&pod_key("node-b", "shop", "late"))
+    });
     assert!(f.seen.iter().any(|e| matches!(e, ClusterEvent::Disconnected { error } if error.contains("410") || error.contains("too old"))),
         "the 410 is reported: {:#?}", f.seen);
     // Still watching after the re-list.
-    api.apply(objects::pod("shop", "after", "node-b", json!({}), Some("10.244.1.10"), &[]));
-    f.until("a change after the re-list", |v, _| v.pods.contains_key(&pod_key("node-b", "shop", "after")));
+    api.apply(objects::pod(
+        "shop",
+        "after",
+        "node-b",
+        json!({}),
+        Some("10.244.1.10"),
+        &[],
+    ));
+    f.until("a change after the re-list", |v, _| {
+        v.pods.contains_key(&pod_key("node-b", "shop", "after"))
+    });
 }
 
 #[test]
@@ -196,27 +322,55 @@ fn this_nodes_annotation_is_written_and_a_403_is_reported() {
     let (c, mut f) = start(&api, dir.path(), Some(local.clone()));
     let deadline = Instant::now() + WAIT;
     while !c.state().annotation.contains("403") {
-        assert!(Instant::now() < deadline, "no 403 reported: {:?}", c.state());
+        assert!(
+            Instant::now() < deadline,
+            "no 403 reported: {:?}",
+            c.state()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     let st = c.state();
-    assert!(st.annotation.contains("patch") && st.annotation.contains("RBAC"), "{}", st.annotation);
-    assert_eq!(c.local_node(), None, "not registered without the annotation");
+    assert!(
+        st.annotation.contains("patch") && st.annotation.contains("RBAC"),
+        "{}",
+        st.annotation
+    );
+    assert_eq!(
+        c.local_node(),
+        None,
+        "not registered without the annotation"
+    );
 
     api.forbid_node_patch(false);
-    f.until("Registered", |_, e| e.iter().any(|e| matches!(e, ClusterEvent::Registered(_))));
+    f.until("Registered", |_, e| {
+        e.iter().any(|e| matches!(e, ClusterEvent::Registered(_)))
+    });
     let r = c.local_node().expect("registered");
-    assert_eq!(r.pod_cidr.to_string(), "10.244.0.0/24", "the prefix is spec.podCIDR");
+    assert_eq!(
+        r.pod_cidr.to_string(),
+        "10.244.0.0/24",
+        "the prefix is spec.podCIDR"
+    );
     assert_eq!(r.underlay_ip, local.underlay_ip);
     assert_eq!(c.state().annotation, "written");
     let node = api.get(Kind::Node, "", "node-a").unwrap();
-    let text = node["metadata"]["annotations"][VTEP_ANNOTATION].as_str().unwrap();
+    let text = node["metadata"]["annotations"][VTEP_ANNOTATION]
+        .as_str()
+        .unwrap();
     let a: serde_json::Value = serde_json::from_str(text).unwrap();
-    assert_eq!(a, json!({"vtepMac": "02:78:c0:a8:01:0b", "underlayIp": "192.168.1.11", "vni": 1, "port": 8472}));
-    assert!(api.requests().iter().any(|r| r.starts_with("PATCH /api/v1/nodes/node-a")));
+    assert_eq!(
+        a,
+        json!({"vtepMac": "02:78:c0:a8:01:0b", "underlayIp": "192.168.1.11", "vni": 1, "port": 8472})
+    );
+    assert!(api
+        .requests()
+        .iter()
+        .any(|r| r.starts_with("PATCH /api/v1/nodes/node-a")));
 
     // Someone overwrites it: it is written back.
-    api.modify(Kind::Node, "", "node-a", |n| n["metadata"]["annotations"][VTEP_ANNOTATION] = json!("{}"));
+    api.modify(Kind::Node, "", "node-a", |n| {
+        n["metadata"]["annotations"][VTEP_ANNOTATION] = json!("{}")
+    });
     let deadline = Instant::now() + WAIT;
     loop {
         let n = api.get(Kind::Node, "", "node-a").unwrap();
@@ -232,20 +386,56 @@ fn this_nodes_annotation_is_written_and_a_403_is_reported() {
 fn an_object_that_cannot_be_enforced_is_reported_and_the_others_take_effect() {
     let api = KubeApi::start();
     world(&api);
-    api.apply(objects::policy("shop", "future", json!({"podSelector": {}, "newField": {"x": 1}})));
-    api.apply(objects::pod("shop", "bad", "node-b", json!({"-bad-": "x"}), Some("10.244.1.7"), &[]));
+    api.apply(objects::policy(
+        "shop",
+        "future",
+        json!({"podSelector": {}, "newField": {"x": 1}}),
+    ));
+    api.apply(objects::pod(
+        "shop",
+        "bad",
+        "node-b",
+        json!({"-bad-": "x"}),
+        Some("10.244.1.7"),
+        &[],
+    ));
     let dir = tempfile::tempdir().unwrap();
     let (_c, mut f) = start(&api, dir.path(), None);
-    f.until("the snapshot", |_, e| e.iter().any(|e| matches!(e, ClusterEvent::Snapshot(_))));
-    f.until("both refusals", |_, e| {
-        let r: Vec<_> = e.iter().filter_map(|e| match e { ClusterEvent::Refused(r) => Some(r.key.clone()), _ => None }).collect();
-        r.iter().any(|k| k == "kubernetes:networkpolicies/shop/future") && r.iter().any(|k| k == "kubernetes:pods/shop/bad")
+    f.until("the snapshot", |_, e| {
+        e.iter().any(|e| matches!(e, ClusterEvent::Snapshot(_)))
     });
-    assert!(f.view.policies.contains_key(&("shop".to_string(), "web".to_string())), "the other policy is in force");
-    assert!(!f.view.policies.contains_key(&("shop".to_string(), "future".to_string())));
+    f.until("both refusals", |_, e| {
+        let r: Vec<_> = e
+            .iter()
+            .filter_map(|e| match e {
+                ClusterEvent::Refused(r) => Some(r.key.clone()),
+                _ => None,
+            })
+            .collect();
+        r.iter()
+            .any(|k| k == "kubernetes:networkpolicies/shop/future")
+            && r.iter().any(|k| k == "kubernetes:pods/shop/bad")
+    });
+    assert!(
+        f.view
+            .policies
+            .contains_key(&("shop".to_string(), "web".to_string())),
+        "the other policy is in force"
+    );
+    assert!(!f
+        .view
+        .policies
+        .contains_key(&("shop".to_string(), "future".to_string())));
     // Fixed in the API: it takes effect.
-    api.apply(objects::policy("shop", "future", json!({"podSelector": {}})));
-    f.until("the fixed policy", |v, _| v.policies.contains_key(&("shop".to_string(), "future".to_string())));
+    api.apply(objects::policy(
+        "shop",
+        "future",
+        json!({"podSelector": {}}),
+    ));
+    f.until("the fixed policy", |v, _| {
+        v.policies
+            .contains_key(&("shop".to_string(), "future".to_string()))
+    });
 }
 
 // ---------------------------------------------------------------------------------------
@@ -271,7 +461,11 @@ impl Bridge {
         let name = format!("{p}br");
         let _ = testkit::try_sh(&["ip", "link", "del", &name]);
         sh(&["ip", "link", "add", &name, "type", "bridge"]);
-        let b = Bridge { name, net, p: p.into() };
+        let b = Bridge {
+            name,
+            net,
+            p: p.into(),
+        };
         let a = format!("{}/24", b.ip(250));
         sh(&["ip", "addr", "add", &a, "dev", &b.name]);
         sh(&["ip", "link", "set", &b.name, "up"]);
@@ -286,13 +480,17 @@ impl Bridge {
     fn node(&self, tag: &str, last: u8) -> Netns {
         let node = Netns::new(&format!("{}{tag}", self.p));
         let end = format!("{}{tag}", self.p);
-        sh(&["ip", "link", "add", &end, "type", "veth", "peer", "name", "up0", "netns", &node.name]);
+        sh(&[
+            "ip", "link", "add", &end, "type", "veth", "peer", "name", "up0", "netns", &node.name,
+        ]);
         sh(&["ip", "link", "set", &end, "master", &self.name, "up"]);
         let a = format!("{}/24", self.ip(last));
         sh(&["ip", "-n", &node.name, "addr", "add", &a, "dev", "up0"]);
         sh(&["ip", "-n", &node.name, "link", "set", "up0", "up"]);
         let gw = self.ip(250).to_string();
-        sh(&["ip", "-n", &node.name, "route", "add", "default", "via", &gw, "dev", "up0"]);
+        sh(&[
+            "ip", "-n", &node.name, "route", "add", "default", "via", &gw, "dev", "up0",
+        ]);
         node
     }
 }
@@ -335,8 +533,16 @@ fn kubernetes_api_drives_labels_policies_and_nodes() {
     let p = testkit::prefix("kb");
     let br = Bridge::new(&p, [192, 168, 96]);
     let api = KubeApi::start_on(br.ip(250));
-    api.apply(objects::node("node-a", "10.244.1.0/24", &br.ip(1).to_string()));
-    api.apply(objects::node("node-b", "10.244.2.0/24", &br.ip(2).to_string()));
+    api.apply(objects::node(
+        "node-a",
+        "10.244.1.0/24",
+        &br.ip(1).to_string(),
+    ));
+    api.apply(objects::node(
+        "node-b",
+        "10.244.2.0/24",
+        &br.ip(2).to_string(),
+    ));
     api.apply(objects::namespace("default", json!({})));
     let dir = tempfile::tempdir().unwrap();
     let kc = api.kubeconfig(dir.path());
@@ -349,10 +555,15 @@ fn kubernetes_api_drives_labels_policies_and_nodes() {
     // The pod prefix is spec.podCIDR; each node wrote its annotation and reads the other's.
     let st = a.status().unwrap_or_else(|| panic!("{}", logs()));
     assert_eq!(st["pod_cidr"], "10.244.1.0/24", "{}", logs());
-    let ann = api.get(Kind::Node, "", "node-b").unwrap()["metadata"]["annotations"][VTEP_ANNOTATION].clone();
-    let ann: serde_json::Value = serde_json::from_str(ann.as_str().expect("annotation on node-b")).unwrap();
+    let ann = api.get(Kind::Node, "", "node-b").unwrap()["metadata"]["annotations"]
+        [VTEP_ANNOTATION]
+        .clone();
+    let ann: serde_json::Value =
+        serde_json::from_str(ann.as_str().expect("annotation on node-b")).unwrap();
     assert_eq!(ann["underlayIp"], br.ip(2).to_string());
-    wait_until("node-b in a's node list", WAIT, || a.ctl_ok(&["node", "list"]).contains("node-b"));
+    wait_until("node-b in a's node list", WAIT, || {
+        a.ctl_ok(&["node", "list"]).contains("node-b")
+    });
     let ds = &a.status().unwrap()["datastore"];
     assert_eq!(ds["type"], "kubernetes", "{ds}");
     assert_eq!(ds["synced"], true, "{ds}");
@@ -369,23 +580,74 @@ fn kubernetes_api_drives_labels_policies_and_nodes() {
     let t = Instant::now();
     let (rc, v, stderr) = a.cni(&na, "ADD", &ghost, &att);
     assert_ne!(rc, 0, "ADD without a Pod object: {v}");
-    assert!(format!("{v}{stderr}").contains("not seen in the Kubernetes API"), "{v} {stderr}");
-    assert!(t.elapsed() >= Duration::from_secs(2), "waited the bounded time");
+    assert!(
+        format!("{v}{stderr}").contains("not seen in the Kubernetes API"),
+        "{v} {stderr}"
+    );
+    assert!(
+        t.elapsed() >= Duration::from_secs(2),
+        "waited the bounded time"
+    );
     drop(ghost);
 
     // Pods: objects first (as the scheduler and kubelet do), then CNI ADD with no labels.
-    api.apply(objects::pod("default", "web", "node-b", json!({"app": "web"}), None, &[("http", 8080)]));
-    api.apply(objects::pod("default", "client", "node-a", json!({"role": "client"}), None, &[]));
-    api.apply(objects::pod("default", "other", "node-a", json!({"role": "other"}), None, &[]));
-    let web = b.cni_pod(&nb, &format!("{p}w"), "default", "web", &[], "10.244.2.10".parse().unwrap());
-    let client = a.cni_pod(&na, &format!("{p}c"), "default", "client", &[], "10.244.1.10".parse().unwrap());
-    let other = a.cni_pod(&na, &format!("{p}o"), "default", "other", &[], "10.244.1.11".parse().unwrap());
+    api.apply(objects::pod(
+        "default",
+        "web",
+        "node-b",
+        json!({"app": "web"}),
+        None,
+        &[("http", 8080)],
+    ));
+    api.apply(objects::pod(
+        "default",
+        "client",
+        "node-a",
+        json!({"role": "client"}),
+        None,
+        &[],
+    ));
+    api.apply(objects::pod(
+        "default",
+        "other",
+        "node-a",
+        json!({"role": "other"}),
+        None,
+        &[],
+    ));
+    let web = b.cni_pod(
+        &nb,
+        &format!("{p}w"),
+        "default",
+        "web",
+        &[],
+        "10.244.2.10".parse().unwrap(),
+    );
+    let client = a.cni_pod(
+        &na,
+        &format!("{p}c"),
+        "default",
+        "client",
+        &[],
+        "10.244.1.10".parse().unwrap(),
+    );
+    let other = a.cni_pod(
+        &na,
+        &format!("{p}o"),
+        "default",
+        "other",
+        &[],
+        "10.244.1.11".parse().unwrap(),
+    );
     for (n, pod) in [("web", &web), ("client", &client), ("other", &other)] {
         set_pod_ip(&api, "default", n, pod.ip);
     }
     serve(&web, &[8080]);
     let eps = b.ctl_ok(&["endpoint", "list"]);
-    assert!(eps.contains("app=web") && eps.contains("kubernetes"), "{eps}");
+    assert!(
+        eps.contains("app=web") && eps.contains("kubernetes"),
+        "{eps}"
+    );
     let can = |from: &Pod| tcp_connects(from, web.ip, 8080, CONNECT);
     wait_until("client reaches web with no policy", WAIT, || can(&client));
     assert!(can(&other), "{}", logs());
@@ -393,37 +655,54 @@ fn kubernetes_api_drives_labels_policies_and_nodes() {
     // Applied through the API: web accepts http only from role=client (a pod of node a:
     // its labels reach node b through the API too).
     let allow = |from_role: &str| {
-        objects::policy("default", "web", json!({
-            "podSelector": {"matchLabels": {"app": "web"}},
-            "ingress": [{"from": [{"podSelector": {"matchLabels": {"role": from_role}}}], "ports": [{"port": "http"}]}]
-        }))
+        objects::policy(
+            "default",
+            "web",
+            json!({
+                "podSelector": {"matchLabels": {"app": "web"}},
+                "ingress": [{"from": [{"podSelector": {"matchLabels": {"role": from_role}}}], "ports": [{"port": "http"}]}]
+            }),
+        )
     };
     api.apply(allow("client"));
     wait_until("other denied by the applied policy", WAIT, || !can(&other));
     assert!(can(&client), "client allowed\n{}", logs());
     let listed = b.ctl_ok(&["policy", "list"]);
-    assert!(listed.contains("web") && listed.contains("kubernetes"), "{listed}");
+    assert!(
+        listed.contains("web") && listed.contains("kubernetes"),
+        "{listed}"
+    );
 
     // Changed through the API.
     api.apply(allow("other"));
     wait_until("the changed policy", WAIT, || !can(&client) && can(&other));
 
     // Relabeled in the API: client becomes role=other and may reach web.
-    api.modify(Kind::Pod, "default", "client", |p| p["metadata"]["labels"] = json!({"role": "other"}));
+    api.modify(Kind::Pod, "default", "client", |p| {
+        p["metadata"]["labels"] = json!({"role": "other"})
+    });
     wait_until("the relabeled pod allowed", WAIT, || can(&client));
     let eps = a.ctl_ok(&["endpoint", "list"]);
     assert!(eps.contains("role=other"), "{eps}");
 
     // Deleted through the API.
-    api.modify(Kind::Pod, "default", "client", |p| p["metadata"]["labels"] = json!({"role": "client"}));
+    api.modify(Kind::Pod, "default", "client", |p| {
+        p["metadata"]["labels"] = json!({"role": "client"})
+    });
     wait_until("relabeled back: denied", WAIT, || !can(&client));
     assert!(api.delete(Kind::NetworkPolicy, "default", "web"));
     wait_until("policy deleted: allowed", WAIT, || can(&client));
 
     // A watch cut mid-stream: a deny applied meanwhile still arrives.
     api.drop_watches();
-    api.apply(objects::policy("default", "deny", json!({"podSelector": {"matchLabels": {"app": "web"}}, "policyTypes": ["Ingress"]})));
-    wait_until("the deny after the cut", WAIT, || !can(&client) && !can(&other));
+    api.apply(objects::policy(
+        "default",
+        "deny",
+        json!({"podSelector": {"matchLabels": {"app": "web"}}, "policyTypes": ["Ingress"]}),
+    ));
+    wait_until("the deny after the cut", WAIT, || {
+        !can(&client) && !can(&other)
+    });
 
     // 410 Gone: the deny is deleted while the watches hold and the history is compacted
     // away; only the re-list can show it, and nothing of it may stay in force.
@@ -431,9 +710,14 @@ fn kubernetes_api_drives_labels_policies_and_nodes() {
     assert!(api.delete(Kind::NetworkPolicy, "default", "deny"));
     api.expire();
     api.resume_watches();
-    wait_until("no stale deny after the re-list", WAIT, || can(&client) && can(&other));
+    wait_until("no stale deny after the re-list", WAIT, || {
+        can(&client) && can(&other)
+    });
     let st = b.status().unwrap();
-    assert!(st["datastore"]["resource_versions"]["networkpolicies"].is_string(), "{st}");
+    assert!(
+        st["datastore"]["resource_versions"]["networkpolicies"].is_string(),
+        "{st}"
+    );
 
     b.cni_del(&nb, &web);
     a.cni_del(&na, &client);

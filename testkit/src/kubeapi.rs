@@ -117,7 +117,9 @@ struct Inner {
 
 impl Inner {
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -134,7 +136,11 @@ fn key_of(kind: Kind, obj: &Value) -> Key {
         Kind::Pod | Kind::NetworkPolicy => m["namespace"].as_str().unwrap_or("default"),
         _ => "",
     };
-    (kind, ns.to_string(), m["name"].as_str().unwrap_or("").to_string())
+    (
+        kind,
+        ns.to_string(),
+        m["name"].as_str().unwrap_or("").to_string(),
+    )
 }
 
 impl KubeApi {
@@ -210,7 +216,10 @@ impl KubeApi {
             if matches!(kind, Kind::Pod | Kind::NetworkPolicy) && !m.contains_key("namespace") {
                 m.insert("namespace".into(), "default".into());
             }
-            let uid = match existing.as_ref().and_then(|e| e["metadata"]["uid"].as_str()) {
+            let uid = match existing
+                .as_ref()
+                .and_then(|e| e["metadata"]["uid"].as_str())
+            {
                 Some(u) => u.to_string(),
                 None => {
                     st.uid += 1;
@@ -218,7 +227,8 @@ impl KubeApi {
                 }
             };
             m.insert("uid".into(), uid.into());
-            m.entry("creationTimestamp").or_insert("2026-01-01T00:00:00Z".into());
+            m.entry("creationTimestamp")
+                .or_insert("2026-01-01T00:00:00Z".into());
             if kind == Kind::Namespace {
                 let name = key.2.clone();
                 let labels = m.entry("labels").or_insert(json!({}));
@@ -226,7 +236,11 @@ impl KubeApi {
             }
         }
         st.objects.insert(key, obj.clone());
-        let ty = if existing.is_some() { "MODIFIED" } else { "ADDED" };
+        let ty = if existing.is_some() {
+            "MODIFIED"
+        } else {
+            "ADDED"
+        };
         self.commit(&mut st, kind, ty, obj.clone());
         obj
     }
@@ -383,7 +397,12 @@ fn serve(inner: &Arc<Inner>, conn: TcpStream) {
         match reader.read_line(&mut line) {
             Ok(0) => return,
             Ok(_) => {}
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
                 if inner.stop.load(Ordering::SeqCst) {
                     return;
                 }
@@ -401,7 +420,14 @@ fn serve(inner: &Arc<Inner>, conn: TcpStream) {
             match reader.read_line(&mut h) {
                 Ok(0) => return,
                 Ok(_) => {}
-                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => continue,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    continue
+                }
                 Err(_) => return,
             }
             let h = h.trim_end();
@@ -421,7 +447,11 @@ fn serve(inner: &Arc<Inner>, conn: TcpStream) {
             match reader.read(&mut body[got..]) {
                 Ok(0) => return,
                 Ok(n) => got += n,
-                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
                 Err(_) => return,
             }
         }
@@ -431,7 +461,15 @@ fn serve(inner: &Arc<Inner>, conn: TcpStream) {
         let (path, q) = target.split_once('?').unwrap_or((target, ""));
         let q = query(q);
         let Some((kind, name)) = Kind::from_path(path) else {
-            let _ = respond(&mut conn, 404, &status(404, "NotFound", "the server could not find the requested resource"));
+            let _ = respond(
+                &mut conn,
+                404,
+                &status(
+                    404,
+                    "NotFound",
+                    "the server could not find the requested resource",
+                ),
+            );
             continue;
         };
         let r = match (method, name) {
@@ -441,7 +479,11 @@ fn serve(inner: &Arc<Inner>, conn: TcpStream) {
             }
             ("GET", None) => list(inner, &mut conn, kind, &q),
             ("PATCH", Some(name)) if kind == Kind::Node => patch(inner, &mut conn, &name, &body),
-            _ => respond(&mut conn, 405, &status(405, "MethodNotAllowed", "not served by the test API")),
+            _ => respond(
+                &mut conn,
+                405,
+                &status(405, "MethodNotAllowed", "not served by the test API"),
+            ),
         };
         if r.is_err() {
             return;
@@ -449,11 +491,26 @@ fn serve(inner: &Arc<Inner>, conn: TcpStream) {
     }
 }
 
-fn list(inner: &Inner, conn: &mut TcpStream, kind: Kind, q: &BTreeMap<String, String>) -> std::io::Result<()> {
+fn list(
+    inner: &Inner,
+    conn: &mut TcpStream,
+    kind: Kind,
+    q: &BTreeMap<String, String>,
+) -> std::io::Result<()> {
     let st = inner.lock();
-    let from: u64 = q.get("resourceVersion").and_then(|v| v.parse().ok()).unwrap_or(0);
-    if from != 0 && q.get("resourceVersionMatch").map(String::as_str) == Some("Exact") && from <= st.compacted {
-        let s = status(410, "Expired", &format!("too old resource version: {from} ({})", st.compacted + 1));
+    let from: u64 = q
+        .get("resourceVersion")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    if from != 0
+        && q.get("resourceVersionMatch").map(String::as_str) == Some("Exact")
+        && from <= st.compacted
+    {
+        let s = status(
+            410,
+            "Expired",
+            &format!("too old resource version: {from} ({})", st.compacted + 1),
+        );
         drop(st);
         return respond(conn, 410, &s);
     }
@@ -481,14 +538,18 @@ fn list(inner: &Inner, conn: &mut TcpStream, kind: Kind, q: &BTreeMap<String, St
 }
 
 fn watch(inner: &Inner, conn: &mut TcpStream, kind: Kind, q: &BTreeMap<String, String>) {
-    let mut from: u64 = q.get("resourceVersion").and_then(|v| v.parse().ok()).unwrap_or(0);
+    let mut from: u64 = q
+        .get("resourceVersion")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
     let bookmarks = q.get("allowWatchBookmarks").is_some_and(|b| b == "true");
     let timeout = q
         .get("timeoutSeconds")
         .and_then(|t| t.parse().ok())
         .map_or(Duration::from_secs(300), Duration::from_secs);
     let end = Instant::now() + timeout;
-    let head = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n";
+    let head =
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n";
     if conn.write_all(head.as_bytes()).is_err() {
         return;
     }
@@ -497,7 +558,11 @@ fn watch(inner: &Inner, conn: &mut TcpStream, kind: Kind, q: &BTreeMap<String, S
         from = st.rv;
     }
     if from < st.compacted {
-        let s = status(410, "Expired", &format!("too old resource version: {from} ({})", st.compacted + 1));
+        let s = status(
+            410,
+            "Expired",
+            &format!("too old resource version: {from} ({})", st.compacted + 1),
+        );
         drop(st);
         let _ = chunk(conn, &json!({"type": "ERROR", "object": s}));
         let _ = conn.write_all(b"0\r\n\r\n");
@@ -516,7 +581,11 @@ fn watch(inner: &Inner, conn: &mut TcpStream, kind: Kind, q: &BTreeMap<String, S
             let compacted = st.compacted;
             drop(st);
             if gone {
-                let s = status(410, "Expired", &format!("too old resource version: {from} ({})", compacted + 1));
+                let s = status(
+                    410,
+                    "Expired",
+                    &format!("too old resource version: {from} ({})", compacted + 1),
+                );
                 let _ = chunk(conn, &json!({"type": "ERROR", "object": s}));
                 let _ = conn.write_all(b"0\r\n\r\n");
             }
@@ -539,7 +608,11 @@ fn watch(inner: &Inner, conn: &mut TcpStream, kind: Kind, q: &BTreeMap<String, S
             }
             from = rv;
         }
-        if !paused && bookmarks && last_bookmark.elapsed() >= Duration::from_millis(500) && now_rv > from {
+        if !paused
+            && bookmarks
+            && last_bookmark.elapsed() >= Duration::from_millis(500)
+            && now_rv > from
+        {
             let bm = json!({"type": "BOOKMARK", "object": {"kind": kind.name(), "apiVersion": kind.api_version(),
                             "metadata": {"resourceVersion": now_rv.to_string()}}});
             if chunk(conn, &bm).is_err() {
@@ -549,7 +622,13 @@ fn watch(inner: &Inner, conn: &mut TcpStream, kind: Kind, q: &BTreeMap<String, S
             last_bookmark = Instant::now();
         }
         st = inner.lock();
-        if (st.paused || st.history.iter().all(|(rv, k, _, _)| *rv <= from || *k != kind)) && st.cut == cut {
+        if (st.paused
+            || st
+                .history
+                .iter()
+                .all(|(rv, k, _, _)| *rv <= from || *k != kind))
+            && st.cut == cut
+        {
             st = inner
                 .changed
                 .wait_timeout(st, Duration::from_millis(200))
@@ -571,7 +650,11 @@ fn patch(inner: &Inner, conn: &mut TcpStream, name: &str, body: &[u8]) -> std::i
     let key = (Kind::Node, String::new(), name.to_string());
     let Some(mut obj) = st.objects.get(&key).cloned() else {
         drop(st);
-        return respond(conn, 404, &status(404, "NotFound", &format!("nodes \"{name}\" not found")));
+        return respond(
+            conn,
+            404,
+            &status(404, "NotFound", &format!("nodes \"{name}\" not found")),
+        );
     };
     let Ok(p) = serde_json::from_slice::<Value>(body) else {
         drop(st);
@@ -604,7 +687,14 @@ pub mod objects {
 
     /// A running Pod on `node` with `labels`, `ip` (None: not yet assigned) and named
     /// container ports `(name, port)`.
-    pub fn pod(ns: &str, name: &str, node: &str, labels: Value, ip: Option<&str>, ports: &[(&str, u16)]) -> Value {
+    pub fn pod(
+        ns: &str,
+        name: &str,
+        node: &str,
+        labels: Value,
+        ip: Option<&str>,
+        ports: &[(&str, u16)],
+    ) -> Value {
         let ports: Vec<Value> = ports
             .iter()
             .map(|(n, p)| json!({"name": n, "containerPort": p, "protocol": "TCP"}))

@@ -413,8 +413,14 @@ fn run(cli: &Cli) -> anyhow::Result<String> {
                             p.egress_rules.to_string(),
                             p.selected.to_string(),
                             p.hits.to_string(),
-                            if p.source.is_empty() { "-".into() } else { p.source.clone() },
-                            p.error.clone().map_or("-".into(), |e| format!("NOT ENFORCED: {e}")),
+                            if p.source.is_empty() {
+                                "-".into()
+                            } else {
+                                p.source.clone()
+                            },
+                            p.error
+                                .clone()
+                                .map_or("-".into(), |e| format!("NOT ENFORCED: {e}")),
                         ]
                     })
                     .collect();
@@ -652,7 +658,11 @@ fn format_datastore(d: &DatastoreStatus) -> String {
         s += &format!(", {} records refused", d.refused);
     }
     if let Some(synced) = d.synced {
-        s += if synced { ", watch synced" } else { ", watch NOT synced" };
+        s += if synced {
+            ", watch synced"
+        } else {
+            ", watch NOT synced"
+        };
     }
     if !d.resource_versions.is_empty() {
         let rvs: Vec<String> = d
@@ -974,7 +984,9 @@ fn format_endpoints(entries: &[xsknet_proto::wire::EndpointEntry]) -> String {
         })
         .collect();
     table(
-        &["IFNAME", "IP", "MAC", "POD", "WORKER", "PORT", "LABELS", "SOURCE"],
+        &[
+            "IFNAME", "IP", "MAC", "POD", "WORKER", "PORT", "LABELS", "SOURCE",
+        ],
         &rows,
     )
 }

@@ -481,7 +481,9 @@ mod tests {
         assert_eq!(*k, KubeConfig::new(None));
         k.validate().unwrap();
         assert_eq!(s.datastore.as_ref().unwrap().source(), "kubernetes");
-        let s = parse("datastore: {type: kubernetes, kubeconfig: /etc/k.conf, podIdentityWaitSeconds: 2}");
+        let s = parse(
+            "datastore: {type: kubernetes, kubeconfig: /etc/k.conf, podIdentityWaitSeconds: 2}",
+        );
         let Some(DatastoreConfig::Kubernetes(k)) = &s.datastore else {
             panic!()
         };
@@ -491,7 +493,10 @@ mod tests {
         assert_eq!(rel.validate().unwrap_err().field, "datastore.kubeconfig");
         let mut w = k.clone();
         w.pod_identity_wait_seconds = 0;
-        assert_eq!(w.validate().unwrap_err().field, "datastore.podIdentityWaitSeconds");
+        assert_eq!(
+            w.validate().unwrap_err().field,
+            "datastore.podIdentityWaitSeconds"
+        );
     }
 
     #[test]

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::control::proto::{
-    ControlError, ErrorKind, Handler, IpamAllocation, IpamReleased, PolicyApplied,
-    PolicyRequest, Request,
+    ControlError, ErrorKind, Handler, IpamAllocation, IpamReleased, PolicyApplied, PolicyRequest,
+    Request,
 };
 
 use super::{policy, Daemon};

@@ -339,7 +339,11 @@ fn resolve_named<'a>(
 /// `ip` is inside `b` and in none of its `except`s.
 fn block_covers(b: &IpBlock, ip: u32) -> bool {
     let inside = |net: u32, prefix: u8| {
-        let mask = if prefix == 0 { 0 } else { u32::MAX << (32 - u32::from(prefix)) };
+        let mask = if prefix == 0 {
+            0
+        } else {
+            u32::MAX << (32 - u32::from(prefix))
+        };
         ip & mask == net & mask
     };
     inside(b.net, b.prefix) && !b.except.iter().any(|&(n, p)| inside(n, p))
@@ -432,7 +436,11 @@ impl<'a> PeerResolver<'a> {
         }
         rule.pod_peers.sort_unstable();
         rule.pod_peers.dedup();
-        if !rule.peers.is_empty() && ports.iter().any(|p| matches!(p.port, Some(PortRef::Name(_)))) {
+        if !rule.peers.is_empty()
+            && ports
+                .iter()
+                .any(|p| matches!(p.port, Some(PortRef::Name(_))))
+        {
             rule.block_pods = (0..self.pods.len())
                 .filter(|&k| {
                     let ip = u32::from(self.pods[k].ip);

@@ -54,7 +54,11 @@ fn refusal_key<K: Resource>(kind: RecordKind, o: &K) -> String {
             ns.unwrap_or("default"),
             m.name.as_deref().unwrap_or("")
         ),
-        _ => format!("kubernetes:{}/{}", kind_name(kind), m.name.as_deref().unwrap_or("")),
+        _ => format!(
+            "kubernetes:{}/{}",
+            kind_name(kind),
+            m.name.as_deref().unwrap_or("")
+        ),
     }
 }
 
@@ -134,13 +138,17 @@ impl Assembler {
             watcher::Event::Init => {
                 self.kinds.entry(kind).or_default().buffer = Some(BTreeMap::new());
                 let prefix = format!("kubernetes:{}/", kind_name(kind));
-                lock(&self.shared.state).refused.retain(|k, _| !k.starts_with(&prefix));
+                lock(&self.shared.state)
+                    .refused
+                    .retain(|k, _| !k.starts_with(&prefix));
             }
             watcher::Event::InitApply(o) => {
                 note_rv(&self.shared, &o);
                 if let Some(r) = converted(&o) {
                     let st = self.kinds.entry(kind).or_default();
-                    st.buffer.get_or_insert_with(BTreeMap::new).insert(object_id(&o), r);
+                    st.buffer
+                        .get_or_insert_with(BTreeMap::new)
+                        .insert(object_id(&o), r);
                 }
             }
             watcher::Event::InitDone => {
@@ -182,8 +190,16 @@ impl Assembler {
             }
             watcher::Event::Delete(o) => {
                 note_rv(&self.shared, &o);
-                lock(&self.shared.state).refused.remove(&refusal_key(kind, &o));
-                if let Some(old) = self.kinds.entry(kind).or_default().current.remove(&object_id(&o)) {
+                lock(&self.shared.state)
+                    .refused
+                    .remove(&refusal_key(kind, &o));
+                if let Some(old) = self
+                    .kinds
+                    .entry(kind)
+                    .or_default()
+                    .current
+                    .remove(&object_id(&o))
+                {
                     changes.push(Change::Delete(old.key()));
                 }
             }
@@ -229,14 +245,22 @@ impl Assembler {
     }
 
     /// Keep [`LocalPod`]s of this node (any address state) for the ADD's identity.
-    pub(super) fn local_pod_event(&mut self, e: &watcher::Result<watcher::Event<Pod>>, seen: &mut Option<std::collections::BTreeSet<(String, String)>>) {
+    pub(super) fn local_pod_event(
+        &mut self,
+        e: &watcher::Result<watcher::Event<Pod>>,
+        seen: &mut Option<std::collections::BTreeSet<(String, String)>>,
+    ) {
         let Some(local) = &self.local else { return };
         let mine = |p: &Pod| -> Option<((String, String), LocalPod)> {
             let spec = p.spec.as_ref()?;
             if spec.node_name.as_deref() != Some(local.name.as_str()) {
                 return None;
             }
-            let ns = p.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+            let ns = p
+                .metadata
+                .namespace
+                .clone()
+                .unwrap_or_else(|| "default".into());
             let name = p.metadata.name.clone()?;
             let labels = p.metadata.labels.clone().unwrap_or_default();
             crate::policy::k8s::check_labels(&labels).ok()?;
@@ -268,7 +292,10 @@ impl Assembler {
             }
             Ok(watcher::Event::Delete(p)) => {
                 let k = (
-                    p.metadata.namespace.clone().unwrap_or_else(|| "default".into()),
+                    p.metadata
+                        .namespace
+                        .clone()
+                        .unwrap_or_else(|| "default".into()),
                     p.metadata.name.clone().unwrap_or_default(),
                 );
                 lp.pods.remove(&k);
@@ -306,4 +333,3 @@ impl Assembler {
         }
     }
 }
-

@@ -71,7 +71,10 @@ fn node_pod_cidr(node: &Node) -> Option<Result<Ipv4Cidr, String>> {
         .chain(spec.pod_cidrs.iter().flatten())
         .filter(|c| !c.contains(':'));
     candidates
-        .map(|c| c.parse::<Ipv4Cidr>().map_err(|e| format!("spec.podCIDR {c:?}: {e}")))
+        .map(|c| {
+            c.parse::<Ipv4Cidr>()
+                .map_err(|e| format!("spec.podCIDR {c:?}: {e}"))
+        })
         .next()
 }
 
@@ -103,7 +106,10 @@ pub fn node_record(node: &Node) -> Result<Option<NodeRecord>, RecordError> {
     if value.len() > MAX_ANNOTATION_LEN {
         return Err(refuse(
             key,
-            format!("annotation {VTEP_ANNOTATION}: {} bytes, at most {MAX_ANNOTATION_LEN}", value.len()),
+            format!(
+                "annotation {VTEP_ANNOTATION}: {} bytes, at most {MAX_ANNOTATION_LEN}",
+                value.len()
+            ),
         ));
     }
     let a: VtepAnnotation = serde_json::from_str(value)
@@ -135,7 +141,10 @@ pub fn internal_ip(node: &Node) -> Option<Ipv4Addr> {
 /// on the host network, or finished (its address may be reused).
 pub fn pod_record(pod: &Pod) -> Result<Option<PodRecord>, RecordError> {
     let m = &pod.metadata;
-    let ns = m.namespace.clone().unwrap_or_else(|| k8s::DEFAULT_NAMESPACE.into());
+    let ns = m
+        .namespace
+        .clone()
+        .unwrap_or_else(|| k8s::DEFAULT_NAMESPACE.into());
     let name = m.name.clone().unwrap_or_default();
     let key = api_key("pods", Some(&ns), &name);
     let Some(spec) = pod.spec.as_ref() else {
@@ -154,24 +163,32 @@ pub fn pod_record(pod: &Pod) -> Result<Option<PodRecord>, RecordError> {
     ) {
         return Ok(None);
     }
-    let ips = status
-        .into_iter()
-        .flat_map(|s| s.pod_ip.iter().chain(s.pod_ips.iter().flatten().map(|p| &p.ip)));
+    let ips = status.into_iter().flat_map(|s| {
+        s.pod_ip
+            .iter()
+            .chain(s.pod_ips.iter().flatten().map(|p| &p.ip))
+    });
     let Some(ip) = ips.filter_map(|s| s.parse::<Ipv4Addr>().ok()).next() else {
         return Ok(None);
     };
     let mut ports = Vec::new();
     for c in &spec.containers {
         for p in c.ports.iter().flatten() {
-            let Some(pname) = p.name.clone() else { continue };
+            let Some(pname) = p.name.clone() else {
+                continue;
+            };
             let protocol = match p.protocol.as_deref() {
                 None => Protocol::Tcp,
                 Some(s) => s
                     .parse()
                     .map_err(|e: k8s::ValueError| refuse(key.clone(), format!("ports: {e}")))?,
             };
-            let port = u16::try_from(p.container_port)
-                .map_err(|_| refuse(key.clone(), format!("containerPort {} out of range", p.container_port)))?;
+            let port = u16::try_from(p.container_port).map_err(|_| {
+                refuse(
+                    key.clone(),
+                    format!("containerPort {} out of range", p.container_port),
+                )
+            })?;
             ports.push(NamedPort {
                 name: pname,
                 port,
@@ -204,7 +221,10 @@ pub fn namespace_record(ns: &KNamespace) -> Result<Record, RecordError> {
     }
     match k8s::api::from_api_json(v) {
         Ok(Object::Namespace(n)) => Ok(Record::Namespace(n)),
-        Ok(o) => Err(refuse(key, format!("{} where a Namespace belongs", o.describe()))),
+        Ok(o) => Err(refuse(
+            key,
+            format!("{} where a Namespace belongs", o.describe()),
+        )),
         Err(e) => Err(refuse(key, e.to_string())),
     }
 }
@@ -222,7 +242,10 @@ pub fn policy_record(p: &DynamicObject) -> Result<Record, RecordError> {
     }
     match k8s::api::from_api_json(v) {
         Ok(Object::NetworkPolicy(n)) => Ok(Record::Policy(n)),
-        Ok(o) => Err(refuse(key, format!("{} where a NetworkPolicy belongs", o.describe()))),
+        Ok(o) => Err(refuse(
+            key,
+            format!("{} where a NetworkPolicy belongs", o.describe()),
+        )),
         Err(e) => Err(refuse(key, e.to_string())),
     }
 }

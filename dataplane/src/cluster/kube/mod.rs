@@ -47,9 +47,9 @@ use futures_util::stream::{select_all, BoxStream, StreamExt};
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{Api, Patch, PatchParams};
+use kube::core::{ApiResource, DynamicObject};
 use kube::runtime::watcher::{self, watcher};
 use kube::runtime::WatchStreamExt;
-use kube::core::{ApiResource, DynamicObject};
 use kube::{Client, Resource};
 use serde::de::DeserializeOwned;
 use xsknet_proto::MacAddr;
@@ -258,10 +258,11 @@ impl KubeCluster {
 async fn client(cfg: &KubeConfig) -> Result<Client, KubeError> {
     let mut config = match &cfg.kubeconfig {
         Some(path) => {
-            let kc = kube::config::Kubeconfig::read_from(path).map_err(|e| KubeError::Kubeconfig {
-                path: path.clone(),
-                message: e.to_string(),
-            })?;
+            let kc =
+                kube::config::Kubeconfig::read_from(path).map_err(|e| KubeError::Kubeconfig {
+                    path: path.clone(),
+                    message: e.to_string(),
+                })?;
             kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
                 .await
                 .map_err(|e| KubeError::Kubeconfig {
@@ -285,7 +286,10 @@ enum Item {
     Policy(watcher::Result<watcher::Event<DynamicObject>>),
 }
 
-fn stream<K>(client: &Client, tag: fn(watcher::Result<watcher::Event<K>>) -> Item) -> BoxStream<'static, Item>
+fn stream<K>(
+    client: &Client,
+    tag: fn(watcher::Result<watcher::Event<K>>) -> Item,
+) -> BoxStream<'static, Item>
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + 'static,
 {
@@ -401,4 +405,3 @@ async fn run(
         }
     }
 }
-

@@ -30,11 +30,11 @@ use crate::cluster::config::KubeConfig;
 use crate::cluster::kube::{KubeCluster, LocalVtep};
 use crate::config::Config;
 use crate::control::proto::{ControlError, EndpointSpec, ErrorKind, PolicyInfo};
-use xsknet_proto::wire::EndpointEntry;
 use crate::daemon::{uplink, Daemon};
 use crate::policy::compile::PodView;
 use crate::state::StateDir;
 use crate::sys::netlink::Netlink;
+use xsknet_proto::wire::EndpointEntry;
 
 /// How long the start waits for this Node to carry our annotation and a podCIDR.
 const REGISTER_WAIT: Duration = Duration::from_secs(60);
@@ -143,7 +143,11 @@ impl Daemon {
             let Some(c) = self.cluster.as_mut() else {
                 return Ok(spec);
             };
-            let Backend::Kube { handle, identity_wait } = &c.handle else {
+            let Backend::Kube {
+                handle,
+                identity_wait,
+            } = &c.handle
+            else {
                 return Ok(spec);
             };
             if let Some(p) = handle.local_pod(&ns, &name) {

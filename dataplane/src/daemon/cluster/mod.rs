@@ -77,7 +77,9 @@ pub enum ClusterError {
         annotation: String,
         last_error: String,
     },
-    #[error("datastore: podCidr {configured} in node.yaml differs from this Node's spec.podCIDR {api}")]
+    #[error(
+        "datastore: podCidr {configured} in node.yaml differs from this Node's spec.podCIDR {api}"
+    )]
     PodCidrMismatch { configured: Ipv4Cidr, api: Ipv4Cidr },
     #[error(
         "datastore: node {node} has no pod prefix: not registered in etcd within {waited:?} \

@@ -149,7 +149,13 @@ mod tests {
         ] {
             assert_eq!(normalize_cidr(input).as_deref(), Some(want), "{input}");
         }
-        for bad in ["10.0.0.0", "10.0.0.256/8", "10.0.0.0/33", "a.b.c.d/8", "1.2.3/8"] {
+        for bad in [
+            "10.0.0.0",
+            "10.0.0.256/8",
+            "10.0.0.0/33",
+            "a.b.c.d/8",
+            "1.2.3/8",
+        ] {
             assert_eq!(normalize_cidr(bad), None, "{bad}");
         }
     }
