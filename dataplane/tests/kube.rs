@@ -400,7 +400,7 @@ fn an_object_that_cannot_be_enforced_is_reported_and_the_others_take_effect() {
         &[],
     ));
     let dir = tempfile::tempdir().unwrap();
-    let (_c, mut f) = start(&api, dir.path(), None);
+    let (c, mut f) = start(&api, dir.path(), None);
     f.until("the snapshot", |_, e| {
         e.iter().any(|e| matches!(e, ClusterEvent::Snapshot(_)))
     });
@@ -426,6 +426,14 @@ fn an_object_that_cannot_be_enforced_is_reported_and_the_others_take_effect() {
         .view
         .policies
         .contains_key(&("shop".to_string(), "future".to_string())));
+    // Listed as not enforced (what `policy list` shows), with the reason.
+    let refused = c.state().refused;
+    assert!(
+        refused
+            .get("kubernetes:networkpolicies/shop/future")
+            .is_some_and(|r| r.contains("newField")),
+        "{refused:?}"
+    );
     // Fixed in the API: it takes effect.
     api.apply(objects::policy(
         "shop",
@@ -436,6 +444,10 @@ fn an_object_that_cannot_be_enforced_is_reported_and_the_others_take_effect() {
         v.policies
             .contains_key(&("shop".to_string(), "future".to_string()))
     });
+    assert!(!c
+        .state()
+        .refused
+        .contains_key("kubernetes:networkpolicies/shop/future"));
 }
 
 // ---------------------------------------------------------------------------------------
