@@ -229,18 +229,19 @@ impl Assembler {
         };
         let mine = st.current.get(&format!("/{}", local.name));
         match mine {
-            Some(Record::Node(r)) if VtepAnnotation::of(r) == local.annotation() => {
-                if self.registered.as_ref() != Some(r) {
-                    tracing::info!(node = %r.name, pod_cidr = %r.pod_cidr, "this node's Node carries its VTEP annotation");
-                    self.registered = Some(r.clone());
-                    *lock(&self.shared.local) = Some(r.clone());
-                    self.emit(ClusterEvent::Registered(r.clone()));
-                }
+            Some(Record::Node(r)) if VtepAnnotation::of(r) != local.annotation() => {
+                self.patch_needed = true;
             }
-            Some(_) => self.patch_needed = true,
-            // Not in the view: no podCIDR yet, or our annotation is missing. A missing
-            // annotation is rewritten; a missing podCIDR is the controller manager's.
-            None => {}
+            Some(Record::Node(r)) if self.registered.as_ref() != Some(r) => {
+                tracing::info!(node = %r.name, pod_cidr = %r.pod_cidr, "this node's Node carries its VTEP annotation");
+                self.registered = Some(r.clone());
+                *lock(&self.shared.local) = Some(r.clone());
+                self.emit(ClusterEvent::Registered(r.clone()));
+            }
+            // Registered already; or not in the view: no podCIDR yet, or our annotation
+            // is missing (rewritten, see `local_node_object`; a missing podCIDR is the
+            // controller manager's).
+            _ => {}
         }
     }
 
