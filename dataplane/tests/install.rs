@@ -696,6 +696,18 @@ fn kubernetes_manifest_is_complete_and_consistent() {
             );
         }
     }
+    // Each xsknetd writes its VTEP annotation on its own Node (merge patch).
+    assert!(
+        array_of(role, "/rules").iter().any(|r| {
+            r["resources"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|x| x == "nodes")
+                && r["verbs"].as_array().unwrap().iter().any(|v| v == "patch")
+        }),
+        "patch of nodes"
+    );
     let binding = by_kind("ClusterRoleBinding");
     assert_eq!(
         str_of(binding, "/roleRef/name"),
@@ -710,9 +722,14 @@ fn kubernetes_manifest_is_complete_and_consistent() {
     let cm = by_kind("ConfigMap");
     let node_yaml = str_of(cm, "/data/node.yaml");
     assert!(!node_yaml.lines().any(|l| l.starts_with("podCidr:")));
-    let rendered = format!("{node_yaml}podCidr: 10.244.3.0/24\n");
+    let rendered = format!("{node_yaml}podCidr: 10.244.3.0/24\nnodeName: worker-1\n");
     let cfg = xsknet_dataplane::config::Config::from_yaml_str(&rendered)
         .unwrap_or_else(|e| panic!("ConfigMap node.yaml: {e}"));
+    // The cluster view from the API server, with the in-cluster service account.
+    assert!(matches!(
+        &cfg.datastore,
+        Some(xsknet_dataplane::cluster::config::DatastoreConfig::Kubernetes(k)) if k.kubeconfig.is_none()
+    ));
     assert_eq!(cfg.socket, PathBuf::from("/run/xsknet/xsknetd.sock"));
     assert_eq!(cfg.state_dir, PathBuf::from("/var/lib/xsknet"));
     // The metrics endpoint: the port node.yaml listens on is the container's and the

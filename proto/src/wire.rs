@@ -169,7 +169,7 @@ pub struct NodeInfo {
 /// The datastore as this daemon follows it (`status.datastore`, `node_list`).
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct DatastoreStatus {
-    /// `etcd`.
+    /// `etcd` or `kubernetes`.
     #[serde(rename = "type")]
     pub kind: String,
     pub endpoints: Vec<String>,
@@ -191,6 +191,15 @@ pub struct DatastoreStatus {
     pub pods: usize,
     pub namespaces: usize,
     pub policies: usize,
+    /// Kubernetes: every watched kind has listed (the view is complete).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub synced: Option<bool>,
+    /// Kubernetes: the last resourceVersion seen per kind (`nodes`, `pods`, …).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub resource_versions: std::collections::BTreeMap<String, String>,
+    /// Kubernetes: this node's VTEP annotation (`written`, `pending`, or the error).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub annotation: Option<String>,
 }
 
 /// The `policy_apply` / `policy_delete` result.
@@ -219,7 +228,7 @@ pub struct PolicyApplied {
 }
 
 /// One `policy_list` entry.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct PolicyInfo {
     pub namespace: String,
     pub name: String,
@@ -232,6 +241,13 @@ pub struct PolicyInfo {
     /// Flows its rules admitted (connection-table misses allowed by one of its rules),
     /// summed over workers since the daemon started.
     pub hits: u64,
+    /// Where it came from: `kubernetes`, `etcd`, `policyDir` or `xsknetctl`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub source: String,
+    /// Set when the object is not enforced because xsknet cannot enforce it, with the
+    /// reason (the other policies are in force).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// The CNI attachment an endpoint belongs to (set by the CNI plugin).
@@ -361,6 +377,16 @@ pub struct EndpointSpec {
     /// The CNI attachment, when the CNI plugin added the endpoint.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cni: Option<CniAttachment>,
+}
+
+/// One `endpoint list` entry: the endpoint and where its labels came from.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct EndpointEntry {
+    #[serde(flatten)]
+    pub endpoint: Endpoint,
+    /// `kubernetes` (the Pod object's), or `local` (the CNI call's or `pod label`'s).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub labels_source: String,
 }
 
 /// An attached endpoint as the daemon stores and reports it.

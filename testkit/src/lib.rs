@@ -10,6 +10,7 @@
 #![deny(unsafe_code)]
 
 pub mod etcd;
+pub mod kubeapi;
 pub mod testbed;
 
 use std::ffi::OsStr;

@@ -437,6 +437,14 @@ fn run(cli: &Cli) -> anyhow::Result<String> {
                             p.egress_rules.to_string(),
                             p.selected.to_string(),
                             p.hits.to_string(),
+                            if p.source.is_empty() {
+                                "-".into()
+                            } else {
+                                p.source.clone()
+                            },
+                            p.error
+                                .clone()
+                                .map_or("-".into(), |e| format!("NOT ENFORCED: {e}")),
                         ]
                     })
                     .collect();
@@ -449,6 +457,8 @@ fn run(cli: &Cli) -> anyhow::Result<String> {
                         "EGRESS",
                         "PODS",
                         "HITS",
+                        "SOURCE",
+                        "ERROR",
                     ],
                     &rows,
                 )
@@ -603,7 +613,7 @@ fn decode<T: serde::de::DeserializeOwned>(v: Value, what: &str) -> anyhow::Resul
 }
 
 /// The `endpoint_list` result is an array; an object with `endpoints` is accepted too.
-fn decode_endpoints(v: Value) -> anyhow::Result<Vec<Endpoint>> {
+fn decode_endpoints(v: Value) -> anyhow::Result<Vec<xsknet_proto::wire::EndpointEntry>> {
     let v = match v {
         Value::Object(mut m) if m.contains_key("endpoints") => {
             m.remove("endpoints").unwrap_or_default()
@@ -680,6 +690,24 @@ fn format_datastore(d: &DatastoreStatus) -> String {
     );
     if d.refused > 0 {
         s += &format!(", {} records refused", d.refused);
+    }
+    if let Some(synced) = d.synced {
+        s += if synced {
+            ", watch synced"
+        } else {
+            ", watch NOT synced"
+        };
+    }
+    if !d.resource_versions.is_empty() {
+        let rvs: Vec<String> = d
+            .resource_versions
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        s += &format!(", resourceVersion {}", rvs.join(" "));
+    }
+    if let Some(a) = &d.annotation {
+        s += &format!(", annotation {a}");
     }
     if let Some(e) = &d.last_error {
         s += &format!("; last error: {e}");
@@ -1037,10 +1065,11 @@ fn format_top(prev: &Stats, cur: &Stats, dt: Duration) -> String {
     out
 }
 
-fn format_endpoints(eps: &[Endpoint]) -> String {
-    let rows: Vec<Vec<String>> = eps
+fn format_endpoints(entries: &[xsknet_proto::wire::EndpointEntry]) -> String {
+    let rows: Vec<Vec<String>> = entries
         .iter()
-        .map(|e| {
+        .map(|entry| {
+            let e = &entry.endpoint;
             let pod = match (&e.namespace, &e.name) {
                 (Some(ns), Some(n)) => format!("{ns}/{n}"),
                 (None, Some(n)) => n.clone(),
@@ -1063,11 +1092,18 @@ fn format_endpoints(eps: &[Endpoint]) -> String {
                 e.worker.to_string(),
                 e.port.to_string(),
                 labels,
+                if entry.labels_source.is_empty() {
+                    "-".to_string()
+                } else {
+                    entry.labels_source.clone()
+                },
             ]
         })
         .collect();
     table(
-        &["IFNAME", "IP", "MAC", "POD", "WORKER", "PORT", "LABELS"],
+        &[
+            "IFNAME", "IP", "MAC", "POD", "WORKER", "PORT", "LABELS", "SOURCE",
+        ],
         &rows,
     )
 }

@@ -52,19 +52,101 @@ fn bad(field: impl Into<String>, message: impl Into<String>, value: impl ToStrin
     }
 }
 
-/// `datastore`: where the cluster view lives. Only etcd v3 so far; the Kubernetes API is
-/// the other kind DESIGN.md names.
+/// `datastore`: where the cluster view lives: etcd v3, or the Kubernetes API
+/// (`type: kubernetes`, issue 10).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "camelCase")]
 pub enum DatastoreConfig {
     Etcd(EtcdConfig),
+    Kubernetes(KubeConfig),
 }
 
 impl DatastoreConfig {
     pub fn validate(&self) -> Result<(), FieldError> {
         match self {
             DatastoreConfig::Etcd(e) => e.validate(),
+            DatastoreConfig::Kubernetes(k) => k.validate(),
         }
+    }
+
+    /// `etcd` or `kubernetes`: where labels and policies of this datastore come from.
+    pub fn source(&self) -> &'static str {
+        match self {
+            DatastoreConfig::Etcd(_) => "etcd",
+            DatastoreConfig::Kubernetes(_) => "kubernetes",
+        }
+    }
+}
+
+/// `datastore` with `type: kubernetes`:
+///
+/// ```yaml
+/// datastore:
+///   type: kubernetes
+///   kubeconfig: /etc/xsknet/kubeconfig   # optional: else the in-cluster service account
+///   requestTimeoutSeconds: 5
+///   podIdentityWaitSeconds: 5            # ADD waits this long for the Pod object
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct KubeConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubeconfig: Option<std::path::PathBuf>,
+    #[serde(default = "default_request_timeout")]
+    pub request_timeout_seconds: u32,
+    /// How long a CNI ADD waits for its Pod object to be seen in the watch before it
+    /// fails (README "Kubernetes API", identity at pod start).
+    #[serde(default = "default_identity_wait")]
+    pub pod_identity_wait_seconds: u32,
+}
+
+fn default_identity_wait() -> u32 {
+    5
+}
+
+impl KubeConfig {
+    pub fn new(kubeconfig: Option<std::path::PathBuf>) -> Self {
+        KubeConfig {
+            kubeconfig,
+            request_timeout_seconds: default_request_timeout(),
+            pod_identity_wait_seconds: default_identity_wait(),
+        }
+    }
+
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_secs(u64::from(self.request_timeout_seconds))
+    }
+
+    pub fn pod_identity_wait(&self) -> Duration {
+        Duration::from_secs(u64::from(self.pod_identity_wait_seconds))
+    }
+
+    pub fn validate(&self) -> Result<(), FieldError> {
+        if let Some(p) = &self.kubeconfig {
+            if !p.is_absolute() {
+                return Err(bad(
+                    "datastore.kubeconfig",
+                    "must be an absolute path",
+                    p.display(),
+                ));
+            }
+        }
+        if !(1..=300).contains(&self.request_timeout_seconds) {
+            return Err(bad(
+                "datastore.requestTimeoutSeconds",
+                "must be in 1..=300",
+                self.request_timeout_seconds,
+            ));
+        }
+        // The CNI plugin waits 15 s for the daemon's answer to an ADD.
+        if !(1..=10).contains(&self.pod_identity_wait_seconds) {
+            return Err(bad(
+                "datastore.podIdentityWaitSeconds",
+                "must be in 1..=10 (below the CNI plugin's 15 s wait for the daemon)",
+                self.pod_identity_wait_seconds,
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -381,12 +463,40 @@ mod tests {
             "datastore: {type: consul, endpoints: [http://a:1]}",
             "datastore: {endpoints: [http://a:1]}",
             "overlay: {vnid: 3}",
+            "datastore: {type: kubernetes, kubeConfig: /a}",
         ] {
             assert!(
                 serde_yaml_ng::from_str::<Sections>(yaml).is_err(),
                 "accepted {yaml}"
             );
         }
+    }
+
+    #[test]
+    fn kubernetes_section() {
+        let s = parse("datastore: {type: kubernetes}");
+        let Some(DatastoreConfig::Kubernetes(k)) = &s.datastore else {
+            panic!()
+        };
+        assert_eq!(*k, KubeConfig::new(None));
+        k.validate().unwrap();
+        assert_eq!(s.datastore.as_ref().unwrap().source(), "kubernetes");
+        let s = parse(
+            "datastore: {type: kubernetes, kubeconfig: /etc/k.conf, podIdentityWaitSeconds: 2}",
+        );
+        let Some(DatastoreConfig::Kubernetes(k)) = &s.datastore else {
+            panic!()
+        };
+        assert_eq!(k.pod_identity_wait(), Duration::from_secs(2));
+        let mut rel = k.clone();
+        rel.kubeconfig = Some("k.conf".into());
+        assert_eq!(rel.validate().unwrap_err().field, "datastore.kubeconfig");
+        let mut w = k.clone();
+        w.pod_identity_wait_seconds = 0;
+        assert_eq!(
+            w.validate().unwrap_err().field,
+            "datastore.podIdentityWaitSeconds"
+        );
     }
 
     #[test]

@@ -10,6 +10,8 @@
 //! * [`etcd`]: the etcd v3 client on a thread of its own (tokio stays there): registers
 //!   this node with a lease, claims its pod prefix (ownership separate from liveness),
 //!   publishes its pods, and lists + watches the prefix.
+//! * [`kube`]: the Kubernetes API (kube-rs) on a thread of its own: lists + watches
+//!   Nodes, Pods, Namespaces and NetworkPolicies, writes this node's VTEP annotation.
 //!
 //! The event model, which every datastore backend follows: the consumer (the daemon's
 //! control thread) receives [`ClusterEvent`]s in order. A [`ClusterEvent::Snapshot`] is
@@ -24,6 +26,7 @@
 
 pub mod config;
 pub mod etcd;
+pub mod kube;
 pub mod records;
 #[cfg(test)]
 mod tests;

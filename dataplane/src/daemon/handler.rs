@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::control::proto::{
-    ControlError, Endpoint, ErrorKind, Handler, IpamAllocation, IpamReleased, PolicyApplied,
-    PolicyRequest, Request,
+    ControlError, ErrorKind, Handler, IpamAllocation, IpamReleased, PolicyApplied, PolicyRequest,
+    Request,
 };
 
 use super::{policy, Daemon};
@@ -85,10 +85,7 @@ impl Handler for Daemon {
                 to_json(self.add_endpoint(spec)?)
             }
             Request::EndpointDel { ifname, ip } => to_json(self.del_endpoint(ifname, ip)?),
-            Request::EndpointList => {
-                let eps: Vec<&Endpoint> = self.endpoints.iter().collect();
-                to_json(eps)
-            }
+            Request::EndpointList => to_json(self.endpoint_entries()),
             Request::Stats => to_json(self.stats()),
             Request::Status => {
                 // Clients waiting for a policy generation poll this.
@@ -160,7 +157,7 @@ impl Handler for Daemon {
                     ..PolicyApplied::default()
                 })
             }
-            PolicyRequest::PolicyList => to_json(self.policy.list()),
+            PolicyRequest::PolicyList => to_json(self.policy_list()),
             PolicyRequest::PodLabel {
                 namespace,
                 name,

@@ -715,6 +715,7 @@ impl Daemon {
     /// identity, the endpoints file), then confirm its allocation. A failed write
     /// undoes the attach: nothing of it stays in force.
     fn add_endpoint(&mut self, spec: EndpointSpec) -> Result<Endpoint, ControlError> {
+        let spec = self.cluster_identity(spec)?;
         let (ep, attached) = self.attach_endpoint(spec)?;
         if let Attached::New { previous } = attached {
             let identity = previous.is_some();

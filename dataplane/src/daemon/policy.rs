@@ -460,9 +460,17 @@ impl PolicyService {
                     ingress_rules: p.ingress_rules,
                     egress_rules: p.egress_rules,
                     selected,
+                    source: String::new(),
+                    error: None,
                 }
             })
             .collect()
+    }
+
+    /// Whether the policy came from `policyDir`.
+    pub fn is_dir_policy(&self, namespace: &str, name: &str) -> bool {
+        self.dir_policies
+            .contains(&(namespace.to_string(), name.to_string()))
     }
 }
 

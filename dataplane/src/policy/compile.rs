@@ -21,8 +21,9 @@
 //! * a port is a number, a range (`endPort`) or a name resolved against the
 //!   *destination* pod's container ports (name and protocol): for ingress the selected
 //!   pod, for egress each peer pod — so one egress rule can allow port 8080 towards one
-//!   pod and 9090 towards another, and a named port towards an `ipBlock` peer (or towards
-//!   a non-pod address of an all-destinations rule) allows nothing; a rule whose ports
+//!   pod and 9090 towards another; a named port towards an `ipBlock` peer resolves on
+//!   the pods whose addresses the block covers (as a rule with no peers resolves it on
+//!   every pod), and towards a non-pod address allows nothing; a rule whose ports
 //!   all fail to resolve allows nothing (it never degrades to "all ports").
 //!
 //! A rule's peers and ports are resolved once per compile, not once per selected pod,
@@ -80,6 +81,9 @@ struct PreparedRule {
     peers: Vec<IpBlock>,
     /// Indices into the compile's pod list, sorted, unique.
     pod_peers: Vec<usize>,
+    /// Pods whose address an `ipBlock` peer covers (sorted, unique): named ports of an
+    /// egress rule resolve on them too (issue 10, point 5).
+    block_pods: Vec<usize>,
     /// `ports` absent or empty.
     all_ports: bool,
     numeric: Vec<PortMatch>,
@@ -281,7 +285,11 @@ fn egress_rules(
             let destinations: Box<dyn Iterator<Item = &PodView>> = if r.all_peers {
                 Box::new(pods.iter())
             } else {
-                Box::new(r.pod_peers.iter().filter_map(|&k| pods.get(k)))
+                let mut dest: Vec<usize> =
+                    r.pod_peers.iter().chain(&r.block_pods).copied().collect();
+                dest.sort_unstable();
+                dest.dedup();
+                Box::new(dest.into_iter().filter_map(|k| pods.get(k)))
             };
             for q in destinations {
                 let mut resolved: Vec<(u8, u16)> = resolve_named(&r.named, q)
@@ -326,6 +334,19 @@ fn resolve_named<'a>(
             hi: port,
         })
     })
+}
+
+/// `ip` is inside `b` and in none of its `except`s.
+fn block_covers(b: &IpBlock, ip: u32) -> bool {
+    let inside = |net: u32, prefix: u8| {
+        let mask = if prefix == 0 {
+            0
+        } else {
+            u32::MAX << (32 - u32::from(prefix))
+        };
+        ip & mask == net & mask
+    };
+    inside(b.net, b.prefix) && !b.except.iter().any(|&(n, p)| inside(n, p))
 }
 
 fn host(ip: u32) -> IpBlock {
@@ -382,6 +403,7 @@ impl<'a> PeerResolver<'a> {
             all_peers: peers.is_empty(),
             peers: Vec::new(),
             pod_peers: Vec::new(),
+            block_pods: Vec::new(),
             all_ports: ports.is_empty(),
             numeric: Vec::new(),
             named: Vec::new(),
@@ -414,6 +436,18 @@ impl<'a> PeerResolver<'a> {
         }
         rule.pod_peers.sort_unstable();
         rule.pod_peers.dedup();
+        if !rule.peers.is_empty()
+            && ports
+                .iter()
+                .any(|p| matches!(p.port, Some(PortRef::Name(_))))
+        {
+            rule.block_pods = (0..self.pods.len())
+                .filter(|&k| {
+                    let ip = u32::from(self.pods[k].ip);
+                    rule.peers.iter().any(|b| block_covers(b, ip))
+                })
+                .collect();
+        }
         if rule.all_peers {
             rule.peers = vec![ANY_ADDRESS];
         } else {
@@ -832,6 +866,20 @@ mod tests {
             c.lookup(0x0a00_0101, PROTO_TCP, 80),
             Some(RuleRef { policy: 0, rule: 0 })
         );
+
+        // A named port towards an ipBlock resolves on the pods the block covers, minus
+        // its excepts (issue 10, point 5); an outside address still gets nothing.
+        let w = World::new(&np(
+            "x",
+            "p",
+            "  podSelector: {matchLabels: {pod: a}}\n  policyTypes: [Egress]\n  egress:\n  - to: [{ipBlock: {cidr: 0.0.0.0/0, except: [10.0.1.0/24]}}]\n    ports: [{port: http}]\n",
+        ));
+        assert!(w.tcp("x/a", "z/a", 80));
+        assert!(w.tcp("x/a", "z/b", 81));
+        assert!(!w.tcp("x/a", "z/b", 80));
+        assert!(!w.tcp("x/a", "y/a", 80), "10.0.1.0/24 excepted");
+        let (xa, _) = w.id("x/a");
+        assert!(!w.egress(xa, EXTERNAL, PROTO_TCP, 80));
 
         // All destinations: names resolve on pods, outside addresses get numbers only.
         let w = World::new(&np(

@@ -33,6 +33,7 @@
 //!   watch brought the write back into force here (bounded); with etcd unreachable
 //!   they fail and nothing is written.
 
+mod kube;
 mod requests;
 mod saved;
 mod sync;
@@ -43,6 +44,7 @@ use std::time::Duration;
 use xsknet_proto::wire::DatastoreStatus;
 
 use crate::cluster::etcd::{EtcdCluster, EtcdError};
+use crate::cluster::kube::{KubeCluster, KubeError};
 use crate::cluster::records::{Record, RecordKey};
 use crate::cluster::{Change, ClusterEvent, ClusterView, NodeRecord};
 use crate::config::Ipv4Cidr;
@@ -62,6 +64,23 @@ pub enum ClusterError {
     Uplink(#[from] UplinkError),
     #[error("datastore: {0}")]
     Etcd(#[from] EtcdError),
+    #[error("datastore: {0}")]
+    Kube(#[from] KubeError),
+    #[error(
+        "datastore: node {node}: no Node in the Kubernetes API with this node's VTEP annotation \
+         and an IPv4 spec.podCIDR within {waited:?} (annotation: {annotation}; last error: \
+         {last_error})"
+    )]
+    NotRegistered {
+        node: String,
+        waited: Duration,
+        annotation: String,
+        last_error: String,
+    },
+    #[error(
+        "datastore: podCidr {configured} in node.yaml differs from this Node's spec.podCIDR {api}"
+    )]
+    PodCidrMismatch { configured: Ipv4Cidr, api: Ipv4Cidr },
     #[error(
         "datastore: node {node} has no pod prefix: not registered in etcd within {waited:?} \
          (last error: {last_error}) and none saved in {file}"
@@ -74,9 +93,28 @@ pub enum ClusterError {
     },
 }
 
+/// The client of the configured datastore.
+pub(super) enum Backend {
+    Etcd(EtcdCluster),
+    /// The Kubernetes API; a CNI ADD waits up to `identity_wait` for its Pod object.
+    Kube {
+        handle: KubeCluster,
+        identity_wait: Duration,
+    },
+}
+
+impl Backend {
+    fn kind(&self) -> &'static str {
+        match self {
+            Backend::Etcd(_) => "etcd",
+            Backend::Kube { .. } => "kubernetes",
+        }
+    }
+}
+
 /// The daemon's cluster state (datastore mode).
 pub struct Cluster {
-    handle: EtcdCluster,
+    handle: Backend,
     events: crossbeam_channel::Receiver<ClusterEvent>,
     pub view: ClusterView,
     pub name: String,
@@ -92,6 +130,8 @@ pub struct Cluster {
     /// The view holds something to act on: a snapshot came, or the saved view was
     /// loaded (an empty view before the first snapshot must not wipe policies).
     synced: bool,
+    /// Kubernetes: the generation of this node's Pod objects last taken over.
+    local_pods_seen: u64,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -188,9 +228,24 @@ impl Cluster {
         peers_of(&self.view, &self.name)
     }
 
+    /// `etcd` or `kubernetes`: the source of the view's labels and policies.
+    pub fn source(&self) -> &'static str {
+        self.handle.kind()
+    }
+
     pub fn status(&self) -> DatastoreStatus {
+        let watch = match &self.handle {
+            Backend::Kube { handle, .. } => Some(handle.state()),
+            Backend::Etcd(_) => None,
+        };
         DatastoreStatus {
-            kind: "etcd".into(),
+            kind: self.handle.kind().into(),
+            synced: watch.as_ref().map(|w| w.synced),
+            resource_versions: watch
+                .as_ref()
+                .map(|w| w.resource_versions.clone())
+                .unwrap_or_default(),
+            annotation: watch.as_ref().map(|w| w.annotation.clone()),
             endpoints: self.endpoints.clone(),
             node_name: self.name.clone(),
             connected: self.connected,

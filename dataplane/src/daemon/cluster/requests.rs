@@ -168,7 +168,14 @@ impl Daemon {
                 ),
             ));
         }
-        let rev = c.handle.write_batch(puts, deletes).map_err(|e| {
+        let super::Backend::Etcd(handle) = &c.handle else {
+            return Err(ControlError::new(
+                ErrorKind::InvalidRequest,
+                "datastore type kubernetes: NetworkPolicies and Namespaces come from the Kubernetes API \
+                 (kubectl apply/delete them); nothing written",
+            ));
+        };
+        let rev = handle.write_batch(puts, deletes).map_err(|e| {
             ControlError::new(
                 ErrorKind::Unavailable,
                 format!("datastore write failed, nothing written: {e}"),

@@ -61,7 +61,7 @@ impl SavedView {
     }
 
     /// Back into a view; records that fail validation are left out (it is a file).
-    fn into_view(self) -> ClusterView {
+    pub(super) fn into_view(self) -> ClusterView {
         let mut v = ClusterView {
             revision: self.revision,
             ..ClusterView::default()
@@ -86,7 +86,7 @@ fn read_saved(path: &Path) -> Option<SavedNode> {
     read_json(path, "node registration")
 }
 
-fn read_json<T: serde::de::DeserializeOwned>(path: &Path, what: &str) -> Option<T> {
+pub(super) fn read_json<T: serde::de::DeserializeOwned>(path: &Path, what: &str) -> Option<T> {
     let text = match std::fs::read(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
@@ -144,6 +144,10 @@ pub fn join(
     state: &StateDir,
     nl: &mut Netlink,
 ) -> Result<Option<Cluster>, ClusterError> {
+    if let (Some(DatastoreConfig::Kubernetes(k)), Some(_)) = (&cfg.datastore, &cfg.overlay) {
+        let k = k.clone();
+        return super::kube::join(cfg, &k, state, nl).map(Some);
+    }
     let (Some(DatastoreConfig::Etcd(etcd)), Some(overlay), Some(request)) =
         (&cfg.datastore, &cfg.overlay, cfg.subnet_request())
     else {
@@ -237,7 +241,7 @@ pub fn join(
     let view_file = state.root.join(VIEW_FILE);
     let saved_view = read_json::<SavedView>(&view_file, "cluster view").map(SavedView::into_view);
     let mut c = Cluster {
-        handle,
+        handle: super::Backend::Etcd(handle),
         events,
         synced: saved_view.is_some(),
         view: saved_view.unwrap_or_default(),
@@ -250,6 +254,7 @@ pub fn join(
         last_error: None,
         refused: 0,
         node_file,
+        local_pods_seen: 0,
     };
     for e in early {
         c.note(&e);

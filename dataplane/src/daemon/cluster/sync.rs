@@ -58,6 +58,7 @@ impl Daemon {
     /// Housekeeping (every tick).
     pub(in crate::daemon) fn cluster_housekeeping(&mut self) {
         self.cluster_events(None);
+        self.cluster_sync_local_identities();
     }
 
     /// The uplink's peers from the view; republish.
@@ -127,7 +128,10 @@ impl Daemon {
             node: c.name.clone(),
             ports: view.ports,
         };
-        if let Err(e) = c.handle.set_pod(pod) {
+        let super::Backend::Etcd(handle) = &c.handle else {
+            return; // Kubernetes: the API server has the Pod; nothing to publish.
+        };
+        if let Err(e) = handle.set_pod(pod) {
             tracing::warn!(ifname = %ep.ifname, error = %e, "pod not published to the datastore");
         }
     }
@@ -137,7 +141,10 @@ impl Daemon {
         let (Some(c), Some(ns), Some(name)) = (&self.cluster, &ep.namespace, &ep.name) else {
             return;
         };
-        if let Err(e) = c.handle.remove_pod(ns, name) {
+        let super::Backend::Etcd(handle) = &c.handle else {
+            return;
+        };
+        if let Err(e) = handle.remove_pod(ns, name) {
             tracing::warn!(ifname = %ep.ifname, error = %e, "pod not withdrawn from the datastore");
         }
     }

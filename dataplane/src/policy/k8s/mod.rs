@@ -25,6 +25,7 @@
 //! (the typed objects and their cross-field rules) and [`parse`] (the two passes over a
 //! YAML stream). Everything is re-exported here, so `policy::k8s::X` names every item.
 
+pub mod api;
 pub mod error;
 pub mod leaf;
 pub mod names;
