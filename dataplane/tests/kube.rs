@@ -513,6 +513,49 @@ impl Drop for Bridge {
     }
 }
 
+/// `xsknetctl policy matrix` (offline) on the API's objects of this test: the pods with
+/// the labels the API gave them, web's named port, and the policy as applied; what it
+/// says about each pod → web on 8080.
+fn matrix_to_web(d: &Daemon, pods: &[(&str, &Pod)]) -> BTreeMap<String, bool> {
+    let labels = |n: &str| match n {
+        "web" => "{app: web}",
+        "client" => "{role: client}",
+        _ => "{role: other}",
+    };
+    let mut world = String::from(
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: web, namespace: default}\nspec:\n  podSelector: {matchLabels: {app: web}}\n  ingress:\n  - from: [{podSelector: {matchLabels: {role: client}}}]\n    ports: [{port: http}]\n",
+    );
+    for (n, p) in pods {
+        world += &format!(
+            "---\napiVersion: v1\nkind: Pod\nmetadata: {{name: {n}, namespace: default, labels: {}}}\nspec: {{containers: [{{name: c, ports: [{{name: http, containerPort: 8080}}]}}]}}\nstatus: {{podIP: {}}}\n",
+            labels(n),
+            p.ip
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("world.yaml");
+    std::fs::write(&f, world).unwrap();
+    let out = d.ctl_ok(&[
+        "policy",
+        "matrix",
+        "-f",
+        f.to_str().unwrap(),
+        "--port",
+        "8080",
+        "--json",
+    ]);
+    let m: serde_json::Value = serde_json::from_str(&out).expect("matrix json");
+    pods.iter()
+        .filter(|(n, _)| *n != "web")
+        .map(|(n, _)| {
+            let ok = m["allowed"][format!("default/{n}")]["default/web"]
+                .as_bool()
+                .unwrap_or_else(|| panic!("matrix has {n} → web: {m}"));
+            (n.to_string(), ok)
+        })
+        .collect()
+}
+
 fn kube_yaml(name: &str, kubeconfig: &std::path::Path) -> String {
     format!(
         "workers: [{{core: 0}}, {{core: 1}}]\nnodeName: {name}\n\
@@ -679,6 +722,18 @@ fn kubernetes_api_drives_labels_policies_and_nodes() {
     api.apply(allow("client"));
     wait_until("other denied by the applied policy", WAIT, || !can(&other));
     assert!(can(&client), "client allowed\n{}", logs());
+    // The same objects offline: `policy matrix` says the same about every pod → web
+    // (the pods' labels as the API has them, none from the CNI call).
+    let matrix = matrix_to_web(&a, &[("web", &web), ("client", &client), ("other", &other)]);
+    for (name, pod) in [("client", &client), ("other", &other)] {
+        assert_eq!(
+            matrix[name],
+            can(pod),
+            "{name} → web:8080: live connection = policy matrix\n{}",
+            logs()
+        );
+    }
+    assert!(matrix["client"] && !matrix["other"], "{matrix:?}");
     let listed = b.ctl_ok(&["policy", "list"]);
     assert!(
         listed.contains("web") && listed.contains("kubernetes"),
