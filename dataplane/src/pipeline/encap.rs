@@ -31,14 +31,13 @@
 //!
 //! [`Overlay::inner_mtu`]: crate::tables::Overlay::inner_mtu
 
-use std::net::Ipv4Addr;
-
 use crate::packet::checksum;
 use crate::packet::ethernet::{self, Frame};
-use crate::packet::icmp::{self, Packet as IcmpPacket};
+use crate::packet::icmp;
 use crate::packet::ipv4::{self, Packet as Ipv4Packet};
-use crate::tables::{PortInfo, GATEWAY_IP};
+use crate::tables::PortInfo;
 
+use super::l3::IcmpError;
 use super::route::Tunnel;
 use super::{DropReason, PacketCtx, Verdict};
 
@@ -93,18 +92,6 @@ pub fn source_port(inner: &[u8]) -> u16 {
 
 /// ICMP destination-unreachable code "fragmentation needed and DF set".
 pub const CODE_FRAG_NEEDED: u8 = 4;
-/// Bytes of the offending datagram quoted after its IP header (RFC 792).
-const QUOTE_DATA_LEN: usize = 8;
-/// TTL of the ICMP error.
-const REPLY_TTL: u8 = 64;
-/// TOS of ICMP errors: internetwork control (as Linux sends them).
-const TOS_INTERNETWORK_CONTROL: u8 = 0xc0;
-
-fn is_unicast(a: u32) -> bool {
-    let a = Ipv4Addr::from(a);
-    !(a.is_unspecified() || a.is_broadcast() || a.is_multicast())
-}
-
 /// Whether an IPv4 packet of `ip_total_len` bytes is larger than `tunnel` carries.
 #[inline]
 pub fn too_big(ip_total_len: usize, tunnel: &Tunnel<'_>) -> bool {
@@ -124,65 +111,20 @@ pub fn frag_needed(
     port: &PortInfo,
     tunnel: &Tunnel<'_>,
 ) -> Verdict {
-    let mtu = usize::from(tunnel.overlay.inner_mtu);
-    let drop = Verdict::Drop(DropReason::EncapTooBig);
-    let Some(l3) = buf.get(ETH..ctx.len) else {
-        return drop;
-    };
-    let Ok(ip) = Ipv4Packet::new_checked(l3) else {
-        return drop;
-    };
-    let df = l3[6] & 0x40 != 0;
-    if !df || ip.frag_offset() != 0 || !is_unicast(ip.src_addr()) || !is_unicast(ip.dst_addr()) {
-        return drop;
-    }
-    if ip.protocol() == ipv4::protocol::ICMP {
-        match ip.payload().first() {
-            Some(&ty) if !icmp::is_error(ty) => {}
-            _ => return drop,
-        }
-    }
-    let sender = ip.src_addr();
-    let quote_len = ip.header_len() + ip.payload().len().min(QUOTE_DATA_LEN);
-    let icmp_len = icmp::HEADER_LEN + quote_len;
-    let ip_len = IP + icmp_len;
-    let new_len = ETH + ip_len;
-    if new_len > buf.len() {
-        return drop;
-    }
-    let requester = Frame::new_unchecked(&buf[..]).src_addr();
-    // Move the quote first: it overlaps the bytes the new headers are written over.
-    let quote_at = ETH + IP + icmp::HEADER_LEN;
-    buf.copy_within(ETH..ETH + quote_len, quote_at);
-    let frame = &mut buf[..new_len];
-    {
-        let mut msg = IcmpPacket::new_unchecked(&mut frame[ETH + IP..]);
-        msg.set_msg_type(icmp::msg_type::DEST_UNREACHABLE);
-        msg.set_msg_code(CODE_FRAG_NEEDED);
-        // RFC 1191: unused (16 bits), next-hop MTU (16 bits).
-        let m = (mtu as u16).to_be_bytes();
-        msg.set_rest_of_header([0, 0, m[0], m[1]]);
-        msg.fill_checksum();
-    }
-    {
-        let mut ip = Ipv4Packet::new_unchecked(&mut frame[ETH..]);
-        ip.set_version_and_header_len(IP);
-        ip.set_dscp_ecn(TOS_INTERNETWORK_CONTROL);
-        ip.set_total_len(ip_len as u16);
-        ip.set_ident(0);
-        ip.set_flags_and_offset(0);
-        ip.set_ttl(REPLY_TTL);
-        ip.set_protocol(ipv4::protocol::ICMP);
-        ip.set_src_addr(u32::from(GATEWAY_IP));
-        ip.set_dst_addr(sender);
-        ip.fill_checksum();
-    }
-    let mut eth = Frame::new_unchecked(frame);
-    eth.set_dst_addr(requester);
-    eth.set_src_addr(port.mac);
-    eth.set_ethertype(ethernet::ethertype::IPV4);
-    ctx.len = new_len;
-    Verdict::Reply
+    // RFC 1191: unused (16 bits), next-hop MTU (16 bits).
+    let m = tunnel.overlay.inner_mtu.to_be_bytes();
+    super::l3::icmp_error(
+        buf,
+        ctx,
+        port,
+        IcmpError {
+            msg_type: icmp::msg_type::DEST_UNREACHABLE,
+            code: CODE_FRAG_NEEDED,
+            rest_of_header: [0, 0, m[0], m[1]],
+            only_with_df: true,
+            otherwise: DropReason::EncapTooBig,
+        },
+    )
 }
 
 /// Write the outer headers for `tunnel` in front of the packet `buf[ctx.start..][..ctx.len]`

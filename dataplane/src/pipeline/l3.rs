@@ -128,18 +128,56 @@ fn is_unicast(a: u32) -> bool {
 /// the gateway to the sender, quoting the offending IP header and its first 8 data
 /// bytes, back out of the ingress port.
 ///
-/// Drops with `TtlExpired` instead when no error may be sent (the datagram is a
-/// non-initial fragment, an ICMP error itself, or from/to a non-unicast address,
-/// RFC 1122 §3.2.2 / RFC 1812 §4.3.2.7) or the frame's capacity cannot hold the reply.
+/// Drops with `TtlExpired` instead when no error may be sent (see [`icmp_error`]).
 pub fn time_exceeded(buf: &mut [u8], ctx: &mut PacketCtx, port: &PortInfo) -> Verdict {
-    let drop = Verdict::Drop(DropReason::TtlExpired);
+    icmp_error(
+        buf,
+        ctx,
+        port,
+        IcmpError {
+            msg_type: icmp::msg_type::TIME_EXCEEDED,
+            code: icmp::CODE_TTL_EXCEEDED_IN_TRANSIT,
+            rest_of_header: [0; 4],
+            only_with_df: false,
+            otherwise: DropReason::TtlExpired,
+        },
+    )
+}
+
+/// What [`icmp_error`] sends, and the drop when it may not.
+pub struct IcmpError {
+    pub msg_type: u8,
+    pub code: u8,
+    /// The 4 bytes after type, code and checksum (e.g. RFC 1191's next-hop MTU).
+    pub rest_of_header: [u8; 4],
+    /// Only about a datagram with DF set (fragmentation needed); otherwise dropped.
+    pub only_with_df: bool,
+    pub otherwise: DropReason,
+}
+
+/// Rewrite the checked IPv4 frame `buf[..ctx.len]` (`buf` from the packet's start to the
+/// chunk's end) into the ICMP error `e` from the gateway to its sender, quoting the
+/// offending IP header and its first 8 data bytes, back out of the ingress port
+/// (`Reply`).
+///
+/// `Drop(e.otherwise)` instead when no error may be sent (the datagram is a non-initial
+/// fragment, an ICMP error itself, or from/to a non-unicast address, RFC 1122 §3.2.2 /
+/// RFC 1812 §4.3.2.7; without DF when `e.only_with_df`) or the frame's capacity cannot
+/// hold the reply.
+pub fn icmp_error(buf: &mut [u8], ctx: &mut PacketCtx, port: &PortInfo, e: IcmpError) -> Verdict {
+    let drop = Verdict::Drop(e.otherwise);
     let Some(l3) = buf.get(ETH..ctx.len) else {
         return drop;
     };
     let Ok(ip) = Ipv4Packet::new_checked(l3) else {
         return drop;
     };
-    if ip.frag_offset() != 0 || !is_unicast(ip.src_addr()) || !is_unicast(ip.dst_addr()) {
+    let df = l3[6] & 0x40 != 0;
+    if (e.only_with_df && !df)
+        || ip.frag_offset() != 0
+        || !is_unicast(ip.src_addr())
+        || !is_unicast(ip.dst_addr())
+    {
         return drop;
     }
     if ip.protocol() == ipv4::protocol::ICMP {
@@ -165,9 +203,9 @@ pub fn time_exceeded(buf: &mut [u8], ctx: &mut PacketCtx, port: &PortInfo) -> Ve
     let frame = &mut buf[..new_len];
     {
         let mut msg = IcmpPacket::new_unchecked(&mut frame[ETH + ipv4::MIN_HEADER_LEN..]);
-        msg.set_msg_type(icmp::msg_type::TIME_EXCEEDED);
-        msg.set_msg_code(icmp::CODE_TTL_EXCEEDED_IN_TRANSIT);
-        msg.set_rest_of_header([0; 4]);
+        msg.set_msg_type(e.msg_type);
+        msg.set_msg_code(e.code);
+        msg.set_rest_of_header(e.rest_of_header);
         msg.fill_checksum();
     }
     {
