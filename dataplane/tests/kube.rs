@@ -457,61 +457,9 @@ fn an_object_that_cannot_be_enforced_is_reported_and_the_others_take_effect() {
 
 mod common;
 
+use common::bridge::Bridge;
 use common::*;
 use std::net::Ipv4Addr;
-
-/// The underlay: a bridge in the test's namespace (the API server listens on `.250`),
-/// node namespaces as its ports; removed on drop.
-struct Bridge {
-    name: String,
-    net: [u8; 3],
-    p: String,
-}
-
-impl Bridge {
-    fn new(p: &str, net: [u8; 3]) -> Bridge {
-        let name = format!("{p}br");
-        let _ = testkit::try_sh(&["ip", "link", "del", &name]);
-        sh(&["ip", "link", "add", &name, "type", "bridge"]);
-        let b = Bridge {
-            name,
-            net,
-            p: p.into(),
-        };
-        let a = format!("{}/24", b.ip(250));
-        sh(&["ip", "addr", "add", &a, "dev", &b.name]);
-        sh(&["ip", "link", "set", &b.name, "up"]);
-        sh(&["ethtool", "-K", &b.name, "tx", "off"]);
-        b
-    }
-
-    fn ip(&self, last: u8) -> Ipv4Addr {
-        Ipv4Addr::new(self.net[0], self.net[1], self.net[2], last)
-    }
-
-    fn node(&self, tag: &str, last: u8) -> Netns {
-        let node = Netns::new(&format!("{}{tag}", self.p));
-        let end = format!("{}{tag}", self.p);
-        sh(&[
-            "ip", "link", "add", &end, "type", "veth", "peer", "name", "up0", "netns", &node.name,
-        ]);
-        sh(&["ip", "link", "set", &end, "master", &self.name, "up"]);
-        let a = format!("{}/24", self.ip(last));
-        sh(&["ip", "-n", &node.name, "addr", "add", &a, "dev", "up0"]);
-        sh(&["ip", "-n", &node.name, "link", "set", "up0", "up"]);
-        let gw = self.ip(250).to_string();
-        sh(&[
-            "ip", "-n", &node.name, "route", "add", "default", "via", &gw, "dev", "up0",
-        ]);
-        node
-    }
-}
-
-impl Drop for Bridge {
-    fn drop(&mut self) {
-        let _ = testkit::try_sh(&["ip", "link", "del", &self.name]);
-    }
-}
 
 /// `xsknetctl policy matrix` (offline) on the API's objects of this test: the pods with
 /// the labels the API gave them, web's named port, and the policy as applied; what it

@@ -5,6 +5,8 @@
 
 #![allow(dead_code, reason = "each test binary uses a different subset")]
 
+pub mod bridge;
+
 use std::net::{Ipv4Addr, TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
