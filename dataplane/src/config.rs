@@ -184,6 +184,14 @@ pub struct Config {
     /// Dataplane workers, one per pinned core.
     pub workers: Vec<WorkerConfig>,
     pub umem: UmemConfig,
+    /// The MTU of a pod's interface for traffic to pods of this node (issue 11): the
+    /// CNI plugin gives the pod interface this MTU, routes this node's `podCidr` at
+    /// it, and keeps the default route (other nodes, Services, the world) at the pod
+    /// MTU. Fewer, larger packets through the copy-mode AF_XDP path. A packet must fit
+    /// one UMEM frame: at most [`max_local_mtu`] for `umem.frameSize`. None = the pod
+    /// MTU everywhere.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub local_mtu: Option<u32>,
     pub host_port: HostPortConfig,
     pub idle: IdleConfig,
     /// A `tracing` filter: a level (`info`) or directives (`info,xsknet_dataplane=debug`).
@@ -414,6 +422,7 @@ impl Default for Config {
             },
             workers: vec![WorkerConfig { core: last_cpu }],
             umem: UmemConfig::default(),
+            local_mtu: None,
             host_port: HostPortConfig::default(),
             idle: IdleConfig::default(),
             log_level: "info".to_string(),
@@ -431,6 +440,20 @@ impl Default for Config {
             masquerade: MasqueradeConfig::default(),
             metrics: MetricsConfig::default(),
         }
+    }
+}
+
+/// The largest `localMtu` for a UMEM frame size: the IP packet plus its Ethernet
+/// header must fit one frame behind [`HEADROOM`](crate::xsk::umem::HEADROOM), and a
+/// veth with a single-buffer XDP program attached refuses a peer MTU above
+/// one page − XDP headroom − `skb_shared_info` − Ethernet header (3506 on 4 KiB pages).
+pub const fn max_local_mtu(frame_size: u32) -> u32 {
+    const VETH_XDP_MAX: u32 = 4096 - 256 - 320 - 14;
+    let frame = frame_size - crate::xsk::umem::HEADROOM as u32 - 14;
+    if frame < VETH_XDP_MAX {
+        frame
+    } else {
+        VETH_XDP_MAX
     }
 }
 
@@ -660,6 +683,20 @@ impl Config {
                 ),
                 &u.frames_per_port,
             ));
+        }
+        if let Some(m) = self.local_mtu {
+            let max = max_local_mtu(u.frame_size);
+            if !(1280..=max).contains(&m) {
+                return Err(bad(
+                    "localMtu",
+                    &format!(
+                        "must be in 1280..={max}: a packet must fit one {}-byte UMEM frame \
+                         behind its headroom, and a veth with XDP attached takes no more",
+                        u.frame_size
+                    ),
+                    &m,
+                ));
+            }
         }
         if !(1..=1024).contains(&u.max_ports_per_worker) {
             return Err(bad(
@@ -947,6 +984,24 @@ logLevel: debug,xsknet_dataplane=trace
         assert_eq!(c.total_frames_per_worker(), 16384);
         let again = serde_yaml_ng::to_string(&c).unwrap();
         assert_eq!(Config::from_yaml_str(&again).unwrap(), c);
+    }
+
+    #[test]
+    fn local_mtu_must_fit_one_frame_and_the_veth_xdp_limit() {
+        assert_eq!((max_local_mtu(2048), max_local_mtu(4096)), (1778, 3506));
+        let v = Config::from_yaml_str;
+        let c = v("localMtu: 3500\numem:\n  frameSize: 4096\n").unwrap();
+        assert_eq!(c.local_mtu, Some(3500));
+        assert_eq!(v("localMtu: 1778\n").unwrap().local_mtu, Some(1778));
+        for (y, range) in [
+            ("localMtu: 3000\n", "1280..=1778"),
+            ("localMtu: 3507\numem:\n  frameSize: 4096\n", "1280..=3506"),
+            ("localMtu: 9000\numem:\n  frameSize: 4096\n", "1280..=3506"),
+            ("localMtu: 1000\n", "1280..=1778"),
+        ] {
+            let e = v(y).unwrap_err().to_string();
+            assert!(e.contains("localMtu") && e.contains(range), "{y}: {e}");
+        }
     }
 
     #[test]

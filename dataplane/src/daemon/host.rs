@@ -107,6 +107,7 @@ pub fn create(
         onlink: false,
         src: Some(ip),
         scope_link: true,
+        mtu: None,
     })
     .map_err(netlink("add pod CIDR route"))?;
     let node_mac = node

@@ -366,6 +366,7 @@ impl Daemon {
             workers: self.workers.len(),
             endpoints: self.endpoints.len(),
             pod_cidr: self.cfg.pod_cidr.to_string(),
+            local_mtu: self.cfg.local_mtu,
             host_port: self.host.map(|_| self.cfg.host_port.name.clone()),
             host_ip: self.host_ip,
             uptime_secs: self.started.elapsed().as_secs(),
