@@ -6,12 +6,12 @@
 # worker's core): 0 nothing; 1 RPS to all CPUs; other: RPS to every CPU but the
 # worker's (the last one, xsknetd's default); gro: GRO on (veth then runs NAPI);
 # threaded: GRO + threaded NAPI.
-#   sudo bash bench/e2e/tcp-local-mtu.sh [FRAME] [MTU] [RING] [FRAMES] [SECS] [RX] [BRIDGE]
+#   sudo bash bench/e2e/tcp-local-mtu.sh [FRAME] [MTU] [RING] [FRAMES] [SECS] [RX] [BRIDGE] [TXBUDGET]
 # e.g. `tcp-local-mtu.sh 4096 3500 256 496 5 0 1`. Cleans up everything it created
 # (trap), kills only what it started.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-FRAME=${1:-2048}; MTU=${2:-1500}; RING=${3:-512}; FRAMES=${4:-992}; SECS=${5:-5}; RPS=${6:-0}; BR=${7:-0}
+FRAME=${1:-2048}; MTU=${2:-1500}; RING=${3:-512}; FRAMES=${4:-992}; SECS=${5:-5}; RPS=${6:-0}; BR=${7:-0}; BUDGET=${8:-0}
 BIN=$PWD/target/release
 [ -x "$BIN/xsknetd" ] || cargo build --release -q -p dataplane --bins
 P=tm$$; NODE=${P}n; W=$(mktemp -d); SOCK=$W/s; D=""; SRV=""
@@ -27,7 +27,7 @@ rxknob() { local mask; case "$RPS" in
   threaded) ip netns exec "$1" ethtool -K eth0 gro on >/dev/null; ip netns exec "$1" sh -c 'echo 1 > /sys/class/net/eth0/threaded'; return;;
   *) return;; esac
   ip netns exec "$1" sh -c "printf %x $mask > /sys/class/net/eth0/queues/rx-0/rps_cpus"; }
-printf 'umem:\n  frameSize: %s\n  ringSize: %s\n  framesPerPort: %s\n' "$FRAME" "$RING" "$FRAMES" > "$W/node.yaml"
+printf 'umem:\n  frameSize: %s\n  ringSize: %s\n  framesPerPort: %s\n  txBudget: %s\n' "$FRAME" "$RING" "$FRAMES" "$BUDGET" > "$W/node.yaml"
 ip netns add $NODE; ip -n $NODE link set lo up
 ip netns exec $NODE "$BIN/xsknetd" --config "$W/node.yaml" --socket "$SOCK" --state-dir "$W/st" 2>"$W/log" & D=$!
 for _ in $(seq 100); do "$BIN/xsknetctl" --socket "$SOCK" status >/dev/null 2>&1 && break; sleep 0.1; done
@@ -44,7 +44,7 @@ done
 ip netns exec ${P}a ping -c1 -W2 10.244.0.3 >/dev/null
 ip netns exec ${P}b iperf3 -s -1 >/dev/null 2>&1 & SRV=$!
 sleep 0.3
-echo "frameSize=$FRAME mtu=$MTU ringSize=$RING framesPerPort=$FRAMES ($(( FRAMES * FRAME / 1024 )) KiB UMEM per pod) rx=$RPS, load: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "frameSize=$FRAME mtu=$MTU ringSize=$RING framesPerPort=$FRAMES ($(( FRAMES * FRAME / 1024 )) KiB UMEM per pod) rx=$RPS txBudget=$BUDGET, load: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "xsknet: $(iperf ${P}a 10.244.0.3)"
 wait $SRV 2>/dev/null || true; SRV=""
 "$BIN/xsknetctl" --socket "$SOCK" stats --json | python3 -c "
