@@ -975,7 +975,7 @@ mod tests {
         assert_eq!(c.idle.busy_poll_us, 200);
         assert_eq!(c.idle.poll_timeout_ms, 100);
         assert_eq!(c.log_level, "info");
-        assert_eq!(c.total_frames_per_worker(), 992 * 64);
+        assert_eq!(c.total_frames_per_worker(), 496 * 64);
         c.validate().unwrap();
     }
 
