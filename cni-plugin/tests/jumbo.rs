@@ -28,7 +28,9 @@ fn routes(pod: &Pod, args: &[&str]) -> String {
 fn udp_ok(from: &Pod, to: &Pod, dst: Ipv4Addr, port: u16, len: usize) -> bool {
     let rx: UdpSocket = to.ns.run(|| UdpSocket::bind((dst, port)).expect("bind"));
     rx.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-    let tx: UdpSocket = from.ns.run(|| UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).unwrap());
+    let tx: UdpSocket = from
+        .ns
+        .run(|| UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).unwrap());
     let data: Vec<u8> = (0..len).map(|i| (i * 13 + i / 241) as u8).collect();
     let mut buf = vec![0u8; len + 1];
     for _ in 0..5 {
@@ -44,7 +46,9 @@ fn ping(from: &Pod, dst: Ipv4Addr, size: usize, df: bool) -> bool {
     let (s, d) = (size.to_string(), dst.to_string());
     let m = if df { "do" } else { "dont" };
     from.ns
-        .exec(&["ping", "-c", "2", "-i", "0.2", "-W", "2", "-q", "-M", m, "-s", &s, &d])
+        .exec(&[
+            "ping", "-c", "2", "-i", "0.2", "-W", "2", "-q", "-M", m, "-s", &s, &d,
+        ])
         .status
         .success()
 }
@@ -83,10 +87,16 @@ fn local_mtu_routes_and_large_packets_between_local_pods() {
     // pod CIDR at the interface's; what the kernel picks for a pod of this node and
     // for a Service / another node's pod.
     let default = routes(&a, &["show", "default"]);
-    assert!(default.contains("via 169.254.1.1") && default.contains("mtu 1500"), "{default}");
+    assert!(
+        default.contains("via 169.254.1.1") && default.contains("mtu 1500"),
+        "{default}"
+    );
     let local = routes(&a, &["show", testkit::POD_CIDR]);
     assert!(local.contains("via 169.254.1.1"), "{local}");
-    assert!(!local.contains("mtu"), "the local route takes the interface MTU: {local}");
+    assert!(
+        !local.contains("mtu"),
+        "the local route takes the interface MTU: {local}"
+    );
     let link = String::from_utf8_lossy(&a.ns.exec(&["ip", "-o", "link", "show", "eth0"]).stdout)
         .into_owned();
     assert!(link.contains(&format!("mtu {LOCAL_MTU} ")), "{link}");
@@ -102,8 +112,16 @@ fn local_mtu_routes_and_large_packets_between_local_pods() {
     assert!(ping(&a, ipb, big, true), "a → b ping -s {big} DF");
     assert!(ping(&b, ipa, big, true), "b → a ping -s {big} DF");
     // Larger than a UMEM frame: the sender's IP layer fragments at the local MTU.
-    assert!(ping(&a, ipb, 2 * FRAME, false), "a → b ping -s {}", 2 * FRAME);
-    assert!(ping(&b, ipa, 2 * FRAME, false), "b → a ping -s {}", 2 * FRAME);
+    assert!(
+        ping(&a, ipb, 2 * FRAME, false),
+        "a → b ping -s {}",
+        2 * FRAME
+    );
+    assert!(
+        ping(&b, ipa, 2 * FRAME, false),
+        "b → a ping -s {}",
+        2 * FRAME
+    );
     assert!(udp_ok(&a, &b, ipb, 7001, 3 * FRAME), "UDP a → b");
     assert!(udp_ok(&b, &a, ipa, 7002, 3 * FRAME), "UDP b → a");
     assert!(udp_ok(&a, &b, ipb, 7003, big - 8), "UDP a → b, one frame");

@@ -702,7 +702,10 @@ impl Config {
         if u.tx_budget != 0 && !(32..=u.ring_size).contains(&u.tx_budget) {
             return Err(bad(
                 "umem.txBudget",
-                &format!("must be 0 (kernel default) or in 32..={} (umem.ringSize)", u.ring_size),
+                &format!(
+                    "must be 0 (kernel default) or in 32..={} (umem.ringSize)",
+                    u.ring_size
+                ),
                 &u.tx_budget,
             ));
         }
@@ -1017,7 +1020,10 @@ logLevel: debug,xsknet_dataplane=trace
         let c = v("localMtu: 3500\numem:\n  frameSize: 4096\n").unwrap();
         assert_eq!(c.local_mtu(), Some(3500));
         let two_k = "umem:\n  frameSize: 2048\n  framesPerPort: 992\n  ringSize: 512\n";
-        assert_eq!(v(&format!("localMtu: 1778\n{two_k}")).unwrap().local_mtu(), Some(1778));
+        assert_eq!(
+            v(&format!("localMtu: 1778\n{two_k}")).unwrap().local_mtu(),
+            Some(1778)
+        );
         // Unset: the largest one frame holds; 0: off.
         assert_eq!(v("").unwrap().local_mtu(), Some(3506));
         assert_eq!(v(two_k).unwrap().local_mtu(), Some(1778));
@@ -1025,7 +1031,10 @@ logLevel: debug,xsknet_dataplane=trace
         for (y, range) in [
             (format!("localMtu: 3000\n{two_k}"), "1280..=1778"),
             ("localMtu: 3507\n".into(), "1280..=3506"),
-            ("localMtu: 9000\numem:\n  frameSize: 4096\n".into(), "1280..=3506"),
+            (
+                "localMtu: 9000\numem:\n  frameSize: 4096\n".into(),
+                "1280..=3506",
+            ),
             ("localMtu: 1000\n".into(), "1280..=3506"),
         ] {
             let e = v(&y).unwrap_err().to_string();

@@ -479,7 +479,14 @@ fn add_with_local_mtu_plans_per_destination_routes() {
     let (rc, v) = h.call(&h.env("ADD", "p1"), &h.conf("1.1.0", json!({})));
     assert_eq!(rc, 0, "{v}");
     assert_eq!(v["interfaces"][1]["mtu"], 3500);
-    assert!(v["routes"].as_array().unwrap().iter().any(|r| r["dst"] == "10.244.0.0/24"), "{v}");
+    assert!(
+        v["routes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["dst"] == "10.244.0.0/24"),
+        "{v}"
+    );
     let plan = h.fake.s.borrow().last_plan.clone().unwrap();
     assert_eq!(plan.mtu, 3500);
     let local = plan.local_routes.unwrap();
@@ -488,7 +495,10 @@ fn add_with_local_mtu_plans_per_destination_routes() {
     let routes = crate::wire::pod_routes(7, plan.local_routes);
     assert_eq!(routes.len(), 3);
     assert_eq!((routes[1].prefix_len, routes[1].mtu), (0, Some(1500)));
-    assert_eq!((routes[2].prefix_len, routes[2].mtu, routes[2].gateway), (24, None, Some(POD_GATEWAY)));
+    assert_eq!(
+        (routes[2].prefix_len, routes[2].mtu, routes[2].gateway),
+        (24, None, Some(POD_GATEWAY))
+    );
     // A local MTU not above the pod MTU changes nothing.
     let h = Harness::new();
     h.fake.s.borrow_mut().local_mtu = Some(1400);
@@ -496,7 +506,10 @@ fn add_with_local_mtu_plans_per_destination_routes() {
     assert_eq!(rc, 0, "{v}");
     assert_eq!(v["interfaces"][1]["mtu"], 1400);
     assert_eq!(v["routes"].as_array().unwrap().len(), 2, "{v}");
-    assert_eq!(h.fake.s.borrow().last_plan.as_ref().unwrap().local_routes, None);
+    assert_eq!(
+        h.fake.s.borrow().last_plan.as_ref().unwrap().local_routes,
+        None
+    );
 }
 
 #[test]
