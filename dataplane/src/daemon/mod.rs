@@ -436,7 +436,12 @@ impl Daemon {
 
     /// The host port (see [`host`]), attached and published.
     fn create_host_port(&mut self) -> Result<(), DaemonError> {
-        let link = host::create(&mut self.nl, &self.cfg.host_port, self.cfg.pod_cidr)?;
+        let link = host::create(
+            &mut self.nl,
+            &self.cfg.host_port,
+            self.cfg.pod_cidr,
+            self.cfg.local_mtu(),
+        )?;
         let id = self
             .attach_port(&link.dp_ifname, link.dp_ifindex, link.info)
             .map_err(DaemonError::HostAttach)?;
