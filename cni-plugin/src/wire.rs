@@ -50,9 +50,21 @@ pub struct LinkPlan {
     pub ifname: String,
     pub netns: PathBuf,
     pub mac: Option<MacAddr>,
+    /// The interface MTU (both veth ends).
     pub mtu: u32,
+    /// With a local MTU (issue 11): `mtu` is it, and the routes differ per destination.
+    pub local_routes: Option<LocalRoutes>,
     pub ip: Ipv4Addr,
     pub disable_ipv6: bool,
+}
+
+/// Per-destination MTUs for a pod whose interface has the node-local MTU: this node's
+/// pod CIDR via the gateway at the interface MTU, the default route (other nodes,
+/// Services, the world) capped at `default_mtu` (`RTAX_MTU`, so TCP's MSS follows).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LocalRoutes {
+    pub pod_cidr: (Ipv4Addr, u8),
+    pub default_mtu: u32,
 }
 
 /// What ADD wired.
@@ -84,9 +96,21 @@ fn open_pod_netns(path: &Path) -> Result<std::os::fd::OwnedFd, WireError> {
     })
 }
 
-/// The pod routes: the gateway as a link-scope host route, the default via it.
-pub fn pod_routes(oif: u32) -> [RouteSpec; 2] {
-    [
+/// The pod routes: the gateway as a link-scope host route, the default via it and,
+/// with a local MTU, this node's pod CIDR via it at the interface MTU while the
+/// default route keeps the smaller one.
+pub fn pod_routes(oif: u32, local: Option<LocalRoutes>) -> Vec<RouteSpec> {
+    let via_gw = |dst, prefix_len, mtu| RouteSpec {
+        dst,
+        prefix_len,
+        gateway: Some(POD_GATEWAY),
+        oif,
+        onlink: true,
+        src: None,
+        scope_link: false,
+        mtu,
+    };
+    let mut routes = vec![
         RouteSpec {
             dst: POD_GATEWAY,
             prefix_len: 32,
@@ -95,17 +119,14 @@ pub fn pod_routes(oif: u32) -> [RouteSpec; 2] {
             onlink: false,
             src: None,
             scope_link: true,
+            mtu: None,
         },
-        RouteSpec {
-            dst: Ipv4Addr::UNSPECIFIED,
-            prefix_len: 0,
-            gateway: Some(POD_GATEWAY),
-            oif,
-            onlink: true,
-            src: None,
-            scope_link: false,
-        },
-    ]
+        via_gw(Ipv4Addr::UNSPECIFIED, 0, local.map(|l| l.default_mtu)),
+    ];
+    if let Some(l) = local {
+        routes.push(via_gw(l.pod_cidr.0, l.pod_cidr.1, None));
+    }
+    routes
 }
 
 /// Creates and configures the veth; on failure nothing is left behind.
@@ -148,7 +169,7 @@ fn configure_pod_side(plan: &LinkPlan) -> Result<String, WireError> {
     }
     nl.set_link_up(link.index, true)?;
     nl.add_address(link.index, plan.ip, 32)?;
-    for r in pod_routes(link.index) {
+    for r in pod_routes(link.index, plan.local_routes) {
         nl.add_route(&r)?;
     }
     xsknet_sys::ethtool::prepare_pod_interface(&plan.ifname).map_err(|source| {

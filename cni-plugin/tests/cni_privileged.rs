@@ -35,7 +35,8 @@ fn two_pods_ping_tcp_check_del() {
     eprintln!("ADD a took {add_ms:.1} ms (incl. ip netns exec)");
     let (ipa, ipb) = (result_ip(&ra), result_ip(&rb));
     assert_ne!(ipa, ipb);
-    assert_eq!(ra["interfaces"][1]["mtu"], 1500);
+    // The node-local MTU by default (localMtu unset: the largest a 4 KiB frame holds).
+    assert_eq!(ra["interfaces"][1]["mtu"], 3506);
     // The result is only printed once the dataplane forwards: no settling time.
     assert!(a.ns.ping(ipb, 2), "a → b ping");
     assert!(b.ns.ping(ipa, 2), "b → a ping");

@@ -184,6 +184,15 @@ pub struct Config {
     /// Dataplane workers, one per pinned core.
     pub workers: Vec<WorkerConfig>,
     pub umem: UmemConfig,
+    /// The MTU of a pod's interface for traffic to pods of this node (issue 11): the
+    /// CNI plugin gives the pod interface this MTU, routes this node's `podCidr` at
+    /// it, and keeps the default route (other nodes, Services, the world) at the pod
+    /// MTU. Fewer, larger packets through the copy-mode AF_XDP path (measured:
+    /// bench/RESULTS.md "Node-local TCP"). A packet must fit one UMEM frame: at most
+    /// [`max_local_mtu`] for `umem.frameSize`. Unset = that maximum; 0 = off (the pod
+    /// MTU everywhere). Read it through [`Config::local_mtu`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub local_mtu: Option<u32>,
     pub host_port: HostPortConfig,
     pub idle: IdleConfig,
     /// A `tracing` filter: a level (`info`) or directives (`info,xsknet_dataplane=debug`).
@@ -279,6 +288,16 @@ pub struct MetricsConfig {
 }
 
 impl Config {
+    /// The node-local pod MTU in force: `localMtu`, or the largest one frame holds
+    /// when unset; None when `localMtu: 0` turns it off.
+    pub fn local_mtu(&self) -> Option<u32> {
+        match self.local_mtu {
+            None => Some(max_local_mtu(self.umem.frame_size)),
+            Some(0) => None,
+            Some(m) => Some(m),
+        }
+    }
+
     /// The prefix the masquerade excludes: `clusterCidr`, else (with a datastore)
     /// `overlay.clusterCidr`, else this node's `podCidr`.
     pub fn masquerade_exclude(&self) -> Ipv4Cidr {
@@ -339,25 +358,29 @@ pub struct WorkerConfig {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct UmemConfig {
-    /// Bytes per frame: 2048 or 4096.
+    /// Bytes per frame: 2048 or 4096. 4096 by default: it carries the node-local
+    /// jumbo MTU (`localMtu`) in one frame.
     pub frame_size: u32,
     /// Frames of each port's own UMEM (fill ring + RX + TX in flight). The default,
-    /// 992 × 2 KiB plus four 512-entry rings (page-rounded mappings): ~2040 KiB per pod
-    /// measured (`cni_latency`), within 2 MiB.
+    /// 496 × 4 KiB plus four 256-entry rings: ~2000 KiB per pod, within 2 MiB.
     pub frames_per_port: u32,
     /// Entries in each of a port's four rings; a power of two.
     pub ring_size: u32,
     /// Ports one worker can own (port slots and counters are sized from it).
     pub max_ports_per_worker: u32,
+    /// Frames the kernel transmits per TX wakeup (`XDP_MAX_TX_SKB_BUDGET`, Linux
+    /// 6.17+; kernel default 32); 0 = the kernel's default. At most `ringSize`.
+    pub tx_budget: u32,
 }
 
 impl Default for UmemConfig {
     fn default() -> Self {
         UmemConfig {
-            frame_size: 2048,
-            frames_per_port: 992,
-            ring_size: 512,
+            frame_size: 4096,
+            frames_per_port: 496,
+            ring_size: 256,
             max_ports_per_worker: 64,
+            tx_budget: 0,
         }
     }
 }
@@ -414,6 +437,7 @@ impl Default for Config {
             },
             workers: vec![WorkerConfig { core: last_cpu }],
             umem: UmemConfig::default(),
+            local_mtu: None,
             host_port: HostPortConfig::default(),
             idle: IdleConfig::default(),
             log_level: "info".to_string(),
@@ -431,6 +455,20 @@ impl Default for Config {
             masquerade: MasqueradeConfig::default(),
             metrics: MetricsConfig::default(),
         }
+    }
+}
+
+/// The largest `localMtu` for a UMEM frame size: the IP packet plus its Ethernet
+/// header must fit one frame behind [`HEADROOM`](crate::xsk::umem::HEADROOM), and a
+/// veth with a single-buffer XDP program attached refuses a peer MTU above
+/// one page − XDP headroom − `skb_shared_info` − Ethernet header (3506 on 4 KiB pages).
+pub const fn max_local_mtu(frame_size: u32) -> u32 {
+    const VETH_XDP_MAX: u32 = 4096 - 256 - 320 - 14;
+    let frame = frame_size - crate::xsk::umem::HEADROOM as u32 - 14;
+    if frame < VETH_XDP_MAX {
+        frame
+    } else {
+        VETH_XDP_MAX
     }
 }
 
@@ -660,6 +698,31 @@ impl Config {
                 ),
                 &u.frames_per_port,
             ));
+        }
+        if u.tx_budget != 0 && !(32..=u.ring_size).contains(&u.tx_budget) {
+            return Err(bad(
+                "umem.txBudget",
+                &format!(
+                    "must be 0 (kernel default) or in 32..={} (umem.ringSize)",
+                    u.ring_size
+                ),
+                &u.tx_budget,
+            ));
+        }
+        if let Some(m) = self.local_mtu.filter(|&m| m != 0) {
+            let max = max_local_mtu(u.frame_size);
+            if !(1280..=max).contains(&m) {
+                return Err(bad(
+                    "localMtu",
+                    &format!(
+                        "must be 0 (off) or in 1280..={max}: a packet must fit one {}-byte \
+                         UMEM frame behind its headroom, and a veth with XDP attached takes \
+                         no more",
+                        u.frame_size
+                    ),
+                    &m,
+                ));
+            }
         }
         if !(1..=1024).contains(&u.max_ports_per_worker) {
             return Err(bad(
@@ -904,9 +967,10 @@ mod tests {
         assert_eq!(c.pod_cidr.to_string(), "10.244.0.0/24");
         assert_eq!(c.workers.len(), 1);
         assert_eq!(Some(&c.workers[0].core), online_cpus().last());
-        assert_eq!(c.umem.frame_size, 2048);
-        assert_eq!(c.umem.frames_per_port, 992);
-        assert_eq!(c.umem.ring_size, 512);
+        assert_eq!(c.umem.frame_size, 4096);
+        assert_eq!(c.umem.frames_per_port, 496);
+        assert_eq!(c.umem.ring_size, 256);
+        assert_eq!(c.local_mtu(), Some(3506));
         assert_eq!(c.umem.max_ports_per_worker, 64);
         assert!(c.host_port.enabled);
         assert_eq!(c.host_port.name, "xsknet0");
@@ -914,7 +978,7 @@ mod tests {
         assert_eq!(c.idle.busy_poll_us, 200);
         assert_eq!(c.idle.poll_timeout_ms, 100);
         assert_eq!(c.log_level, "info");
-        assert_eq!(c.total_frames_per_worker(), 992 * 64);
+        assert_eq!(c.total_frames_per_worker(), 496 * 64);
         c.validate().unwrap();
     }
 
@@ -950,10 +1014,39 @@ logLevel: debug,xsknet_dataplane=trace
     }
 
     #[test]
+    fn local_mtu_must_fit_one_frame_and_the_veth_xdp_limit() {
+        assert_eq!((max_local_mtu(2048), max_local_mtu(4096)), (1778, 3506));
+        let v = Config::from_yaml_str;
+        let c = v("localMtu: 3500\numem:\n  frameSize: 4096\n").unwrap();
+        assert_eq!(c.local_mtu(), Some(3500));
+        let two_k = "umem:\n  frameSize: 2048\n  framesPerPort: 992\n  ringSize: 512\n";
+        assert_eq!(
+            v(&format!("localMtu: 1778\n{two_k}")).unwrap().local_mtu(),
+            Some(1778)
+        );
+        // Unset: the largest one frame holds; 0: off.
+        assert_eq!(v("").unwrap().local_mtu(), Some(3506));
+        assert_eq!(v(two_k).unwrap().local_mtu(), Some(1778));
+        assert_eq!(v("localMtu: 0\n").unwrap().local_mtu(), None);
+        for (y, range) in [
+            (format!("localMtu: 3000\n{two_k}"), "1280..=1778"),
+            ("localMtu: 3507\n".into(), "1280..=3506"),
+            (
+                "localMtu: 9000\numem:\n  frameSize: 4096\n".into(),
+                "1280..=3506",
+            ),
+            ("localMtu: 1000\n".into(), "1280..=3506"),
+        ] {
+            let e = v(&y).unwrap_err().to_string();
+            assert!(e.contains("localMtu") && e.contains(range), "{y}: {e}");
+        }
+    }
+
+    #[test]
     fn partial_sections_keep_other_defaults() {
-        let c = Config::from_yaml_str("umem:\n  ringSize: 256\n").unwrap();
-        assert_eq!(c.umem.ring_size, 256);
-        assert_eq!(c.umem.frame_size, 2048);
+        let c = Config::from_yaml_str("umem:\n  ringSize: 128\n").unwrap();
+        assert_eq!(c.umem.ring_size, 128);
+        assert_eq!(c.umem.frame_size, 4096);
     }
 
     #[test]

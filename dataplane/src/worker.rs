@@ -527,6 +527,7 @@ mod tests {
             frames: 256,
             frame_size: 2048,
             ring_size: 64,
+            tx_budget: 0,
         };
         let mut k: Vec<Option<FakeKernel>> = (0..=UPLINK).map(|_| None).collect();
         for (id, owner) in [(HOST, 0), (POD_A, 0), (POD_B, 1), (UPLINK, 1)] {

@@ -41,6 +41,7 @@ fn status() -> Status {
         workers: 1,
         endpoints: 0,
         pod_cidr: "10.244.0.0/24".into(),
+        local_mtu: None,
         host_port: Some("xsknet0".into()),
         host_ip: None,
         uptime_secs: 42,

@@ -219,8 +219,14 @@ fn two_xsknet_nodes_carry_ping_tcp_and_udp_between_their_pods() {
         (o["uplink_mtu"].as_u64(), o["pod_mtu"].as_u64()),
         (Some(1500), Some(1450))
     );
+    // The interface has the node-local MTU (issue 11); the other node's pods are
+    // reached through the default route, capped at the pod MTU.
+    assert_eq!(st["local_mtu"].as_u64(), Some(3506), "{st}");
     let mtu = t.pa.ns.exec(&["cat", "/sys/class/net/eth0/mtu"]);
-    assert_eq!(String::from_utf8_lossy(&mtu.stdout).trim(), "1450");
+    assert_eq!(String::from_utf8_lossy(&mtu.stdout).trim(), "3506");
+    let to_b = t.pa.ns.exec(&["ip", "route", "get", &t.pb.ip.to_string()]);
+    let to_b = String::from_utf8_lossy(&to_b.stdout).into_owned();
+    assert!(to_b.contains("mtu 1450"), "{to_b}");
 
     wait_ping(&t.pa, t.pb.ip, &logs);
     assert!(t.pb.ping(t.pa.ip, 3), "b → a\n{}", logs());

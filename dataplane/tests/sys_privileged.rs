@@ -206,6 +206,7 @@ fn addresses_and_routes_in_netns() {
         onlink: true,
         src: None,
         scope_link: false,
+        mtu: None,
     };
     nl.add_route(&default).unwrap();
     nl.add_route(&default).expect("replace semantics");
@@ -241,6 +242,7 @@ fn addresses_and_routes_in_netns() {
         onlink: false,
         src: None,
         scope_link: true,
+        mtu: None,
     };
     node_nl.add_route(&to_pod).unwrap();
     let shown = run(&["ip", "-n", &node, "route", "show", "10.77.0.5/32"]);

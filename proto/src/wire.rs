@@ -631,6 +631,10 @@ pub struct Status {
     pub workers: usize,
     pub endpoints: usize,
     pub pod_cidr: String,
+    /// The MTU for traffic between pods of this node (`localMtu`), when configured:
+    /// the CNI plugin gives pod interfaces this MTU and routes `pod_cidr` at it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local_mtu: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_port: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

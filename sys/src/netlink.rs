@@ -30,8 +30,8 @@ use netlink_packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState,
 };
 use netlink_packet_route::route::{
-    RouteAddress, RouteAttribute, RouteFlags, RouteHeader, RouteMessage, RouteProtocol, RouteScope,
-    RouteType,
+    RouteAddress, RouteAttribute, RouteFlags, RouteHeader, RouteMessage, RouteMetric,
+    RouteProtocol, RouteScope, RouteType,
 };
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
@@ -177,6 +177,9 @@ pub struct RouteSpec {
     pub src: Option<Ipv4Addr>,
     /// `scope link` instead of `scope global` (directly connected destination).
     pub scope_link: bool,
+    /// The route's path MTU (`RTAX_MTU`, `ip route ... mtu N`): caps packets and TCP's
+    /// MSS to this destination below the interface MTU. None = the interface's MTU.
+    pub mtu: Option<u32>,
 }
 
 /// An IPv4 route as the kernel reports it (any table).
@@ -1028,6 +1031,13 @@ fn route_message(spec: &RouteSpec, for_delete: bool) -> Result<RouteMessage, Str
             .push(RouteAttribute::PrefSource(RouteAddress::Inet(src)));
     }
     msg.attributes.push(RouteAttribute::Oif(spec.oif));
+    if let (Some(mtu), false) = (spec.mtu, for_delete) {
+        if !(68..=65535).contains(&mtu) {
+            return Err(format!("route MTU {mtu} outside 68..=65535"));
+        }
+        msg.attributes
+            .push(RouteAttribute::Metrics(vec![RouteMetric::Mtu(mtu)]));
+    }
     Ok(msg)
 }
 
@@ -1075,6 +1085,9 @@ fn describe_route(spec: &RouteSpec) -> String {
     }
     if spec.scope_link {
         s.push_str(" scope link");
+    }
+    if let Some(mtu) = spec.mtu {
+        s.push_str(&format!(" mtu {mtu}"));
     }
     s
 }
@@ -1158,6 +1171,7 @@ mod tests {
             onlink: true,
             src: None,
             scope_link: false,
+            mtu: None,
         };
         let (bytes, parsed) = roundtrip(
             RouteNetlinkMessage::NewRoute(route_message(&spec, false).unwrap()),
@@ -1197,6 +1211,7 @@ mod tests {
             onlink: false,
             src: Some(Ipv4Addr::new(10, 1, 0, 1)),
             scope_link: true,
+            mtu: None,
         };
         let (bytes, _) = roundtrip(
             RouteNetlinkMessage::NewRoute(route_message(&spec, false).unwrap()),
@@ -1219,6 +1234,7 @@ mod tests {
             onlink: false,
             src: None,
             scope_link: true,
+            mtu: None,
         };
         let bytes = serialize_request(
             RouteNetlinkMessage::DelRoute(route_message(&spec, true).unwrap()),
@@ -1241,6 +1257,7 @@ mod tests {
             onlink: false,
             src: None,
             scope_link: false,
+            mtu: None,
         };
         assert!(route_message(&spec, false).is_err());
         spec.prefix_len = 0;

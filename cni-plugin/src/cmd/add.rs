@@ -14,7 +14,7 @@ use super::{wire_error, Call};
 use crate::errors::{code, CniError};
 use crate::ipam;
 use crate::result::{CniResult, Interface, IpConfig, Route};
-use crate::wire::LinkPlan;
+use crate::wire::{LinkPlan, LocalRoutes};
 
 pub fn run(c: &Call<'_>) -> Result<Value, CniError> {
     let _lock = c.lock(false)?;
@@ -48,13 +48,18 @@ pub fn run(c: &Call<'_>) -> Result<Value, CniError> {
             eprintln!("xsknet: rollback: {e}");
         }
     };
-    let mtu = c.pod_mtu();
+    let mtus = c.mtus();
+    let mtu = mtus.local.map_or(mtus.pod, |l| l.0);
     let plan = LinkPlan {
         host_ifname: host.clone(),
         ifname: c.env.ifname.clone(),
         netns: PathBuf::from(&c.env.netns),
         mac,
         mtu,
+        local_routes: mtus.local.map(|(_, dst, prefix)| LocalRoutes {
+            pod_cidr: (dst, prefix),
+            default_mtu: mtus.pod,
+        }),
         ip: allocated.ip,
         disable_ipv6: c.conf.disable_ipv6,
     };
@@ -137,7 +142,15 @@ pub fn run(c: &Call<'_>) -> Result<Value, CniError> {
                 gw: Some(POD_GATEWAY),
                 scope: None,
             },
-        ],
+        ]
+        .into_iter()
+        .chain(mtus.local.map(|(_, dst, prefix)| Route {
+            dst,
+            prefix,
+            gw: Some(POD_GATEWAY),
+            scope: None,
+        }))
+        .collect(),
         dns: allocated.dns,
     };
     Ok(result.to_value(&c.conf.cni_version))

@@ -57,6 +57,16 @@ pub fn unreachable(e: &ClientError) -> bool {
     matches!(e, ClientError::Connect { .. } | ClientError::Timeout { .. })
 }
 
+/// MTUs of a pod's interface ([`Call::mtus`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Mtus {
+    /// Everything but this node's pods (and the interface, without `local`).
+    pub pod: u32,
+    /// `(local MTU, node pod CIDR address, prefix)`: the interface MTU and the route
+    /// to this node's pods, when the daemon has a `localMtu` above `pod`.
+    pub local: Option<(u32, std::net::Ipv4Addr, u8)>,
+}
+
 impl Call<'_> {
     /// The deterministic host-side veth name of this attachment.
     pub fn host_ifname(&self) -> String {
@@ -76,16 +86,42 @@ impl Call<'_> {
     /// default. Asking costs one `status` round trip; an unreachable daemon falls back
     /// to the default here and fails the ADD at `endpoint_add` with its usual error.
     pub fn pod_mtu(&self) -> u32 {
-        if self.conf.mtu_configured {
-            return self.conf.mtu;
-        }
-        self.platform
+        self.mtus().pod
+    }
+
+    /// The pod MTU ([`pod_mtu`](Self::pod_mtu)) and, when the daemon has a `localMtu`
+    /// above it, that MTU with this node's pod CIDR (issue 11): the interface gets
+    /// the local MTU, the node's pod CIDR is routed at it and the default route keeps
+    /// the pod MTU. One `status` round trip.
+    pub fn mtus(&self) -> Mtus {
+        let status = self
+            .platform
             .daemon_call(&self.conf.socket, &Request::Status, DAEMON_TIMEOUT)
-            .ok()
-            .and_then(|v| v.get("overlay")?.get("pod_mtu")?.as_u64())
-            .and_then(|m| u32::try_from(m).ok())
-            .filter(|m| (68..=65535).contains(m))
+            .ok();
+        let mtu_of = |v: Option<&Value>| {
+            v.and_then(Value::as_u64)
+                .and_then(|m| u32::try_from(m).ok())
+                .filter(|m| (68..=65535).contains(m))
+        };
+        let pod = if self.conf.mtu_configured {
+            self.conf.mtu
+        } else {
+            mtu_of(
+                status
+                    .as_ref()
+                    .and_then(|v| v.get("overlay")?.get("pod_mtu")),
+            )
             .unwrap_or(self.conf.mtu)
+        };
+        let local = mtu_of(status.as_ref().and_then(|v| v.get("local_mtu")))
+            .filter(|&m| m > pod)
+            .and_then(|m| {
+                let cidr = status.as_ref()?.get("pod_cidr")?.as_str()?;
+                let (addr, prefix) = cidr.split_once('/')?;
+                let prefix: u8 = prefix.parse().ok().filter(|p| *p <= 32)?;
+                Some((m, addr.parse().ok()?, prefix))
+            });
+        Mtus { pod, local }
     }
 
     /// Maps a client error to a CNI error.

@@ -24,6 +24,10 @@ use crate::wire::{host_ifname, LinkPlan, PodLink, PodView, WireError};
 struct State {
     daemon_up: bool,
     daemon_ready: bool,
+    /// `status.local_mtu` (with `pod_cidr` 10.244.0.0/24).
+    local_mtu: Option<u32>,
+    /// The last plan `create_pod_link` got.
+    last_plan: Option<LinkPlan>,
     /// Fail the next endpoint_add with this kind.
     fail_endpoint_add: Option<ErrorKind>,
     endpoints: BTreeMap<String, Endpoint>,
@@ -140,6 +144,8 @@ impl Platform for Fake {
         match req.clone() {
             Request::Status => Ok(to(&Status {
                 ready: s.daemon_ready,
+                local_mtu: s.local_mtu,
+                pod_cidr: "10.244.0.0/24".into(),
                 ..Default::default()
             })),
             Request::EndpointAdd(spec) => {
@@ -229,6 +235,7 @@ impl Platform for Fake {
             .mac
             .map(|m| m.to_string())
             .unwrap_or_else(|| "0a:00:00:00:00:02".into());
+        s.last_plan = Some(plan.clone());
         s.host_links.insert(plan.host_ifname.clone());
         s.pods.insert(
             (ns, plan.ifname.clone()),
@@ -463,6 +470,46 @@ fn add_result_per_version() {
         );
         assert_eq!(cni.netns.as_deref(), Some("/run/netns/p1"));
     }
+}
+
+#[test]
+fn add_with_local_mtu_plans_per_destination_routes() {
+    let h = Harness::new();
+    h.fake.s.borrow_mut().local_mtu = Some(3500);
+    let (rc, v) = h.call(&h.env("ADD", "p1"), &h.conf("1.1.0", json!({})));
+    assert_eq!(rc, 0, "{v}");
+    assert_eq!(v["interfaces"][1]["mtu"], 3500);
+    assert!(
+        v["routes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["dst"] == "10.244.0.0/24"),
+        "{v}"
+    );
+    let plan = h.fake.s.borrow().last_plan.clone().unwrap();
+    assert_eq!(plan.mtu, 3500);
+    let local = plan.local_routes.unwrap();
+    assert_eq!(local.pod_cidr, ("10.244.0.0".parse().unwrap(), 24));
+    assert_eq!(local.default_mtu, 1500);
+    let routes = crate::wire::pod_routes(7, plan.local_routes);
+    assert_eq!(routes.len(), 3);
+    assert_eq!((routes[1].prefix_len, routes[1].mtu), (0, Some(1500)));
+    assert_eq!(
+        (routes[2].prefix_len, routes[2].mtu, routes[2].gateway),
+        (24, None, Some(POD_GATEWAY))
+    );
+    // A local MTU not above the pod MTU changes nothing.
+    let h = Harness::new();
+    h.fake.s.borrow_mut().local_mtu = Some(1400);
+    let (rc, v) = h.call(&h.env("ADD", "p1"), &h.conf("1.1.0", json!({"mtu": 1400})));
+    assert_eq!(rc, 0, "{v}");
+    assert_eq!(v["interfaces"][1]["mtu"], 1400);
+    assert_eq!(v["routes"].as_array().unwrap().len(), 2, "{v}");
+    assert_eq!(
+        h.fake.s.borrow().last_plan.as_ref().unwrap().local_routes,
+        None
+    );
 }
 
 #[test]

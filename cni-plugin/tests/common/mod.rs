@@ -61,8 +61,13 @@ pub struct Node {
 
 impl Node {
     pub fn start(tag: &str) -> Node {
+        Node::start_with(tag, "")
+    }
+
+    /// [`start`](Self::start) with more `node.yaml` lines.
+    pub fn start_with(tag: &str, extra_yaml: &str) -> Node {
         let ns = Netns::new(&format!("{tag}n"));
-        let yaml = format!("podCidr: {}\n", testkit::POD_CIDR);
+        let yaml = format!("podCidr: {}\n{extra_yaml}", testkit::POD_CIDR);
         let mut daemon = NodeDaemon::new(sibling_binary("xsknetd"), Some(&ns), tag, &yaml);
         daemon.spawn();
         Node {

@@ -51,11 +51,15 @@ pub struct HostLink {
     pub info: PortInfo,
 }
 
-/// Create the veth pair, address and route it (see the module doc).
+/// Create the veth pair, address and route it (see the module doc). With a node-local
+/// MTU (`localMtu`, issue 11) both ends get it: the node reaches this node's pods at
+/// the MTU they reach each other with (its route is the pod CIDR's), instead of pods'
+/// larger datagrams to the node being dropped by a 1500-byte host veth.
 pub fn create(
     nl: &mut Netlink,
     cfg: &HostPortConfig,
     pod_cidr: Ipv4Cidr,
+    local_mtu: Option<u32>,
 ) -> Result<HostLink, HostPortError> {
     let name = cfg.name.as_str();
     let peer = cfg.peer_name.as_str();
@@ -92,6 +96,12 @@ pub fn create(
         ifname: name.to_string(),
         source,
     })?;
+    if let Some(mtu) = local_mtu {
+        nl.set_mtu(dp.index, mtu)
+            .map_err(netlink("set peer MTU (localMtu)"))?;
+        nl.set_mtu(node.index, mtu)
+            .map_err(netlink("set MTU (localMtu)"))?;
+    }
     nl.set_link_up(dp.index, true)
         .map_err(netlink("set peer up"))?;
     nl.set_link_up(node.index, true)
@@ -107,6 +117,7 @@ pub fn create(
         onlink: false,
         src: Some(ip),
         scope_link: true,
+        mtu: None,
     })
     .map_err(netlink("add pod CIDR route"))?;
     let node_mac = node

@@ -277,6 +277,7 @@ impl Daemon {
             frames: cfg.umem.frames_per_port,
             frame_size: cfg.umem.frame_size,
             ring_size: cfg.umem.ring_size,
+            tx_budget: cfg.umem.tx_budget,
         };
         let mut d = Daemon {
             cfg,
@@ -366,6 +367,7 @@ impl Daemon {
             workers: self.workers.len(),
             endpoints: self.endpoints.len(),
             pod_cidr: self.cfg.pod_cidr.to_string(),
+            local_mtu: self.cfg.local_mtu(),
             host_port: self.host.map(|_| self.cfg.host_port.name.clone()),
             host_ip: self.host_ip,
             uptime_secs: self.started.elapsed().as_secs(),
@@ -434,7 +436,12 @@ impl Daemon {
 
     /// The host port (see [`host`]), attached and published.
     fn create_host_port(&mut self) -> Result<(), DaemonError> {
-        let link = host::create(&mut self.nl, &self.cfg.host_port, self.cfg.pod_cidr)?;
+        let link = host::create(
+            &mut self.nl,
+            &self.cfg.host_port,
+            self.cfg.pod_cidr,
+            self.cfg.local_mtu(),
+        )?;
         let id = self
             .attach_port(&link.dp_ifname, link.dp_ifindex, link.info)
             .map_err(DaemonError::HostAttach)?;

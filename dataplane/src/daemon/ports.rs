@@ -466,6 +466,7 @@ mod tests {
             frames: 128,
             frame_size: 2048,
             ring_size: 64,
+            tx_budget: 0,
         }
     }
 

@@ -265,6 +265,7 @@ mod tests {
             frames: 128,
             frame_size: 2048,
             ring_size: 64,
+            tx_budget: 0,
         };
         let (port, _kernel) = fake_port(3, &cfg, Arc::clone(&counters)).unwrap();
         w.add_port(1, port).unwrap();

@@ -160,6 +160,7 @@ mod tests {
             frames: 256,
             frame_size: 2048,
             ring_size: 64,
+            tx_budget: 0,
         };
         let c = counters();
         let (mut port, mut k) = fake_port(1, &cfg, Arc::clone(&c)).unwrap();
@@ -198,6 +199,7 @@ mod tests {
             frames: 512,
             frame_size: 2048,
             ring_size: 64,
+            tx_budget: 0,
         };
         let c = counters();
         let (mut port, mut k) = fake_port(2, &cfg, Arc::clone(&c)).unwrap();

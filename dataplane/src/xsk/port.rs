@@ -36,6 +36,9 @@ pub struct PortConfig {
     pub frames: u32,
     pub frame_size: u32,
     pub ring_size: u32,
+    /// Frames the kernel may transmit per TX wakeup in copy mode
+    /// (`XDP_MAX_TX_SKB_BUDGET`, Linux 6.17+; its default is 32). 0 = leave it.
+    pub tx_budget: u32,
 }
 
 impl Default for PortConfig {
@@ -45,6 +48,7 @@ impl Default for PortConfig {
             frames: 992,
             frame_size: 2048,
             ring_size: 512,
+            tx_budget: 0,
         }
     }
 }
@@ -280,6 +284,9 @@ impl Port {
         };
         // SAFETY: xsk is live.
         let fd = unsafe { libxdp_sys::xsk_socket__fd(xsk.as_ptr()) };
+        if cfg.tx_budget > 0 {
+            set_tx_budget(ifname, fd, cfg.tx_budget);
+        }
         let rings = (
             ring_raw_prod(&fill),
             ring_raw_cons(&comp),
@@ -640,6 +647,32 @@ impl Port {
     /// Frames currently in the free pool (tests, stats).
     pub fn pool_len(&self) -> usize {
         self.pool.len()
+    }
+}
+
+/// `XDP_MAX_TX_SKB_BUDGET` (uapi `if_xdp.h`, Linux 6.17+).
+const XDP_MAX_TX_SKB_BUDGET: libc::c_int = 9;
+
+/// Raise the copy-mode TX budget of a socket. A kernel without the option (or one that
+/// refuses the value) keeps its default of 32; that is logged, not an error.
+fn set_tx_budget(ifname: &str, fd: RawFd, budget: u32) {
+    // SAFETY: setsockopt reads size_of::<u32>() bytes from `budget`.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_XDP,
+            XDP_MAX_TX_SKB_BUDGET,
+            (&budget as *const u32).cast(),
+            std::mem::size_of::<u32>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        tracing::warn!(
+            ifname,
+            budget,
+            error = %io::Error::last_os_error(),
+            "XDP_MAX_TX_SKB_BUDGET not applied; the kernel's default TX budget stays"
+        );
     }
 }
 
