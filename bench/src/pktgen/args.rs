@@ -199,25 +199,25 @@ fn seconds(flag: &'static str, s: f64) -> Result<Duration, ArgError> {
     Ok(Duration::from_secs_f64(s))
 }
 
-/// `aa:bb:cc:dd:ee:ff` (case-insensitive).
-pub fn parse_mac(s: &str) -> Result<[u8; 6], ()> {
+/// `aa:bb:cc:dd:ee:ff` (case-insensitive); None when it is not one.
+pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
     let mut out = [0u8; 6];
     let mut parts = s.split(':');
     for b in &mut out {
-        let p = parts.next().ok_or(())?;
+        let p = parts.next()?;
         if p.is_empty() || p.len() > 2 {
-            return Err(());
+            return None;
         }
-        *b = u8::from_str_radix(p, 16).map_err(|_| ())?;
+        *b = u8::from_str_radix(p, 16).ok()?;
     }
     if parts.next().is_some() {
-        return Err(());
+        return None;
     }
-    Ok(out)
+    Some(out)
 }
 
 fn mac(flag: &'static str, s: &str) -> Result<[u8; 6], ArgError> {
-    parse_mac(s).map_err(|_| ArgError::Format {
+    parse_mac(s).ok_or_else(|| ArgError::Format {
         flag,
         what: "a MAC address (aa:bb:cc:dd:ee:ff)",
         got: s.to_string(),
@@ -512,9 +512,12 @@ mod tests {
             ..send()
         })
         .starts_with("--dst-ip: \"10.244.0\" is not an IPv4 address"));
-        assert_eq!(parse_mac("AA:bb:0:1:2:ff"), Ok([0xaa, 0xbb, 0, 1, 2, 0xff]));
-        assert!(parse_mac("aa:bb:cc:dd:ee:ff:00").is_err());
-        assert!(parse_mac("aaa:bb:cc:dd:ee:ff").is_err());
+        assert_eq!(
+            parse_mac("AA:bb:0:1:2:ff"),
+            Some([0xaa, 0xbb, 0, 1, 2, 0xff])
+        );
+        assert!(parse_mac("aa:bb:cc:dd:ee:ff:00").is_none());
+        assert!(parse_mac("aaa:bb:cc:dd:ee:ff").is_none());
     }
 
     #[test]

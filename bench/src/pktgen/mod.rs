@@ -139,7 +139,7 @@ pub fn mtu(name: &str) -> Result<u32, PktgenError> {
 pub fn mac_of(name: &str) -> Result<[u8; 6], PktgenError> {
     let p = format!("/sys/class/net/{name}/address");
     let s = std::fs::read_to_string(&p).map_err(|_| PktgenError::NoSuchInterface(name.into()))?;
-    args::parse_mac(s.trim()).map_err(|_| PktgenError::NoSuchInterface(name.into()))
+    args::parse_mac(s.trim()).ok_or_else(|| PktgenError::NoSuchInterface(name.into()))
 }
 
 /// Pin the calling thread to `cpu`.
