@@ -11,13 +11,29 @@ use std::time::Duration;
 
 use testkit::{prefix, privileged, sh, wait_until, workspace_bin, Netns};
 
-/// The sink child, killed on drop.
-struct Proc(Child);
+/// The sink child, killed by pid on drop unless its output was taken.
+struct Proc(Option<Child>);
+
+impl Proc {
+    /// Wait (bounded by the caller's poll) and take the child's output.
+    fn output(&mut self) -> std::process::Output {
+        let child = self.0.take().expect("sink already collected");
+        child.wait_with_output().expect("sink output")
+    }
+
+    fn exited(&mut self) -> bool {
+        self.0
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(Some(_))))
+    }
+}
 
 impl Drop for Proc {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        if let Some(c) = self.0.as_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 }
 
@@ -96,7 +112,7 @@ fn run(p: &Pair, port: u16, count: u64, args: &[&str]) -> (serde_json::Value, se
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn sink");
-    let mut sink = Proc(sink);
+    let mut sink = Proc(Some(sink));
     wait_until("sink bound", Duration::from_secs(20), || {
         let o = p.b.exec(&["ss", "-ulnH", &format!("sport = :{port}")]);
         !o.stdout.is_empty()
@@ -134,14 +150,8 @@ fn run(p: &Pair, port: u16, count: u64, args: &[&str]) -> (serde_json::Value, se
     );
     let tx = json(&out.stdout);
     // the sink exits by itself once it has `count` datagrams (or after --idle 5 s)
-    wait_until("sink exit", Duration::from_secs(60), || {
-        matches!(sink.0.try_wait(), Ok(Some(_)))
-    });
-    let child = std::mem::replace(
-        &mut sink.0,
-        Command::new("true").spawn().expect("placeholder"),
-    );
-    let o = child.wait_with_output().expect("sink output");
+    wait_until("sink exit", Duration::from_secs(60), || sink.exited());
+    let o = sink.output();
     assert!(
         o.status.success(),
         "sink failed: {}",
