@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # End-to-end two-pod benchmark: the same topology and the same tools for every datapath.
 #
-#   bench/e2e/run.sh [--peers bridge,ovs,testpmd,xdp-redirect,xsknet] [--duration S]
-#                    [--out FILE] [--gen-cpus N] [--xsknet-bin DIR] [--build-xsknet]
-#                    [--keep-logs DIR] [--no-offloads-on]
+#   bench/e2e/run.sh [--peers veth,bridge,ovs,testpmd,xdp-redirect,xsknet] [--duration S]
+#                    [--out FILE] [--json FILE] [--gen-cpus N] [--xsknet-bin DIR]
+#                    [--pktgen-bin FILE] [--build-xsknet] [--keep-logs DIR] [--no-offloads-on]
 #
 # See bench/e2e/README.md. Runs as root. Touches nothing outside the namespaces it creates
 # (named xb<pid>-node, xb<pid>-a, xb<pid>-b) and a temp dir; everything it starts is
@@ -12,12 +12,14 @@ set -uo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
-ALL_PEERS="bridge,ovs,testpmd,xdp-redirect,xsknet"
+ALL_PEERS="veth,bridge,ovs,testpmd,xdp-redirect,xsknet"
 PEERS=$ALL_PEERS
 DUR=5
-GEN_CPUS=$(nproc)
+GEN_CPUS=2
 OUT=""
+JSON_OUT=""
 XSKNET_BIN=""
+PKTGEN=""
 BUILD_XSKNET=0
 KEEP_LOGS=""
 TCP_OFFLOADS_ON=1
@@ -29,8 +31,10 @@ while [ $# -gt 0 ]; do
     --peers) PEERS=$2; shift 2 ;;
     --duration) DUR=$2; shift 2 ;;
     --out) OUT=$2; shift 2 ;;
+    --json) JSON_OUT=$2; shift 2 ;;
     --gen-cpus) GEN_CPUS=$2; shift 2 ;;
     --xsknet-bin) XSKNET_BIN=$2; shift 2 ;;
+    --pktgen-bin) PKTGEN=$2; shift 2 ;;
     --build-xsknet) BUILD_XSKNET=1; shift ;;
     --keep-logs) KEEP_LOGS=$2; shift 2 ;;
     --no-offloads-on) TCP_OFFLOADS_ON=0; shift ;;
@@ -41,8 +45,34 @@ done
 [ "$(id -u)" = 0 ] || { echo "run.sh: must run as root" >&2; exit 1; }
 case "$DUR" in ''|*[!0-9]*) echo "run.sh: --duration wants whole seconds" >&2; exit 2 ;; esac
 [ "$DUR" -ge 1 ] && [ "$DUR" -le 120 ] || { echo "run.sh: --duration must be 1..120" >&2; exit 2; }
+case "$GEN_CPUS" in 1|2) ;; *) echo "run.sh: --gen-cpus must be 1 or 2 (the saturation row runs pktgen xdp + pktgen mmsg)" >&2; exit 2 ;; esac
+[ "$GEN_CPUS" -le "$(nproc)" ] || GEN_CPUS=$(nproc)
 DATE=$(date -u +%F)
-[ -n "$OUT" ] || OUT="$REPO/bench/out/e2e-$DATE.md"
+STAMP=$(date -u +%Y%m%dT%H%M%SZ)
+OUTDIR=$REPO/bench/out
+[ -n "$OUT" ] || OUT="$OUTDIR/e2e-$DATE.md"
+[ -n "$JSON_OUT" ] || JSON_OUT="$OUTDIR/e2e-$STAMP.json"
+mkdir -p "$OUTDIR" "$(dirname "$OUT")" "$(dirname "$JSON_OUT")"
+
+# The binaries of this repo: --xsknet-bin DIR, else target/release, else
+# $CARGO_TARGET_DIR/release; --build-xsknet builds what is missing.
+bin_dir() {
+  local bin=${XSKNET_BIN:-}
+  if [ -z "$bin" ]; then
+    bin=$REPO/target/release
+    [ -x "$bin/$1" ] || [ -z "${CARGO_TARGET_DIR:-}" ] || bin=$CARGO_TARGET_DIR/release
+  fi
+  echo "$bin"
+}
+if [ -z "$PKTGEN" ]; then
+  PKTGEN=$(bin_dir pktgen)/pktgen
+  if [ ! -x "$PKTGEN" ] && [ "$BUILD_XSKNET" = 1 ]; then
+    echo "run.sh: building pktgen (cargo build --release -p bench --bin pktgen)" >&2
+    (cd "$REPO" && cargo build --release -p bench --bin pktgen) >&2 || exit 1
+    PKTGEN=${CARGO_TARGET_DIR:-$REPO/target}/release/pktgen
+  fi
+fi
+[ -x "$PKTGEN" ] || { echo "run.sh: pktgen not found at $PKTGEN (cargo build --release -p bench --bin pktgen, or --pktgen-bin FILE / --build-xsknet)" >&2; exit 1; }
 
 P="xb$$"                 # per-run prefix of everything global we create
 NS_NODE="$P-node"        # the private "node": host ends hA, hB and the datapath
@@ -71,7 +101,7 @@ start_bg() {
 alive() { kill -0 "$1" 2>/dev/null; }
 # stop_pid PID [SIGNAL]: signal the process group we created, wait up to 3 s, then KILL.
 # The group is signalled even when its leader already exited: a forking generator
-# (trafgen --cpus N) can leave children behind when its parent fails.
+# (several pktgen processes, a forking tool) can leave children behind when its parent fails.
 group_alive() { kill -0 -- "-$1" 2>/dev/null || alive "$1"; }
 stop_pid() {
   local pid=$1 sig=${2:-TERM} i
@@ -135,9 +165,14 @@ topo_up() {
     nsx "$ns" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
     ip -n "$ns" link set lo up
   done
-  ip -n "$NS_NODE" link add hA type veth peer name eth0 netns "$NS_A" || return 1
-  ip -n "$NS_NODE" link add hB type veth peer name eth0 netns "$NS_B" || return 1
-  ip -n "$NS_NODE" link set hA up && ip -n "$NS_NODE" link set hB up || return 1
+  if [ "$PEER" = veth ]; then
+    # the generator's ceiling: pod A's eth0 is the veth peer of pod B's eth0, no datapath
+    ip -n "$NS_A" link add eth0 type veth peer name eth0 netns "$NS_B" || return 1
+  else
+    ip -n "$NS_NODE" link add hA type veth peer name eth0 netns "$NS_A" || return 1
+    ip -n "$NS_NODE" link add hB type veth peer name eth0 netns "$NS_B" || return 1
+    ip -n "$NS_NODE" link set hA up && ip -n "$NS_NODE" link set hB up || return 1
+  fi
   pod_up "$NS_A" "$IP_A" && pod_up "$NS_B" "$IP_B" || return 1
   MAC_A=$(mac_of "$NS_A" eth0); MAC_B=$(mac_of "$NS_B" eth0)
 }
@@ -166,6 +201,10 @@ wait_for() { # wait_for SECS CMD...: poll CMD until it succeeds
 # ---------------------------------------------------------------- datapaths
 # Each dp_<peer> builds the datapath on hA/hB in $NS_NODE; returns non-zero with a reason
 # in DP_ERR when it cannot.
+dp_veth() { # no datapath: pod A's eth0 and pod B's eth0 are one veth pair
+  static_gw_neigh
+}
+
 dp_bridge() {
   ip -n "$NS_NODE" link add br0 type bridge &&
   ip -n "$NS_NODE" link set hA master br0 &&
@@ -330,109 +369,110 @@ warm() { # ARP (where the datapath answers it) and reachability both ways
   nsx "$NS_B" ping -c 2 -i 0.2 -W 1 "$IP_A" >>"$TMP/ping.log" 2>&1
 }
 
-# gen_window CPUS MODE: a generator in pod A for 1 s warm-up + DUR s window; sets G_OFF,
-# G_DEL, G_DROP (kpps) and G_NOTE. MODE: ring = trafgen PACKET_TX_RING (its default),
-# sendto = trafgen -t 0, udpgen = bench/e2e/udpgen.c (sendmmsg, one process per CPU).
-# Offered = A eth0 tx_packets, delivered = B eth0 rx_packets, over the same window;
-# G_DROP = A eth0 tx_dropped (frames the veth refused, e.g. its peer's XDP ring was full).
+# pktgen_json LOG KEY: KEY of the JSON summary pktgen printed into LOG (its last line
+# that is a JSON object), empty when there is none.
+pktgen_json() {
+  python3 - "$1" "$2" <<'EOF'
+import json, sys
+obj = None
+for line in open(sys.argv[1], errors="replace"):
+    line = line.strip()
+    if line.startswith("{"):
+        try:
+            obj = json.loads(line)
+        except ValueError:
+            pass
+v = (obj or {}).get(sys.argv[2])
+print("" if v is None else v)
+EOF
+}
+
+# gen_window PROCS: pktgen in pod A, max rate, 60-byte frames (64 B with FCS) to B:9, for
+# 1 s warm-up + DUR s window. PROCS=1: one process, AF_XDP TX (auto: sendmmsg when the
+# socket cannot be opened, reason in the notes), on CPU 0. PROCS=2: that one plus a
+# sendmmsg process on CPU 1 (one AF_XDP socket per queue: veth has one). Sets G_OFF,
+# G_DEL, G_DROP (kpps), G_RATIO, G_GEN (label) and G_NOTE. Offered = A eth0 tx_packets,
+# delivered = B eth0 rx_packets, over the same window; G_DROP = A eth0 tx_dropped
+# (frames the veth refused, e.g. its peer's XDP ring was full).
 gen_window() {
-  local cpus=$1 mode=$2 gwmac cfg=$TMP/udp64.cfg
+  local procs=$1 gwmac
   gwmac=$(ip -n "$NS_A" neigh show "$GW" dev eth0 | awk '{for(i=1;i<NF;i++) if($i=="lladdr") print $(i+1)}')
   [ -n "$gwmac" ] || { G_NOTE="gateway not resolved in pod A"; return 1; }
-  local cmd
-  case "$mode" in
-    ring|sendto)
-      # 60-byte frame (64 with FCS): 14 Ethernet + 20 IPv4 + 8 UDP + 18 payload
-      cat >"$cfg" <<EOF
-{
-  eth(da=$gwmac, sa=$MAC_A, type=0x0800),
-  ipv4(saddr=$IP_A, daddr=$IP_B, ttl=64),
-  udp(sp=40000, dp=9),
-  fill(0x00, 18)
-}
-EOF
-      # --no-sock-mem: never touch the machine's socket-memory sysctls
-      cmd=(trafgen --dev eth0 --conf "$cfg" --cpus "$cpus" --no-sock-mem --notouch-irq)
-      [ "$mode" = sendto ] && cmd+=(-t 0) ;;
-    udpgen)
-      [ -x "$TMP/udpgen" ] || { G_NOTE="udpgen not built"; return 1; }
-      cmd=("$TMP/udpgen" eth0 "$gwmac" "$MAC_A" "$IP_A" "$IP_B" 9 --procs "$cpus" --seconds $((DUR + 10))) ;;
-  esac
-  local glog=$TMP/gen-$cpus-$mode.log
-  local txS rxS txE rxE
+  local base=("$PKTGEN" send --dev eth0 --dst-mac "$gwmac" --src-mac "$MAC_A" --src-ip "$IP_A"
+              --dst-ip "$IP_B" --dst-port 9 --size 60 --duration $((DUR + 15)))
+  local txS rxS txE rxE i pids=() logs=()
   txS=$(ctr "$NS_A" eth0 tx_packets); rxS=$(ctr "$NS_B" eth0 rx_packets)
-  start_bg "$glog" ip netns exec "$NS_A" "${cmd[@]}"
-  local pid=$LAST_PID
+  for i in $(seq 0 $((procs - 1))); do
+    local mode=auto; [ "$i" -ge 1 ] && mode=mmsg
+    logs+=("$TMP/pktgen-$procs-$i.log")
+    start_bg "$TMP/pktgen-$procs-$i.log" ip netns exec "$NS_A" "${base[@]}" --mode "$mode" --cpu "$i" --stream "$i"
+    pids+=("$LAST_PID")
+  done
   sleep 1
-  if ! alive "$pid"; then
-    G_NOTE="$mode generator exited: $(grep -v '^$' "$glog" | tail -n 1)"
-    stop_pid "$pid"; return 1
-  fi
+  for i in "${!pids[@]}"; do
+    if ! alive "${pids[$i]}"; then
+      G_NOTE="pktgen exited: $(grep -v '^$' "${logs[$i]}" | tail -n 1)"
+      for i in "${pids[@]}"; do stop_pid "$i" INT; done
+      return 1
+    fi
+  done
   local tx0 rx0 d0 t0 tx1 rx1 d1 t1
   t0=$EPOCHREALTIME; tx0=$(ctr "$NS_A" eth0 tx_packets); d0=$(ctr "$NS_A" eth0 tx_dropped); rx0=$(ctr "$NS_B" eth0 rx_packets)
   sleep "$DUR" & wait $!   # (waiting on a background sleep lets a TERM/INT trap run at once)
   t1=$EPOCHREALTIME; tx1=$(ctr "$NS_A" eth0 tx_packets); d1=$(ctr "$NS_A" eth0 tx_dropped); rx1=$(ctr "$NS_B" eth0 rx_packets)
-  local died=0
-  alive "$pid" || died=1
-  stop_pid "$pid" INT
-  if [ $died = 1 ]; then
-    G_NOTE="$mode generator died during the window: $(grep -v '^$' "$glog" | tail -n 1)"
-    return 1
-  fi
+  local died=""
+  for i in "${!pids[@]}"; do alive "${pids[$i]}" || died+="$(grep -v '^$' "${logs[$i]}" | tail -n 1) "; done
+  for i in "${pids[@]}"; do stop_pid "$i" INT; done   # pktgen prints its summary on SIGINT
+  if [ -n "$died" ]; then G_NOTE="pktgen died during the window: $died"; return 1; fi
   sleep 0.3   # drain what is still in flight
   txE=$(ctr "$NS_A" eth0 tx_packets); rxE=$(ctr "$NS_B" eth0 rx_packets)
-  # rates over the window; the ratio over the generator's whole run (counters read
-  # before it started and after it stopped and drained: no read-timing skew)
-  read -r G_OFF G_DEL G_DROP G_RATIO < <(python3 -c "
+  # rates over the window; the ratio over the generators' whole run (counters read
+  # before they started and after they stopped and drained: no read-timing skew)
+  read -r G_OFF G_DEL G_DROP G_RATIO G_OFF_PPS G_DEL_PPS < <(python3 -c "
 dt=$t1-$t0
 off=$txE-$txS
-print('%.0f %.0f %.0f %s' % (($tx1-$tx0)/dt/1e3, ($rx1-$rx0)/dt/1e3, ($d1-$d0)/dt/1e3,
-      '%.3f' % (($rxE-$rxS)/off) if off > 0 else '-'))")
-  G_MODE=$mode
+print('%.0f %.0f %.0f %s %.1f %.1f' % (($tx1-$tx0)/dt/1e3, ($rx1-$rx0)/dt/1e3, ($d1-$d0)/dt/1e3,
+      '%.3f' % (($rxE-$rxS)/off) if off > 0 else '-', ($tx1-$tx0)/dt, ($rx1-$rx0)/dt))")
+  local modes=() fb lg
   G_NOTE=""
-  [ "${G_OFF%.*}" -ge 1 ] || { G_NOTE="$mode generator offered nothing"; return 1; }
-}
-# pps CPUS: trafgen's TX_RING first, its sendto path (-t 0) when the ring path fails
-# (PEERS.md: the TX_RING flush fails with EAGAIN when the sender's veth peer has an XDP
-# program: the socket's send buffer fills while frames wait in the veth's XDP ring, and
-# trafgen exits; it cannot raise the buffer without the global wmem sysctls).
-pps() {
-  local cpus=$1
-  gen_window "$cpus" ring && return 0
-  local first=$G_NOTE
-  log "trafgen TX_RING failed ($first); retrying with -t 0 (sendto)"
-  gen_window "$cpus" sendto && { G_NOTE="trafgen on $cpus CPU(s): TX_RING failed ($first), used -t 0 (sendto)"; return 0; }
+  for lg in "${logs[@]}"; do
+    modes+=("$(pktgen_json "$lg" mode)")
+    fb=$(pktgen_json "$lg" fallback)
+    [ -z "$fb" ] || G_NOTE+="pktgen fell back to sendmmsg: $fb. "
+  done
+  G_GEN="pktgen $(IFS=+; echo "${modes[*]}")"
+  [ "${G_OFF%.*}" -ge 1 ] || { G_NOTE="pktgen offered nothing"; return 1; }
 }
 drop_note() { # frames the sender's veth refused during the window
   [ "${G_DROP:-0}" -ge 1 ] && NOTES+=("$PEER: $1: pod A eth0 tx_dropped $G_DROP kpps during the window (refused before the datapath, not in 'offered')")
   return 0
 }
 
-tcp() { # tcp [TAG]: sets TCP_G (Gbit/s, or "fail") and TCP_ERR
+tcp() { # tcp [TAG]: sets TCP_G (Gbit/s, or "fail"), TCP_RETR and TCP_ERR
   local tag=${1:-off}
-  TCP_G=""; TCP_ERR=""
+  TCP_G=""; TCP_ERR=""; TCP_RETR=""
   start_bg "$TMP/iperf3-s-$tag.log" ip netns exec "$NS_B" iperf3 -s -B "$IP_B" -p 5201 -1
   local spid=$LAST_PID
   wait_for 5 sh -c "ip netns exec $NS_B ss -ltnH 'sport = :5201' | grep -q ." ||
-    { TCP_ERR="iperf3 server did not listen"; stop_pid "$spid"; return 1; }
+    { TCP_ERR="iperf3 server did not listen"; stop_pid "$spid"; TCP_G="fail"; return 1; }
   run_bounded $((DUR + 8)) "$TMP/iperf3-c-$tag.json" ip netns exec "$NS_A" \
     iperf3 -c "$IP_B" -p 5201 -t "$DUR" -J --connect-timeout 3000
   local rc=$?
   stop_pid "$spid"
-  TCP_G=$(python3 - "$TMP/iperf3-c-$tag.json" <<'EOF'
+  read -r TCP_G TCP_RETR < <(python3 - "$TMP/iperf3-c-$tag.json" <<'EOF'
 import json, sys
 try:
     j = json.load(open(sys.argv[1]))
-    print("%.2f" % (j["end"]["sum_received"]["bits_per_second"] / 1e9))
     # a transfer that stalls (bad checksums, dropped super-frames) shows as ~0
-
+    print("%.2f %s" % (j["end"]["sum_received"]["bits_per_second"] / 1e9,
+                       j["end"].get("sum_sent", {}).get("retransmits", "")))
 except Exception:
-    pass
+    print("")
 EOF
 )
   if [ -z "$TCP_G" ] || [ $rc != 0 ]; then
     TCP_ERR="iperf3 rc=$rc: $(python3 -c 'import json,sys; print(json.load(open(sys.argv[1])).get("error",""))' "$TMP/iperf3-c-$tag.json" 2>/dev/null | head -c 200)"
-    TCP_G="fail"; return 1
+    TCP_G="fail"; TCP_RETR=""; return 1
   fi
 }
 
@@ -440,96 +480,116 @@ tcp_csum_errors() { # Tcp InCsumErrors of a namespace (/proc/net/snmp is per net
   nsx "$1" cat /proc/net/snmp | awk '/^Tcp:/{ if (!h) { for (i=1;i<=NF;i++) if ($i=="InCsumErrors") c=i; h=1 } else print $c }'
 }
 
-latency() { # sets LAT (p50/p99/p99.9 µs, sockperf's one-way = RTT/2) or LAT_ERR
-  LAT=""; LAT_ERR=""
+# latency: sets LAT ("p50 / p99 / p99.9" µs, sockperf's one-way = RTT/2), LAT_FILE (the
+# per-sample log, sockperf --full-log, in bench/out) or LAT_ERR
+latency() {
+  LAT=""; LAT_ERR=""; LAT_FILE="e2e-$STAMP-$PEER-latency.csv"
   start_bg "$TMP/sockperf-s.log" ip netns exec "$NS_B" sockperf sr -i "$IP_B" -p 11111
   local spid=$LAST_PID
   sleep 0.5
   run_bounded $((DUR + 10)) "$TMP/sockperf-c.log" ip netns exec "$NS_A" \
-    sockperf pp -i "$IP_B" -p 11111 -t "$DUR"
+    sockperf pp -i "$IP_B" -p 11111 -t "$DUR" --full-log "$OUTDIR/$LAT_FILE"
   local rc=$?
   stop_pid "$spid"
   LAT=$(awk '/percentile 50.000/{p50=$NF} /percentile 99.000/{p99=$NF} /percentile 99.900/{p999=$NF}
              END{ if (p50 != "") printf "%.1f / %.1f / %.1f", p50, p99, p999 }' "$TMP/sockperf-c.log")
+  [ -s "$OUTDIR/$LAT_FILE" ] || LAT_FILE=""
   [ -n "$LAT" ] || { LAT_ERR="sockperf rc=$rc: $(tail -n 2 "$TMP/sockperf-c.log" | tr '\n' ' ')"; LAT="fail"; return 1; }
+}
+
+# ---------------------------------------------------------------- machine-readable record
+# One tab-separated line per fact, turned into the JSON file at the end:
+#   peer PEER LABEL | udp PEER GENERATOR PROCS OFFERED_PPS DELIVERED_PPS
+#   tcp PEER off|on GBPS|fail RETRANSMITS | lat PEER P50 P99 P999 FILE
+REC=$TMP/records.tsv
+: >"$REC"
+rec() { local IFS=$'\t'; echo "$*" >>"$REC"; }
+label_of() {
+  case "$1" in
+    veth) echo "pktgen ceiling (plain veth)" ;;
+    bridge) echo "Linux bridge" ;;
+    ovs) echo "OVS AF_XDP" ;;
+    testpmd) echo "testpmd io (af_xdp)" ;;
+    xdp-redirect) echo "in-kernel XDP redirect" ;;
+    xsknet) echo "xsknet" ;;
+    *) echo "$1" ;;
+  esac
 }
 
 # ---------------------------------------------------------------- one peer
 ROWS=()     # main table rows
-SAT_ROWS=() # generator on several CPUs
+SAT_ROWS=() # generators on two CPUs
 OFFL_ROWS=() # TCP with the pods' offloads off / on
 NOTES=()
 
 run_peer() {
   PEER=$1
   local t_start=$SECONDS fn=dp_${1//-/_}
-  declare -F "$fn" >/dev/null || { NOTES+=("$PEER: unknown peer"); return; }
+  declare -F "$fn" >/dev/null || { NOTES+=("$PEER: unknown peer"); PEER=""; return; }
+  rec peer "$PEER" "$(label_of "$PEER")"
   log "setting up"
   DP_ERR=""
   if ! topo_up; then
-    ROWS+=("| $PEER | — | — | — | — | — |"); NOTES+=("$PEER: topology setup failed"); teardown; return
+    ROWS+=("| $PEER | — | — | — | — | — | — |"); NOTES+=("$PEER: topology setup failed"); teardown; return
   fi
   if ! "$fn"; then
     log "datapath failed: $DP_ERR"
-    ROWS+=("| $PEER | — | — | — | — | — |"); NOTES+=("$PEER: not measured: $DP_ERR"); teardown; return
+    ROWS+=("| $PEER | — | — | — | — | — | — |"); NOTES+=("$PEER: not measured: $DP_ERR"); teardown; return
   fi
   if ! warm; then
     log "no connectivity between pods"
-    ROWS+=("| $PEER | — | — | — | — | — |")
+    ROWS+=("| $PEER | — | — | — | — | — | — |")
     NOTES+=("$PEER: pods cannot ping each other through it: $(tail -n 2 "$TMP/ping.log" | tr '\n' ' ')")
     teardown; return
   fi
-  local off="—" del="—" rat="—" note
-  log "UDP 64B, trafgen on 1 CPU, ${DUR}s"
-  if pps 1; then
-    off=$G_OFF del=$G_DEL rat=$G_RATIO
-    [ "$G_MODE" = ring ] || off="$off ($G_MODE)"
+  local off="—" del="—" rat="—" gen="pktgen"
+  log "UDP 64B, pktgen on 1 CPU, max rate, ${DUR}s"
+  if gen_window 1; then
+    off=$G_OFF del=$G_DEL rat=$G_RATIO gen=$G_GEN
+    rec udp "$PEER" "$G_GEN" 1 "$G_OFF_PPS" "$G_DEL_PPS"
     [ -n "$G_NOTE" ] && NOTES+=("$PEER: $G_NOTE")
-    drop_note "1 × trafgen"
+    drop_note "1 × pktgen"
   else
     NOTES+=("$PEER: UDP: $G_NOTE")
   fi
   if [ "$GEN_CPUS" -gt 1 ]; then
-    log "UDP 64B, trafgen on $GEN_CPUS CPUs, ${DUR}s"
-    if pps "$GEN_CPUS"; then
-      SAT_ROWS+=("| $PEER | $GEN_CPUS × trafgen ($G_MODE) | $G_OFF | $G_DEL | $G_RATIO |")
-      [ -n "$G_NOTE" ] && NOTES+=("$PEER: $G_NOTE")
-      drop_note "$GEN_CPUS × trafgen"
+    log "UDP 64B, pktgen on $GEN_CPUS CPUs (xdp + mmsg), max rate, ${DUR}s"
+    if gen_window "$GEN_CPUS"; then
+      SAT_ROWS+=("| $PEER | $G_GEN | $G_OFF | $G_DEL | $G_RATIO |")
+      rec udp "$PEER" "$G_GEN" "$GEN_CPUS" "$G_OFF_PPS" "$G_DEL_PPS"
+      [ -n "$G_NOTE" ] && NOTES+=("$PEER: $GEN_CPUS processes: $G_NOTE")
+      drop_note "$GEN_CPUS × pktgen"
     else
-      SAT_ROWS+=("| $PEER | $GEN_CPUS × trafgen | — | — | — |"); NOTES+=("$PEER: trafgen on $GEN_CPUS CPUs: $G_NOTE")
+      SAT_ROWS+=("| $PEER | $GEN_CPUS × pktgen | — | — | — |"); NOTES+=("$PEER: pktgen on $GEN_CPUS CPUs: $G_NOTE")
     fi
   fi
-  if [ "$UDPGEN" = 1 ]; then
-    log "UDP 64B, udpgen (sendmmsg) on $GEN_CPUS CPU(s), ${DUR}s"
-    if gen_window "$GEN_CPUS" udpgen; then
-      SAT_ROWS+=("| $PEER | $GEN_CPUS × udpgen (sendmmsg) | $G_OFF | $G_DEL | $G_RATIO |")
-      drop_note "$GEN_CPUS × udpgen"
-    else
-      SAT_ROWS+=("| $PEER | $GEN_CPUS × udpgen | — | — | — |"); NOTES+=("$PEER: udpgen: $G_NOTE")
+  TCP_G="—"; LAT="—"
+  if [ "$PEER" != veth ]; then   # the ceiling row measures the generator only
+    warm >/dev/null 2>&1   # the generators may have flooded out a dynamic neighbour entry
+    log "TCP iperf3, ${DUR}s"
+    tcp || NOTES+=("$PEER: TCP: $TCP_ERR")
+    rec tcp "$PEER" off "$TCP_G" "$TCP_RETR"
+    log "latency sockperf ping-pong, ${DUR}s"
+    if latency; then rec lat "$PEER" ${LAT// \/ / } "$LAT_FILE"; else NOTES+=("$PEER: latency: $LAT_ERR"); fi
+    local tcp_off=$TCP_G
+    if [ "$TCP_OFFLOADS_ON" = 1 ]; then
+      # the veth defaults (tx checksum offload, TSO, GSO on in the pods): what a CNI that
+      # leaves the pods alone gets (PEERS.md: the AF_XDP peers fail here)
+      log "TCP iperf3 with the pods' offloads on, ${DUR}s"
+      nsx "$NS_A" ethtool -K eth0 tx on tso on gso on >/dev/null 2>&1
+      nsx "$NS_B" ethtool -K eth0 tx on tso on gso on >/dev/null 2>&1
+      local cs0 cs1
+      cs0=$(tcp_csum_errors "$NS_B")
+      tcp on || NOTES+=("$PEER: TCP with offloads on: $TCP_ERR")
+      rec tcp "$PEER" on "$TCP_G" "$TCP_RETR"
+      cs1=$(tcp_csum_errors "$NS_B")
+      [ "$cs1" -gt "$cs0" ] 2>/dev/null &&
+        NOTES+=("$PEER: TCP with offloads on: pod B counted $((cs1 - cs0)) TCP checksum errors (Tcp InCsumErrors)")
+      OFFL_ROWS+=("| $PEER | $tcp_off | $TCP_G |")
+      TCP_G=$tcp_off
     fi
   fi
-  warm >/dev/null 2>&1   # the generators may have flooded out a dynamic neighbour entry
-  log "TCP iperf3, ${DUR}s"
-  tcp || NOTES+=("$PEER: TCP: $TCP_ERR")
-  log "latency sockperf ping-pong, ${DUR}s"
-  latency || NOTES+=("$PEER: latency: $LAT_ERR")
-  local tcp_off=$TCP_G
-  if [ "$TCP_OFFLOADS_ON" = 1 ]; then
-    # the veth defaults (tx checksum offload, TSO, GSO on in the pods): what a CNI that
-    # leaves the pods alone gets (PEERS.md: the AF_XDP peers fail here)
-    log "TCP iperf3 with the pods' offloads on, ${DUR}s"
-    nsx "$NS_A" ethtool -K eth0 tx on tso on gso on >/dev/null 2>&1
-    nsx "$NS_B" ethtool -K eth0 tx on tso on gso on >/dev/null 2>&1
-    local cs0 cs1
-    cs0=$(tcp_csum_errors "$NS_B")
-    tcp on || NOTES+=("$PEER: TCP with offloads on: $TCP_ERR")
-    cs1=$(tcp_csum_errors "$NS_B")
-    [ "$cs1" -gt "$cs0" ] 2>/dev/null &&
-      NOTES+=("$PEER: TCP with offloads on: pod B counted $((cs1 - cs0)) TCP checksum errors (Tcp InCsumErrors)")
-    OFFL_ROWS+=("| $PEER | $tcp_off | $TCP_G |")
-    TCP_G=$tcp_off
-  fi
-  ROWS+=("| $PEER | $off | $del | $rat | $TCP_G | $LAT |")
+  ROWS+=("| $PEER | $gen | $off | $del | $rat | $TCP_G | $LAT |")
   if declare -F "post_${1//-/_}" >/dev/null; then "post_${1//-/_}"; fi
   teardown
   log "done in $((SECONDS - t_start)) s: offered $off kpps, delivered $del kpps, TCP $TCP_G Gbit/s, lat $LAT µs"
@@ -537,9 +597,6 @@ run_peer() {
 }
 
 # ---------------------------------------------------------------- main
-UDPGEN=0
-if gcc -O2 -Wall -o "$TMP/udpgen" "$HERE/udpgen.c" 2>"$TMP/gcc.log"; then UDPGEN=1
-else log "udpgen does not build ($(head -n 1 "$TMP/gcc.log")); saturation rows use trafgen only"; fi
 LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
 STARTED=$(date -u +%FT%TZ)
 IFS=',' read -r -a PEER_LIST <<<"$PEERS"
@@ -547,24 +604,25 @@ for pr in "${PEER_LIST[@]}"; do run_peer "$pr"; done
 PEER=""
 LOAD1=$(cut -d' ' -f1-3 /proc/loadavg)
 
-mkdir -p "$(dirname "$OUT")"
 {
   echo
   echo "## e2e two-pod bench, $STARTED"
   echo
   echo "- command: \`$CMDLINE\` (window ${DUR} s per measurement)"
   echo "- machine: nproc=$(nproc), kernel $(uname -r), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')"
+  echo "- commit: $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)"
   echo "- load average before/after: $LOAD0 / $LOAD1 (other work on the machine makes figures noisy)"
-  echo "- topology: pods A ($IP_A/32) and B ($IP_B/32), default route via $GW onlink, offloads off (tx, tso, gso) on both eth0; host ends hA/hB in a private node netns"
-  echo "- UDP: 60-byte frames (64 B with FCS) from trafgen in pod A to B:9; offered = A eth0 tx_packets, delivered = B eth0 rx_packets, rates over the same ${DUR} s window after 1 s warm-up; delivered/offered = counts over the generator's whole run (read before start and after stop + drain); \"(sendto)\" = trafgen -t 0 because TX_RING failed"
-  echo "- latency: sockperf ping-pong UDP, sockperf's figures (RTT/2), µs"
+  echo "- topology: pods A ($IP_A/32) and B ($IP_B/32), default route via $GW onlink, offloads off (tx, tso, gso) on both eth0; host ends hA/hB in a private node netns (peer veth: A's eth0 is B's eth0's veth peer, no datapath: the generator's ceiling)"
+  echo "- UDP: 60-byte frames (64 B with FCS) from pktgen (bench/src/pktgen, max rate; xdp = AF_XDP TX, mmsg = sendmmsg on AF_PACKET) in pod A to B:9; offered = A eth0 tx_packets, delivered = B eth0 rx_packets, rates over the same ${DUR} s window after 1 s warm-up; delivered/offered = counts over the generator's whole run (read before start and after stop + drain)"
+  echo "- latency: sockperf ping-pong UDP, sockperf's figures (RTT/2), µs; per-sample logs bench/out/e2e-$STAMP-<peer>-latency.csv"
+  echo "- machine-readable: $JSON_OUT"
   echo
-  echo "| datapath | offered kpps | delivered kpps | delivered/offered | TCP Gbit/s | lat p50/p99/p99.9 µs |"
-  echo "|---|---|---|---|---|---|"
+  echo "| datapath | generator (1 CPU) | offered kpps | delivered kpps | delivered/offered | TCP Gbit/s | lat p50/p99/p99.9 µs |"
+  echo "|---|---|---|---|---|---|---|"
   printf '%s\n' "${ROWS[@]}"
   if [ ${#SAT_ROWS[@]} -gt 0 ]; then
     echo
-    echo "Faster generators, looking for saturation (the generator competes with the datapath for the same $(nproc) CPUs; udpgen = bench/e2e/udpgen.c, sendmmsg on AF_PACKET with a forced 16 MiB send buffer):"
+    echo "Saturation: pktgen on $GEN_CPUS CPUs (AF_XDP TX on CPU 0 + sendmmsg on CPU 1; the generators compete with the datapath for the same $(nproc) CPUs):"
     echo
     echo "| datapath | generator | offered kpps | delivered kpps | delivered/offered |"
     echo "|---|---|---|---|---|"
@@ -585,3 +643,45 @@ mkdir -p "$(dirname "$OUT")"
   fi
 } | tee -a "$OUT"
 log "appended to $OUT"
+
+# the machine-readable result (rendered by bench's chart tool)
+python3 - "$REC" "$JSON_OUT.tmp" "$STARTED" "$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)" \
+  "$(uname -r)" "$(nproc)" "$DUR" "$LOAD0" "$LOAD1" <<'EOF'
+import json, sys
+rec, out, date, commit, kernel, cpus, dur, l0, l1 = sys.argv[1:10]
+peers, order = {}, []
+def num(s):
+    try:
+        return float(s)
+    except ValueError:
+        return None
+for line in open(rec):
+    f = line.rstrip("\n").split("\t")
+    kind, peer = f[0], f[1]
+    if kind == "peer":
+        order.append(peer)
+        peers[peer] = {"peer": peer, "label": f[2], "udp64": [], "tcp": None,
+                       "tcp_offloads_on": None, "latency": None}
+        continue
+    p = peers[peer]
+    if kind == "udp":
+        p["udp64"].append({"generator": f[2], "procs": int(f[3]),
+                           "offered_pps": num(f[4]), "delivered_pps": num(f[5])})
+    elif kind == "tcp":
+        r = num(f[4]) if len(f) > 4 else None
+        t = {"gbps": num(f[3]), "retransmits": int(r) if r is not None else None,
+             "offloads": f[2]}
+        p["tcp" if f[2] == "off" else "tcp_offloads_on"] = t
+    elif kind == "lat":
+        p["latency"] = {"p50_us": num(f[2]), "p99_us": num(f[3]), "p999_us": num(f[4]),
+                        "samples_file": f[5] if len(f) > 5 and f[5] else None}
+doc = {"meta": {"date": date, "commit": commit, "kernel": kernel, "cpus": int(cpus),
+                "duration_s": int(dur), "loadavg_start": l0, "loadavg_end": l1},
+       "peers": [peers[p] for p in order]}
+json.dump(doc, open(out, "w"), indent=1)
+EOF
+if python3 -m json.tool "$JSON_OUT.tmp" >/dev/null; then
+  mv "$JSON_OUT.tmp" "$JSON_OUT"; log "wrote $JSON_OUT"
+else
+  log "the JSON result does not validate (left at $JSON_OUT.tmp)"; exit 1
+fi

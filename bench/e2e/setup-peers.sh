@@ -8,7 +8,6 @@ set -euo pipefail
 # package -> a file it provides (to check presence without dpkg-query per package)
 declare -A PROVIDES=(
   [iperf3]=/usr/bin/iperf3
-  [netsniff-ng]=/usr/sbin/trafgen
   [sockperf]=/usr/bin/sockperf
   [iputils-ping]=/usr/bin/ping
   [openvswitch-switch-dpdk]=/usr/lib/openvswitch-switch-dpdk/ovs-vswitchd-dpdk
