@@ -32,6 +32,8 @@ pub fn port_config(len: usize) -> PortConfig {
         frames: RING_SIZE * 2 - RING_SIZE / 16,
         frame_size,
         ring_size: RING_SIZE,
+        // The kernel's copy-mode default (32 frames per wakeup), as the datapaths get.
+        tx_budget: 0,
     }
 }
 
