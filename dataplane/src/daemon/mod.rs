@@ -278,6 +278,7 @@ impl Daemon {
             frame_size: cfg.umem.frame_size,
             ring_size: cfg.umem.ring_size,
             tx_budget: cfg.umem.tx_budget,
+            multi_buffer: cfg.multi_buffer(),
         };
         let mut d = Daemon {
             cfg,
