@@ -190,8 +190,11 @@ pub struct Config {
     /// MTU. Fewer, larger packets through the copy-mode AF_XDP path (measured:
     /// bench/RESULTS.md "Node-local TCP"). Up to [`max_single_buffer_mtu`] a packet
     /// fits one UMEM frame; above it pods' sockets are bound for multi-buffer packets
-    /// (`XDP_USE_SG`, Linux 6.6+), at most [`max_local_mtu`]. Unset = the single-buffer
-    /// maximum; 0 = off (the pod MTU everywhere). Read it through [`Config::local_mtu`].
+    /// (`XDP_USE_SG`, Linux 6.6+), at most [`max_local_mtu`]. Unset =
+    /// [`default_local_mtu`] (32768 with 4 KiB frames, chosen from bench/RESULTS.md
+    /// "Node-local TCP"; a kernel without multi-buffer AF_XDP gets the single-buffer
+    /// maximum instead, see [`Config::fit_kernel`]); 0 = off (the pod MTU everywhere).
+    /// Read it through [`Config::local_mtu`].
     #[serde(skip_serializing_if = "Option::is_none")]
     pub local_mtu: Option<u32>,
     pub host_port: HostPortConfig,
@@ -293,10 +296,23 @@ impl Config {
     /// when unset; None when `localMtu: 0` turns it off.
     pub fn local_mtu(&self) -> Option<u32> {
         match self.local_mtu {
-            None => Some(max_single_buffer_mtu(self.umem.frame_size)),
+            None => Some(default_local_mtu(self.umem.frame_size)),
             Some(0) => None,
             Some(m) => Some(m),
         }
+    }
+
+    /// On a kernel without multi-buffer AF_XDP (`XDP_USE_SG`, before Linux 6.6; from
+    /// `kernel_release`, e.g. `/proc/sys/kernel/osrelease`), an unset `localMtu`
+    /// falls back to what one frame holds. Returns the fallback when it applied. An
+    /// explicit `localMtu` above one frame is kept (the bind then fails and says so).
+    pub fn fit_kernel(&mut self, kernel_release: &str) -> Option<u32> {
+        if self.local_mtu.is_some() || !self.multi_buffer() || kernel_has_xdp_sg(kernel_release) {
+            return None;
+        }
+        let m = max_single_buffer_mtu(self.umem.frame_size);
+        self.local_mtu = Some(m);
+        Some(m)
     }
 
     /// Whether pod and host ports must carry multi-buffer packets: a local MTU above
@@ -477,6 +493,31 @@ pub const fn max_local_mtu(frame_size: u32) -> u32 {
         chain
     } else {
         65535
+    }
+}
+
+/// The default `localMtu` for a frame size: 32768 (measured best with 4 KiB frames:
+/// bench/RESULTS.md "Node-local TCP"), or the multi-buffer limit when smaller (32242
+/// with 2 KiB frames).
+pub const fn default_local_mtu(frame_size: u32) -> u32 {
+    let max = max_local_mtu(frame_size);
+    if max < 32768 {
+        max
+    } else {
+        32768
+    }
+}
+
+/// Whether a kernel release (`6.18.44-fc`, `6.1.0-28-amd64`) has multi-buffer AF_XDP
+/// (`XDP_USE_SG`, Linux 6.6). Unparseable: assumed recent.
+pub fn kernel_has_xdp_sg(release: &str) -> bool {
+    let mut it = release
+        .trim()
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|p| p.parse::<u32>().ok());
+    match (it.next().flatten(), it.next().flatten()) {
+        (Some(major), Some(minor)) => (major, minor) >= (6, 6),
+        _ => true,
     }
 }
 
@@ -992,7 +1033,7 @@ mod tests {
         assert_eq!(c.umem.frame_size, 4096);
         assert_eq!(c.umem.frames_per_port, 496);
         assert_eq!(c.umem.ring_size, 256);
-        assert_eq!(c.local_mtu(), Some(3506));
+        assert_eq!(c.local_mtu(), Some(32768));
         assert_eq!(c.umem.max_ports_per_worker, 64);
         assert!(c.host_port.enabled);
         assert_eq!(c.host_port.name, "xsknet0");
@@ -1050,14 +1091,25 @@ logLevel: debug,xsknet_dataplane=trace
             v(&format!("localMtu: 1778\n{two_k}")).unwrap().local_mtu(),
             Some(1778)
         );
-        // Unset: the largest one frame holds; 0: off.
-        assert_eq!(v("").unwrap().local_mtu(), Some(3506));
-        assert_eq!(v(two_k).unwrap().local_mtu(), Some(1778));
+        // Unset: the default (multi-buffer), or one frame on an older kernel; 0: off.
+        assert_eq!(v("").unwrap().local_mtu(), Some(32768));
+        assert_eq!(v(two_k).unwrap().local_mtu(), Some(32242));
+        let mut old = v("").unwrap();
+        assert_eq!(old.fit_kernel("6.1.0-28-amd64"), Some(3506));
+        assert_eq!((old.local_mtu(), old.multi_buffer()), (Some(3506), false));
+        let mut new = v("").unwrap();
+        assert_eq!(new.fit_kernel("6.18.44-fc-v669"), None);
+        assert_eq!(new.local_mtu(), Some(32768));
+        let mut explicit = v("localMtu: 9000\n").unwrap();
+        assert_eq!(explicit.fit_kernel("5.15.0"), None);
+        assert!(kernel_has_xdp_sg("6.6.0") && kernel_has_xdp_sg("7.0") && kernel_has_xdp_sg("?"));
+        assert!(!kernel_has_xdp_sg("6.5.13") && !kernel_has_xdp_sg("5.19.1-x"));
         assert_eq!(v("localMtu: 0\n").unwrap().local_mtu(), None);
         // Above one frame: multi-buffer, up to MAX_CHAIN buffers (or 65535).
         let c = v("localMtu: 9000\n").unwrap();
         assert_eq!((c.local_mtu(), c.multi_buffer()), (Some(9000), true));
-        assert!(!v("").unwrap().multi_buffer());
+        assert!(v("").unwrap().multi_buffer());
+        assert!(!v("localMtu: 3506\n").unwrap().multi_buffer());
         assert!(v(&format!("localMtu: 3000\n{two_k}"))
             .unwrap()
             .multi_buffer());
