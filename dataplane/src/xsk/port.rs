@@ -134,6 +134,9 @@ pub struct Port {
     staged: [XdpDesc; TX_STAGE],
     staged_len: usize,
     staged_bytes: u64,
+    /// A chain is among the staged descriptors (set by `make_room`, which every chain
+    /// sender calls first): the flush then cuts at packet boundaries.
+    staged_chain: bool,
     ring_size: u32,
     pub(super) counters: Arc<[PortCounters]>,
     /// Continuation buffers of the chains of the last RX burst ([`super::chain`]).
@@ -400,6 +403,7 @@ impl Port {
             staged: [XdpDesc::default(); TX_STAGE],
             staged_len: 0,
             staged_bytes: 0,
+            staged_chain: false,
             ring_size: cfg.ring_size,
             counters,
             chain: [XdpDesc::default(); CHAIN_STORE],
@@ -512,6 +516,7 @@ impl Port {
         if self.staged_len + k > TX_STAGE {
             self.flush_tx();
         }
+        self.staged_chain = true;
     }
 
     /// Put staged frames on the TX ring and kick the kernel if it asked. Packets that
@@ -522,10 +527,44 @@ impl Port {
         if self.staged_len == 0 {
             return;
         }
+        if self.staged_chain {
+            return self.flush_tx_chains();
+        }
         let n = self.staged_len;
         let mut off = 0;
         // Copy-mode AF_XDP transmits from inside sendto(), at most 32 frames per call
         // (the kernel's TX budget), so a full ring is drained by kicking, then refilled.
+        for _ in 0..3 {
+            let pushed = self.tx.push(&self.staged[off..n]);
+            off += pushed;
+            if self.tx.needs_wakeup() {
+                self.kick_tx(pushed as u32);
+            }
+            if off == n {
+                break;
+            }
+        }
+        let mut sent_bytes = self.staged_bytes;
+        for i in off..n {
+            let d = self.staged[i];
+            sent_bytes -= d.len as u64;
+            self.recycle(d.addr);
+            self.counters().count_drop(DropReason::TxRingFull);
+        }
+        self.staged_len = 0;
+        self.staged_bytes = 0;
+        let c = self.counters();
+        bump(&c.tx_packets, off as u64);
+        bump(&c.tx_bytes, sent_bytes);
+    }
+
+    /// [`flush_tx`](Self::flush_tx) with chains staged: pushed whole or not at all,
+    /// counted per packet.
+    #[cold]
+    fn flush_tx_chains(&mut self) {
+        self.staged_chain = false;
+        let n = self.staged_len;
+        let mut off = 0;
         for _ in 0..3 {
             let mut want = n - off;
             let free = self.tx.free(want as u32) as usize;
