@@ -215,6 +215,9 @@ impl HandoffRx {
             self.cached_tail = self.ring.tail.load(Ordering::Acquire);
         }
         let avail = self.cached_tail.wrapping_sub(self.head);
+        if avail == 0 {
+            return 0;
+        }
         let mut parts: [&[u8]; MAX_PIECES] = [&[]; MAX_PIECES];
         let (mut used, mut packets, mut k) = (0, 0, 0);
         while used < avail && packets < BURST {

@@ -6,6 +6,8 @@
 //! the TX ring, or the completion ring. RX frames go back to the pool once the worker
 //! is done with them; TX frames come from the pool and return through the completion
 //! ring. The pool is a `Vec` with capacity for every frame, so pushes never allocate.
+//! A multi-buffer packet is several frames under one descriptor chain: the same rule
+//! holds for each of its frames ([`super::chain`] has the RX/TX side of chains).
 //! Counters of the port are bumped here (single writer: the owning worker).
 //!
 //! Frame access follows ownership: a frame the worker holds is writable only through
