@@ -11,7 +11,14 @@
  * Uplink queues (XSKNET_MODE_VXLAN) are different: only IPv4 UDP addressed to this
  * node's underlay IP on the VXLAN port (the `uplink_cfg` map) is redirected, and if
  * its socket is missing the frame is passed, not dropped. Everything else — ARP,
- * IPv6, TCP, other UDP, IP fragments, IPv4 with options included — is XDP_PASS. */
+ * IPv6, TCP, other UDP, IP fragments, IPv4 with options included — is XDP_PASS.
+ *
+ * The program is frags-aware (SEC("xdp.frags"), loaded with BPF_F_XDP_HAS_FRAGS):
+ * a veth takes a peer MTU above one page only with such a program, and a packet
+ * larger than one UMEM frame reaches a socket bound with XDP_USE_SG as a chain of
+ * descriptors (issue 11). The program reads headers only from the linear part
+ * (data..data_end), which always holds the Ethernet/IPv4/UDP headers it checks; a
+ * frame too short there is simply not VXLAN. */
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
 #include <linux/ip.h>
@@ -69,7 +76,7 @@ static __always_inline int is_vxlan_for_us(struct xdp_md *ctx)
 	return ip->daddr == cfg->local_ip && udp->dest == cfg->vxlan_port;
 }
 
-SEC("xdp")
+SEC("xdp.frags")
 int xsknet_redirect(struct xdp_md *ctx)
 {
 	struct xsknet_port_key key = {

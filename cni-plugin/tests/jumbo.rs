@@ -3,8 +3,11 @@
 //! CIDR is routed at it while the default route (other nodes, Services, the world)
 //! keeps the pod MTU (read back with `ip route`), and two pods exchange a TCP stream
 //! byte-identical both ways, unfragmented packets near the local MTU, and ICMP/UDP
-//! datagrams larger than a UMEM frame (IP fragments) both ways. Needs root; without it
-//! prints SKIP (fails with XSKNET_REQUIRE_PRIVILEGED).
+//! datagrams larger than a UMEM frame (IP fragments) both ways. A second run with a
+//! local MTU above one frame (multi-buffer AF_XDP chains) sends unfragmented (DF)
+//! ICMP and UDP datagrams of several frames each both ways, and a TCP stream whose
+//! segments span frames. Needs root; without it prints SKIP (fails with
+//! XSKNET_REQUIRE_PRIVILEGED).
 
 mod common;
 
@@ -65,8 +68,80 @@ fn local_mtu_routes_and_large_packets_between_local_pods() {
             "localMtu: {LOCAL_MTU}\numem:\n  frameSize: {FRAME}\n  ringSize: 256\n  framesPerPort: 496\n"
         ),
     );
+    single_buffer_checks(&node, &t);
+}
+
+#[test]
+fn default_local_mtu_is_multi_buffer_and_carries_unfragmented_datagrams_of_several_frames() {
+    if !privileged() {
+        return;
+    }
+    if !kernel_has_xdp_sg() {
+        eprintln!("SKIP: no multi-buffer AF_XDP (XDP_USE_SG) before Linux 6.6");
+        return;
+    }
+    // The default node-local MTU (no localMtu in the config): multi-buffer chains.
+    const MTU: usize = 32768;
+    let t = prefix("cm");
+    let node = Node::start_with(&t, "");
     let a = Pod::new(&t, "a");
     let b = Pod::new(&t, "b");
+    let conf = node.conf("1.1.0");
+    let (rc, ra) = node.cni("ADD", &a, &conf);
+    assert_eq!(rc, 0, "ADD a: {ra}\n{}", node.log_text());
+    let (rc, rb) = node.cni("ADD", &b, &conf);
+    assert_eq!(rc, 0, "ADD b: {rb}");
+    let (ipa, ipb) = (result_ip(&ra), result_ip(&rb));
+    assert_eq!(ra["interfaces"][1]["mtu"], MTU);
+    let default = routes(&a, &["show", "default"]);
+    assert!(default.contains("mtu 1500"), "{default}");
+    let to_b = routes(&a, &["get", &ipb.to_string()]);
+    assert!(!to_b.contains("mtu"), "{to_b}");
+    // DF: each packet travels whole, as a chain of 9 frames (4 KiB frames hold 3840
+    // bytes of packet each); 9000 bytes: 3 frames.
+    let big = MTU - 28;
+    assert!(
+        ping(&a, ipb, big, true),
+        "a → b ping -M do -s {big}\n{}",
+        node.log_text()
+    );
+    assert!(ping(&b, ipa, big, true), "b → a ping -M do -s {big}");
+    assert!(
+        udp_ok(&a, &b, ipb, 7001, big),
+        "UDP a → b, {big} bytes, one packet"
+    );
+    assert!(
+        udp_ok(&b, &a, ipa, 7002, big),
+        "UDP b → a, {big} bytes, one packet"
+    );
+    assert!(udp_ok(&a, &b, ipb, 7003, 5000), "UDP a → b, 2 frames");
+    assert!(ping(&b, ipa, 9000, true), "b → a ping -M do -s 9000");
+    assert!(tcp_ok(&a, &b, ipb, 5201, 16 << 20), "TCP a → b");
+    assert!(tcp_ok(&b, &a, ipa, 5202, 16 << 20), "TCP b → a");
+    // The node (host port at the local MTU too) and a pod, whole datagrams.
+    assert!(
+        ping(&a, testkit_node_ip(), big, true),
+        "a → node ping -M do -s {big}"
+    );
+    for (p, r) in [(&a, &ra), (&b, &rb)] {
+        let mut c = conf.clone();
+        c["prevResult"] = r.clone();
+        let (rc, v) = node.cni("DEL", p, &c);
+        assert_eq!(rc, 0, "DEL: {v}");
+    }
+    node.assert_empty();
+}
+
+/// The node's address on the host port: the first of the pod CIDR.
+fn testkit_node_ip() -> Ipv4Addr {
+    let cidr: &str = testkit::POD_CIDR;
+    let base: Ipv4Addr = cidr.split('/').next().unwrap().parse().unwrap();
+    Ipv4Addr::from(u32::from(base) + 1)
+}
+
+fn single_buffer_checks(node: &Node, t: &str) {
+    let a = Pod::new(t, "a");
+    let b = Pod::new(t, "b");
     let conf = node.conf("1.1.0");
     let (rc, ra) = node.cni("ADD", &a, &conf);
     assert_eq!(rc, 0, "ADD a: {ra}\n{}", node.log_text());

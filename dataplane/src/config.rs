@@ -188,9 +188,13 @@ pub struct Config {
     /// CNI plugin gives the pod interface this MTU, routes this node's `podCidr` at
     /// it, and keeps the default route (other nodes, Services, the world) at the pod
     /// MTU. Fewer, larger packets through the copy-mode AF_XDP path (measured:
-    /// bench/RESULTS.md "Node-local TCP"). A packet must fit one UMEM frame: at most
-    /// [`max_local_mtu`] for `umem.frameSize`. Unset = that maximum; 0 = off (the pod
-    /// MTU everywhere). Read it through [`Config::local_mtu`].
+    /// bench/RESULTS.md "Node-local TCP"). Up to [`max_single_buffer_mtu`] a packet
+    /// fits one UMEM frame; above it pods' sockets are bound for multi-buffer packets
+    /// (`XDP_USE_SG`, Linux 6.6+), at most [`max_local_mtu`]. Unset =
+    /// [`default_local_mtu`] (32768 with 4 KiB frames, chosen from bench/RESULTS.md
+    /// "Node-local TCP"; a kernel without multi-buffer AF_XDP gets the single-buffer
+    /// maximum instead, see [`Config::fit_kernel`]); 0 = off (the pod MTU everywhere).
+    /// Read it through [`Config::local_mtu`].
     #[serde(skip_serializing_if = "Option::is_none")]
     pub local_mtu: Option<u32>,
     pub host_port: HostPortConfig,
@@ -292,10 +296,30 @@ impl Config {
     /// when unset; None when `localMtu: 0` turns it off.
     pub fn local_mtu(&self) -> Option<u32> {
         match self.local_mtu {
-            None => Some(max_local_mtu(self.umem.frame_size)),
+            None => Some(default_local_mtu(self.umem.frame_size)),
             Some(0) => None,
             Some(m) => Some(m),
         }
+    }
+
+    /// On a kernel without multi-buffer AF_XDP (`XDP_USE_SG`, before Linux 6.6; from
+    /// `kernel_release`, e.g. `/proc/sys/kernel/osrelease`), an unset `localMtu`
+    /// falls back to what one frame holds. Returns the fallback when it applied. An
+    /// explicit `localMtu` above one frame is kept (the bind then fails and says so).
+    pub fn fit_kernel(&mut self, kernel_release: &str) -> Option<u32> {
+        if self.local_mtu.is_some() || !self.multi_buffer() || kernel_has_xdp_sg(kernel_release) {
+            return None;
+        }
+        let m = max_single_buffer_mtu(self.umem.frame_size);
+        self.local_mtu = Some(m);
+        Some(m)
+    }
+
+    /// Whether pod and host ports must carry multi-buffer packets: a local MTU above
+    /// what one frame holds.
+    pub fn multi_buffer(&self) -> bool {
+        self.local_mtu()
+            .is_some_and(|m| m > max_single_buffer_mtu(self.umem.frame_size))
     }
 
     /// The prefix the masquerade excludes: `clusterCidr`, else (with a datastore)
@@ -458,11 +482,50 @@ impl Default for Config {
     }
 }
 
-/// The largest `localMtu` for a UMEM frame size: the IP packet plus its Ethernet
+/// The largest `localMtu` for a UMEM frame size: a multi-buffer packet is at most
+/// [`MAX_CHAIN`](crate::xsk::MAX_CHAIN) buffers of a frame less its headroom (what the
+/// kernel's copy-mode RX fills and TX takes), and IPv4 at most 65535 bytes: 32242 for
+/// 2 KiB frames, 65535 for 4 KiB.
+pub const fn max_local_mtu(frame_size: u32) -> u32 {
+    let chain =
+        crate::xsk::MAX_CHAIN as u32 * (frame_size - crate::xsk::umem::HEADROOM as u32) - 14;
+    if chain < 65535 {
+        chain
+    } else {
+        65535
+    }
+}
+
+/// The default `localMtu` for a frame size: 32768 (measured best with 4 KiB frames:
+/// bench/RESULTS.md "Node-local TCP"), or the multi-buffer limit when smaller (32242
+/// with 2 KiB frames).
+pub const fn default_local_mtu(frame_size: u32) -> u32 {
+    let max = max_local_mtu(frame_size);
+    if max < 32768 {
+        max
+    } else {
+        32768
+    }
+}
+
+/// Whether a kernel release (`6.18.44-fc`, `6.1.0-28-amd64`) has multi-buffer AF_XDP
+/// (`XDP_USE_SG`, Linux 6.6). Unparseable: assumed recent.
+pub fn kernel_has_xdp_sg(release: &str) -> bool {
+    let mut it = release
+        .trim()
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|p| p.parse::<u32>().ok());
+    match (it.next().flatten(), it.next().flatten()) {
+        (Some(major), Some(minor)) => (major, minor) >= (6, 6),
+        _ => true,
+    }
+}
+
+/// The largest `localMtu` one UMEM frame holds: the IP packet plus its Ethernet
 /// header must fit one frame behind [`HEADROOM`](crate::xsk::umem::HEADROOM), and a
 /// veth with a single-buffer XDP program attached refuses a peer MTU above
 /// one page − XDP headroom − `skb_shared_info` − Ethernet header (3506 on 4 KiB pages).
-pub const fn max_local_mtu(frame_size: u32) -> u32 {
+pub const fn max_single_buffer_mtu(frame_size: u32) -> u32 {
     const VETH_XDP_MAX: u32 = 4096 - 256 - 320 - 14;
     let frame = frame_size - crate::xsk::umem::HEADROOM as u32 - 14;
     if frame < VETH_XDP_MAX {
@@ -715,9 +778,9 @@ impl Config {
                 return Err(bad(
                     "localMtu",
                     &format!(
-                        "must be 0 (off) or in 1280..={max}: a packet must fit one {}-byte \
-                         UMEM frame behind its headroom, and a veth with XDP attached takes \
-                         no more",
+                        "must be 0 (off) or in 1280..={max}: a packet must fit {} buffers \
+                         of a {}-byte UMEM frame behind its headroom (65535 at most)",
+                        crate::xsk::MAX_CHAIN,
                         u.frame_size
                     ),
                     &m,
@@ -970,7 +1033,7 @@ mod tests {
         assert_eq!(c.umem.frame_size, 4096);
         assert_eq!(c.umem.frames_per_port, 496);
         assert_eq!(c.umem.ring_size, 256);
-        assert_eq!(c.local_mtu(), Some(3506));
+        assert_eq!(c.local_mtu(), Some(32768));
         assert_eq!(c.umem.max_ports_per_worker, 64);
         assert!(c.host_port.enabled);
         assert_eq!(c.host_port.name, "xsknet0");
@@ -1014,8 +1077,12 @@ logLevel: debug,xsknet_dataplane=trace
     }
 
     #[test]
-    fn local_mtu_must_fit_one_frame_and_the_veth_xdp_limit() {
-        assert_eq!((max_local_mtu(2048), max_local_mtu(4096)), (1778, 3506));
+    fn local_mtu_single_buffer_default_and_multi_buffer_limit() {
+        assert_eq!(
+            (max_single_buffer_mtu(2048), max_single_buffer_mtu(4096)),
+            (1778, 3506)
+        );
+        assert_eq!((max_local_mtu(2048), max_local_mtu(4096)), (32242, 65535));
         let v = Config::from_yaml_str;
         let c = v("localMtu: 3500\numem:\n  frameSize: 4096\n").unwrap();
         assert_eq!(c.local_mtu(), Some(3500));
@@ -1024,18 +1091,32 @@ logLevel: debug,xsknet_dataplane=trace
             v(&format!("localMtu: 1778\n{two_k}")).unwrap().local_mtu(),
             Some(1778)
         );
-        // Unset: the largest one frame holds; 0: off.
-        assert_eq!(v("").unwrap().local_mtu(), Some(3506));
-        assert_eq!(v(two_k).unwrap().local_mtu(), Some(1778));
+        // Unset: the default (multi-buffer), or one frame on an older kernel; 0: off.
+        assert_eq!(v("").unwrap().local_mtu(), Some(32768));
+        assert_eq!(v(two_k).unwrap().local_mtu(), Some(32242));
+        let mut old = v("").unwrap();
+        assert_eq!(old.fit_kernel("6.1.0-28-amd64"), Some(3506));
+        assert_eq!((old.local_mtu(), old.multi_buffer()), (Some(3506), false));
+        let mut new = v("").unwrap();
+        assert_eq!(new.fit_kernel("6.18.44-fc-v669"), None);
+        assert_eq!(new.local_mtu(), Some(32768));
+        let mut explicit = v("localMtu: 9000\n").unwrap();
+        assert_eq!(explicit.fit_kernel("5.15.0"), None);
+        assert!(kernel_has_xdp_sg("6.6.0") && kernel_has_xdp_sg("7.0") && kernel_has_xdp_sg("?"));
+        assert!(!kernel_has_xdp_sg("6.5.13") && !kernel_has_xdp_sg("5.19.1-x"));
         assert_eq!(v("localMtu: 0\n").unwrap().local_mtu(), None);
+        // Above one frame: multi-buffer, up to MAX_CHAIN buffers (or 65535).
+        let c = v("localMtu: 9000\n").unwrap();
+        assert_eq!((c.local_mtu(), c.multi_buffer()), (Some(9000), true));
+        assert!(v("").unwrap().multi_buffer());
+        assert!(!v("localMtu: 3506\n").unwrap().multi_buffer());
+        assert!(v(&format!("localMtu: 3000\n{two_k}"))
+            .unwrap()
+            .multi_buffer());
         for (y, range) in [
-            (format!("localMtu: 3000\n{two_k}"), "1280..=1778"),
-            ("localMtu: 3507\n".into(), "1280..=3506"),
-            (
-                "localMtu: 9000\numem:\n  frameSize: 4096\n".into(),
-                "1280..=3506",
-            ),
-            ("localMtu: 1000\n".into(), "1280..=3506"),
+            (format!("localMtu: 32243\n{two_k}"), "1280..=32242"),
+            ("localMtu: 65536\n".into(), "1280..=65535"),
+            ("localMtu: 1000\n".into(), "1280..=65535"),
         ] {
             let e = v(&y).unwrap_err().to_string();
             assert!(e.contains("localMtu") && e.contains(range), "{y}: {e}");

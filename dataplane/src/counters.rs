@@ -77,11 +77,21 @@ pub enum DropReason {
     /// may be fragmented (DF clear): the dataplane does not fragment. With DF set the
     /// sender gets ICMP "fragmentation needed" instead.
     EncapTooBig,
+    /// A multi-buffer packet (issue 11) of more buffers than the kernel's copy-mode TX
+    /// takes (`MAX_SKB_FRAGS` + 1 = 18), or larger once copied into the egress port's
+    /// frames.
+    ChainTooLong,
+    /// A multi-buffer packet whose last buffer never came (the RX ring ran dry
+    /// mid-chain).
+    ChainTruncated,
+    /// A multi-buffer packet routed where chains are not carried (into the VXLAN
+    /// tunnel, which carries at most the overlay MTU anyway).
+    ChainNotAllowed,
 }
 
 impl DropReason {
     /// Number of reasons (size of counter arrays).
-    pub const COUNT: usize = 23;
+    pub const COUNT: usize = 26;
 
     /// Every reason, in index order.
     pub const ALL: [DropReason; Self::COUNT] = [
@@ -108,6 +118,9 @@ impl DropReason {
         DropReason::DecapBadFlags,
         DropReason::DecapWrongVni,
         DropReason::EncapTooBig,
+        DropReason::ChainTooLong,
+        DropReason::ChainTruncated,
+        DropReason::ChainNotAllowed,
     ];
 
     /// Stable snake_case name used in stats output.
@@ -136,6 +149,9 @@ impl DropReason {
             DropReason::DecapBadFlags => "decap_bad_flags",
             DropReason::DecapWrongVni => "decap_wrong_vni",
             DropReason::EncapTooBig => "encap_too_big",
+            DropReason::ChainTooLong => "chain_too_long",
+            DropReason::ChainTruncated => "chain_truncated",
+            DropReason::ChainNotAllowed => "chain_not_allowed",
         }
     }
 }

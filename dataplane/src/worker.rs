@@ -30,7 +30,7 @@ use crate::pipeline::conntrack::{Conntrack, Millis, DEFAULT_CAPACITY};
 use crate::pipeline::{self, encap, PacketCtx, Verdict};
 use crate::tables::publish::Subscriber;
 use crate::tables::{PortId, PortKind, WorkerId};
-use crate::xsk::handoff::{HandoffRx, HandoffTx};
+use crate::xsk::handoff::{HandoffRx, HandoffTx, SLOT_BYTES};
 use crate::xsk::wake::{poll_readable, pollin, Waker};
 use crate::xsk::{Port, XdpDesc};
 
@@ -158,6 +158,45 @@ fn pair_mut<T>(v: &mut [T], a: usize, b: usize) -> (&mut T, &mut T) {
         let (l, r) = v.split_at_mut(a);
         (&mut r[0], &mut l[b])
     }
+}
+
+/// Transmit a multi-buffer packet (issue 11) received on `ports[pi]` (`d`: its head
+/// window, chain place in `options`) per its verdict: a reply is the head alone (the
+/// rest goes back to the pool); back out of the same port, the chain in place; to
+/// another port of this worker, copied into that port's frames. False for another
+/// worker's port: the caller hands it off (it owns the handoff rings). Out of line:
+/// the single-buffer path does not pay for it.
+#[cold]
+#[inline(never)]
+fn send_chain(
+    ports: &mut [Port],
+    pi: usize,
+    local: &[u16],
+    verdict: Verdict,
+    e: PortId,
+    d: XdpDesc,
+) -> bool {
+    let ingress = ports[pi].id();
+    if verdict == Verdict::Reply {
+        let head = XdpDesc { options: 0, ..d };
+        ports[pi].recycle_continuation(&d);
+        ports[pi].stage_tx(head);
+        return true;
+    }
+    if e == ingress {
+        ports[pi].stage_rx_chain(d);
+        return true;
+    }
+    let li = local.get(e as usize).copied().unwrap_or(NOT_LOCAL);
+    if li == NOT_LOCAL {
+        return false;
+    }
+    let (src, dst) = pair_mut(ports, pi, li as usize);
+    let total = d.len as usize + src.chain_bytes(&d);
+    let segs = std::iter::once(src.packet(&d)).chain(src.chain(&d).iter().map(|c| src.packet(c)));
+    dst.send_copy_segments(total, segs);
+    src.recycle_packet(&d);
+    true
 }
 
 impl Worker {
@@ -315,16 +354,24 @@ impl Worker {
             total += n;
             for i in 0..n {
                 let d = descs[i];
+                // A multi-buffer packet: the pipeline reads the head, knowing the rest.
+                let tail = if d.options != 0 {
+                    ports[pi].chain_bytes(&d)
+                } else {
+                    0
+                };
                 let (chunk, off) = ports[pi].chunk_mut(d.addr);
                 let mut ctx = PacketCtx::new(off, d.len as usize, ingress);
+                ctx.tail = tail;
                 verdicts[i] = pipeline::process(chunk, &mut ctx, tables, ct, now);
                 // The window to transmit, as a descriptor into the same frame (the
                 // stages keep it inside the chunk); a dropped frame keeps its own.
+                // `options` keeps the chain's place for the TX side.
                 if !matches!(verdicts[i], Verdict::Drop(_)) {
                     descs[i] = XdpDesc {
                         addr: d.addr - off as u64 + ctx.start as u64,
                         len: ctx.len as u32,
-                        options: 0,
+                        options: d.options,
                     };
                 }
             }
@@ -335,9 +382,36 @@ impl Worker {
                     if let Verdict::Drop(r) = verdicts[i] {
                         c_in.count_drop(r);
                     }
-                    ports[pi].recycle(d.addr);
+                    ports[pi].recycle_packet(&d);
                     continue;
                 };
+                if d.options != 0 {
+                    if !send_chain(ports, pi, local, verdicts[i], e, d) {
+                        let w = tables.port(e).map(|p| p.worker).unwrap_or(me);
+                        let ok = match handoff_tx.get_mut(w as usize) {
+                            Some(Some(tx)) => {
+                                let src = &ports[pi];
+                                let total = d.len as usize + src.chain_bytes(&d);
+                                let segs = std::iter::once(src.packet(&d))
+                                    .chain(src.chain(&d).iter().map(|c| src.packet(c)));
+                                tx.push_segments(e, ingress, total, segs)
+                            }
+                            _ => false,
+                        };
+                        if ok {
+                            bump(&shared.counters.handoff_out, 1);
+                            pushed_to[w as usize] = true;
+                        } else {
+                            c_in.count_drop(if w == me {
+                                DropReason::NoRoute
+                            } else {
+                                DropReason::HandoffFull
+                            });
+                        }
+                        ports[pi].recycle_packet(&d);
+                    }
+                    continue;
+                }
                 match e {
                     e if e == ingress => ports[pi].stage_tx(d),
                     e => {
@@ -348,7 +422,20 @@ impl Worker {
                         } else {
                             let w = tables.port(e).map(|p| p.worker).unwrap_or(me);
                             let sent = match handoff_tx.get_mut(w as usize) {
-                                Some(Some(tx)) => tx.push(e, ingress, ports[pi].packet(&d)),
+                                Some(Some(tx)) => {
+                                    let pkt = ports[pi].packet(&d);
+                                    if pkt.len() <= SLOT_BYTES {
+                                        tx.push(e, ingress, pkt)
+                                    } else {
+                                        // A 4 KiB frame's packet: two slots.
+                                        tx.push_segments(
+                                            e,
+                                            ingress,
+                                            pkt.len(),
+                                            std::iter::once(pkt),
+                                        )
+                                    }
+                                }
                                 _ => false,
                             };
                             if sent {
@@ -370,10 +457,11 @@ impl Worker {
 
         for rx in handoff_rx.iter_mut() {
             let mut got = 0u64;
-            total += rx.pop(|e, from, pkt| {
+            total += rx.pop(|e, from, parts| {
                 got += 1;
                 let li = local.get(e as usize).copied().unwrap_or(NOT_LOCAL);
                 if li != NOT_LOCAL {
+                    let pkt = parts.first().copied().unwrap_or_default();
                     // Replies come back decapsulated on the uplink: track the inner flow.
                     let flow = match tables.port(e) {
                         Some(p) if p.kind == PortKind::Uplink => {
@@ -382,7 +470,12 @@ impl Worker {
                         _ => pkt,
                     };
                     pipeline::policy::track_handoff(flow, from, e, tables, ct, now);
-                    ports[li as usize].send_copy(pkt);
+                    if parts.len() == 1 {
+                        ports[li as usize].send_copy(pkt);
+                    } else {
+                        let total = parts.iter().map(|p| p.len()).sum();
+                        ports[li as usize].send_copy_segments(total, parts.iter().copied());
+                    }
                 }
             });
             bump(&shared.counters.handoff_in, got);
@@ -528,6 +621,7 @@ mod tests {
             frame_size: 2048,
             ring_size: 64,
             tx_budget: 0,
+            multi_buffer: false,
         };
         let mut k: Vec<Option<FakeKernel>> = (0..=UPLINK).map(|_| None).collect();
         for (id, owner) in [(HOST, 0), (POD_A, 0), (POD_B, 1), (UPLINK, 1)] {
@@ -573,6 +667,84 @@ mod tests {
             let c = &self.w[w].shared.counters;
             (c.handoff_out.load(Relaxed), c.handoff_in.load(Relaxed))
         }
+    }
+
+    /// Injects `f` on `port` as a multi-buffer chain (2 KiB frames: 1792 bytes per
+    /// buffer), optionally cut after `truncate` buffers; returns the buffers posted.
+    fn inject_chain(r: &mut Rig, port: PortId, f: &[u8], truncate: Option<usize>) -> usize {
+        r.k[port as usize]
+            .as_mut()
+            .unwrap()
+            .inject_chain(f, truncate)
+    }
+
+    fn frames_sent(r: &mut Rig, port: PortId) -> (Vec<Vec<u8>>, usize) {
+        let mut out = Vec::new();
+        let n = r.k[port as usize]
+            .as_mut()
+            .unwrap()
+            .drain_tx(|b| out.push(b.to_vec()));
+        (out, n)
+    }
+
+    #[test]
+    fn multi_buffer_chains_are_forwarded_whole_and_broken_ones_dropped() {
+        let mut r = rig(two_worker_tables());
+        // A 3-buffer chain, pod A to the outside (host port, same worker).
+        let f = udp(POD_A, IP_A, IP_OUTSIDE, 64, 4000);
+        assert_eq!(inject_chain(&mut r, POD_A, &f, None), 3);
+        r.settle();
+        let (out, frames) = frames_sent(&mut r, HOST);
+        assert_eq!((out.len(), frames), (1, 3), "one packet in three frames");
+        assert_eq!(out[0].len(), f.len());
+        assert_eq!(out[0][..6], peer(HOST));
+        assert_eq!(out[0][22], 63, "TTL decremented in the head");
+        assert_eq!(out[0][34..], f[34..], "every byte of the chain");
+        // Across workers (pod A on 0, pod B on 1): through the handoff, whole.
+        let f = udp(POD_A, IP_A, IP_B, 64, 5000);
+        assert_eq!(inject_chain(&mut r, POD_A, &f, None), 3);
+        r.settle();
+        let (out, frames) = frames_sent(&mut r, POD_B);
+        assert_eq!((out.len(), frames), (1, 3));
+        assert_eq!(out[0][34..], f[34..]);
+        // Truncated (the ring ran dry mid-chain), too long (19 buffers), a length
+        // that disagrees with the IP header: counted drops, nothing sent, and every
+        // buffer goes back — 100 rounds of each would exhaust the 256 frames if not.
+        let long = udp(POD_A, IP_A, IP_OUTSIDE, 64, 18 * 1792);
+        let mut short = udp(POD_A, IP_A, IP_OUTSIDE, 64, 4000);
+        short[16..18].copy_from_slice(&3000u16.to_be_bytes());
+        fix_ipv4_checksum(&mut short);
+        for _ in 0..100 {
+            assert_eq!(inject_chain(&mut r, POD_A, &f, Some(2)), 2);
+            r.settle();
+            assert_eq!(inject_chain(&mut r, POD_A, &long, None), 19);
+            r.settle();
+            assert_eq!(inject_chain(&mut r, POD_A, &short, None), 3);
+            r.settle();
+        }
+        assert_eq!(r.drops(POD_A, DropReason::ChainTruncated), 100);
+        assert_eq!(r.drops(POD_A, DropReason::ChainTooLong), 100);
+        assert_eq!(r.drops(POD_A, DropReason::Ipv4BadTotalLength), 100);
+        assert!(frames_sent(&mut r, HOST).0.is_empty() && frames_sent(&mut r, POD_B).0.is_empty());
+        let f = udp(POD_A, IP_A, IP_OUTSIDE, 64, 4000);
+        assert_eq!(inject_chain(&mut r, POD_A, &f, None), 3);
+        r.settle();
+        assert_eq!(frames_sent(&mut r, HOST).0.len(), 1, "no frame was lost");
+        // Towards the tunnel (larger than the overlay MTU, DF): frag-needed built in
+        // the head alone, the rest of the chain recycled.
+        let mut f = udp(POD_A, IP_A, IP_REMOTE, 64, 4000);
+        f[20] |= 0x40;
+        fix_ipv4_checksum(&mut f);
+        assert_eq!(inject_chain(&mut r, POD_A, &f, None), 3);
+        r.settle();
+        let (out, frames) = frames_sent(&mut r, POD_A);
+        assert_eq!((out.len(), frames), (1, 1));
+        assert_eq!(
+            (out[0][23], out[0][34], out[0][35]),
+            (1, 3, 4),
+            "ICMP frag needed"
+        );
+        assert!(frames_sent(&mut r, UPLINK).0.is_empty());
     }
 
     #[test]

@@ -268,3 +268,17 @@ pub fn tcp_ok(a: &Pod, b: &Pod, dst: Ipv4Addr, port: u16, bytes: usize) -> bool 
     drop(s);
     server.join().unwrap() == data
 }
+
+/// Whether this kernel has multi-buffer AF_XDP (`XDP_USE_SG`, Linux 6.6): the daemon's
+/// default node-local MTU (32768) needs it, an older kernel gets one frame's (3506).
+pub fn kernel_has_xdp_sg() -> bool {
+    let r = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut it = r
+        .trim()
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|p| p.parse::<u32>().ok());
+    match (it.next().flatten(), it.next().flatten()) {
+        (Some(major), Some(minor)) => (major, minor) >= (6, 6),
+        _ => true,
+    }
+}

@@ -273,11 +273,20 @@ impl Daemon {
         };
         let workers = Workers::spawn(&cfg.workers, &mut publisher, ports.counters(), idle)
             .map_err(DaemonError::Workers)?;
+        let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+        if let Some(m) = cfg.fit_kernel(&release) {
+            tracing::warn!(
+                kernel = release.trim(),
+                local_mtu = m,
+                "no multi-buffer AF_XDP before Linux 6.6: node-local MTU limited to one frame"
+            );
+        }
         let port_cfg = PortConfig {
             frames: cfg.umem.frames_per_port,
             frame_size: cfg.umem.frame_size,
             ring_size: cfg.umem.ring_size,
             tx_budget: cfg.umem.tx_budget,
+            multi_buffer: cfg.multi_buffer(),
         };
         let mut d = Daemon {
             cfg,

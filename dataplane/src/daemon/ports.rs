@@ -467,6 +467,7 @@ mod tests {
             frame_size: 2048,
             ring_size: 64,
             tx_budget: 0,
+            multi_buffer: false,
         }
     }
 

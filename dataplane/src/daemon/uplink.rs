@@ -38,7 +38,7 @@ use crate::pipeline::encap::OVERHEAD;
 use crate::sys::ethtool::{self, EthtoolError};
 use crate::sys::netlink::{Netlink, NetlinkError, RouteInfo};
 use crate::tables::{Overlay, PortId, PortInfo, PortKind, WorkerId};
-use crate::xsk::Port;
+use crate::xsk::{Port, PortConfig};
 
 use super::ports::{PortsError, QueueKey};
 use super::tables::{overlay_tables, OverlayTables};
@@ -335,7 +335,11 @@ impl Daemon {
                 ifindex: up.ifindex,
                 queue: q,
             };
-            let cfg = &self.port_cfg;
+            // The tunnel carries at most the overlay MTU: no multi-buffer on the uplink.
+            let cfg = &PortConfig {
+                multi_buffer: false,
+                ..self.port_cfg
+            };
             let ifname = up.ifname.clone();
             let port = self.ports.open(&ifname, key, info, |id, counters| {
                 Port::open_bound(id, &ifname, q, cfg, counters, zero_copy)

@@ -266,6 +266,7 @@ mod tests {
             frame_size: 2048,
             ring_size: 64,
             tx_budget: 0,
+            multi_buffer: false,
         };
         let (port, _kernel) = fake_port(3, &cfg, Arc::clone(&counters)).unwrap();
         w.add_port(1, port).unwrap();

@@ -161,11 +161,14 @@ impl<T: AsRef<[u8]>> Packet<T> {
         checksum::verifies(self.header())
     }
 
-    /// The payload up to `total_len` (Ethernet padding excluded).
+    /// The payload up to `total_len` (Ethernet padding excluded), or up to the end of
+    /// the buffer when the packet goes on past it (the head buffer of a multi-buffer
+    /// packet, issue 11).
     #[inline]
     pub fn payload(&self) -> &[u8] {
         let b = self.buffer.as_ref();
-        &b[self.header_len()..self.total_len()]
+        let end = self.total_len().min(b.len());
+        b.get(self.header_len()..end).unwrap_or_default()
     }
 }
 

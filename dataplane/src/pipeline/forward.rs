@@ -70,7 +70,11 @@ pub(super) fn forward(
         return Verdict::Drop(DropReason::Truncated);
     };
     debug_assert!(
-        l3::check(&frame[..len], port).is_ok(),
+        if ctx.tail == 0 {
+            l3::check(&frame[..len], port).is_ok()
+        } else {
+            l3::check_chain(&frame[..len], ctx.tail, port).is_ok()
+        },
         "forward without l3::check"
     );
     let ip = Ipv4Packet::new_unchecked(l3);
@@ -104,6 +108,9 @@ pub(super) fn forward(
     rewrite::rewrite(&mut frame[..len], &eg);
     match eg.tunnel {
         None => Verdict::Forward(eg.port),
+        // Not larger than the tunnel carries (checked above), yet more than one
+        // buffer: the encap writes in front of the head alone.
+        Some(_) if ctx.tail != 0 => Verdict::Drop(DropReason::ChainNotAllowed),
         Some(t) => match encap::encap(buf, ctx, eg.out, &t) {
             Ok(()) => Verdict::Encap(eg.port),
             Err(r) => Verdict::Drop(r),

@@ -69,6 +69,40 @@ pub fn check<'a>(frame: &'a [u8], port: &PortInfo) -> Result<Ipv4Packet<&'a [u8]
     Ok(ip)
 }
 
+/// [`check`] for the head buffer `frame` of a multi-buffer packet with `tail` more
+/// bytes in further buffers: the header must lie in the head, and the IPv4 total
+/// length must be exactly the chain's (a chain carries no Ethernet padding; a chain
+/// whose length disagrees with its header is `Ipv4BadTotalLength`). The view returned
+/// covers the head only: its `payload()` is the part in the head.
+pub fn check_chain<'a>(
+    frame: &'a [u8],
+    tail: usize,
+    port: &PortInfo,
+) -> Result<Ipv4Packet<&'a [u8]>, DropReason> {
+    let l3 = frame.get(ETH..).ok_or(DropReason::Truncated)?;
+    if l3.len() < ipv4::MIN_HEADER_LEN {
+        return Err(DropReason::Truncated);
+    }
+    let ip = Ipv4Packet::new_unchecked(l3);
+    if ip.version() != 4 {
+        return Err(DropReason::Ipv4BadVersion);
+    }
+    let hl = ip.header_len();
+    if hl < ipv4::MIN_HEADER_LEN || hl > l3.len() {
+        return Err(DropReason::Ipv4BadHeaderLength);
+    }
+    if ip.total_len() != l3.len() + tail {
+        return Err(DropReason::Ipv4BadTotalLength);
+    }
+    if !ip.verify_checksum() {
+        return Err(DropReason::Ipv4BadChecksum);
+    }
+    if port.kind == PortKind::Pod && ip.src_addr() != u32::from(port.ip) {
+        return Err(DropReason::SpoofedSource);
+    }
+    Ok(ip)
+}
+
 /// Answer a pod's ping to the gateway in place: swap addresses (from the gateway, to
 /// the pod), echo request → echo reply, back out of the ingress port.
 ///
@@ -169,8 +203,15 @@ pub fn icmp_error(buf: &mut [u8], ctx: &mut PacketCtx, port: &PortInfo, e: IcmpE
     let Some(l3) = buf.get(ETH..ctx.len) else {
         return drop;
     };
-    let Ok(ip) = Ipv4Packet::new_checked(l3) else {
-        return drop;
+    // A chain's head was checked against the chain (check_chain); its view's payload
+    // is the part in the head, which is all the quote needs.
+    let ip = if ctx.tail == 0 {
+        match Ipv4Packet::new_checked(l3) {
+            Ok(ip) => ip,
+            Err(_) => return drop,
+        }
+    } else {
+        Ipv4Packet::new_unchecked(l3)
     };
     let df = l3[6] & 0x40 != 0;
     if (e.only_with_df && !df)
@@ -226,5 +267,6 @@ pub fn icmp_error(buf: &mut [u8], ctx: &mut PacketCtx, port: &PortInfo, e: IcmpE
     eth.set_src_addr(port.mac);
     eth.set_ethertype(ethernet::ethertype::IPV4);
     ctx.len = new_len;
+    ctx.tail = 0;
     Verdict::Reply
 }

@@ -48,8 +48,12 @@ pub use conntrack::{Conntrack, Millis};
 pub struct PacketCtx {
     /// Offset of the packet's first byte (its Ethernet header) in the chunk.
     pub start: usize,
-    /// Packet length from `start`.
+    /// Packet length from `start` in this buffer.
     pub len: usize,
+    /// Bytes of the packet in further buffers (a multi-buffer chain, issue 11; the
+    /// head buffer holds every header a stage reads); 0 for a single buffer. Replies
+    /// (`Verdict::Reply`) are built in the head alone and reset it to 0.
+    pub tail: usize,
     /// Network-layer family, once the Ethernet stage has seen it.
     pub l3: L3,
     /// The port the frame came in on.
@@ -65,6 +69,7 @@ impl PacketCtx {
         PacketCtx {
             start,
             len,
+            tail: 0,
             l3: L3::None,
             ingress,
             ingress_kind: PortKind::Pod,
@@ -159,13 +164,35 @@ pub fn process(
         return arp::answer(&mut buf[ctx.start..end], ctx, port);
     }
     ctx.l3 = L3::Ipv4;
-    if port.kind == PortKind::Uplink {
-        return decap::decap_and_forward(buf, ctx, port, tables, ct, now);
-    }
-    if let Err(r) = l3::check(frame, port) {
-        return Verdict::Drop(r);
+    if ctx.tail != 0 {
+        if let Err(r) = chain_check(frame, ctx, port) {
+            return Verdict::Drop(r);
+        }
+    } else {
+        if port.kind == PortKind::Uplink {
+            return decap::decap_and_forward(buf, ctx, port, tables, ct, now);
+        }
+        if let Err(r) = l3::check(frame, port) {
+            return Verdict::Drop(r);
+        }
     }
     forward::forward(buf, ctx, port, tables, ct, now)
+}
+
+/// The IPv4 checks of a multi-buffer packet's head (out of line: chains are rare
+/// per packet and large): never from the uplink (it is bound without multi-buffer),
+/// and [`l3::check_chain`].
+#[cold]
+#[inline(never)]
+fn chain_check(
+    frame: &[u8],
+    ctx: &PacketCtx,
+    port: &crate::tables::PortInfo,
+) -> Result<(), DropReason> {
+    if port.kind == PortKind::Uplink {
+        return Err(DropReason::ChainNotAllowed);
+    }
+    l3::check_chain(frame, ctx.tail, port).map(|_| ())
 }
 
 #[cfg(test)]
@@ -345,6 +372,8 @@ mod tests {
                 _ => HEADROOM.min(cap),
             };
             let (len, ingress);
+            // Sometimes the head of a multi-buffer chain with `tail` more bytes.
+            let mut tail = 0;
             if i % 2 == 0 {
                 // Random bytes, biased towards ARP/IPv4 so the stages get exercised.
                 for b in buf.iter_mut() {
@@ -377,6 +406,14 @@ mod tests {
                     _ => f.len(),
                 };
                 f.resize(flen, 0);
+                if rng.below(8) == 0 && flen >= 34 {
+                    tail = 1 + rng.below(4000);
+                    if rng.below(4) != 0 && f[12..14] == [0x08, 0x00] {
+                        let total = (flen - 14 + tail) as u16;
+                        f[16..18].copy_from_slice(&total.to_be_bytes());
+                        fix_ipv4_checksum(&mut f);
+                    }
+                }
                 let cap = cap.max((start + flen).saturating_sub(rng.below(2)));
                 buf = vec![0u8; cap];
                 let n = flen.min(cap - start);
@@ -389,7 +426,14 @@ mod tests {
                 };
             }
             let mut ctx = PacketCtx::new(start, len, ingress);
+            ctx.tail = tail;
             let v = process(&mut buf, &mut ctx, &t, &mut table, 1 + i as u64);
+            if tail != 0 {
+                assert!(
+                    !matches!(v, Verdict::Encap(_) | Verdict::Decap(_)),
+                    "a chain never enters or leaves the tunnel, case {i}"
+                );
+            }
             let w = match v {
                 Verdict::Drop(_) => &[][..],
                 _ => buf
@@ -413,7 +457,15 @@ mod tests {
                         assert_eq!((ctx.start, ctx.len), (start, len), "case {i}");
                     }
                     assert_eq!(w[12..14], [0x08, 0x00]);
-                    assert_ipv4_ok(w, 14, &format!("forward case {i}"));
+                    if ctx.tail == 0 {
+                        assert_ipv4_ok(w, 14, &format!("forward case {i}"));
+                    } else {
+                        // The head of a chain: the header is whole and consistent.
+                        let hl = usize::from(w[14] & 0x0f) * 4;
+                        assert!(checksum::verifies(&w[14..14 + hl]), "case {i}");
+                        let total = usize::from(u16::from_be_bytes([w[16], w[17]]));
+                        assert_eq!(total, ctx.len - 14 + ctx.tail, "case {i}");
+                    }
                 }
                 Verdict::Encap(port) => {
                     seen[1] += 1;
@@ -462,6 +514,8 @@ mod tests {
             // The worker's reasons (rings, frames) cannot come out of `process`; these
             // tables carry no policy (the policy stage's own tests cover its reasons).
             let workers = [
+                DropReason::ChainTooLong,
+                DropReason::ChainTruncated,
                 DropReason::TxRingFull,
                 DropReason::HandoffFull,
                 DropReason::NoFrame,

@@ -320,12 +320,14 @@ pub fn admit(
     }
 }
 
-/// The IP payload of a checked packet, without `Packet::payload`'s panicking index
-/// (which the compiler kept out of line in [`admit`]); empty if the lengths do not hold.
+/// The IP payload of a checked packet in its buffer (for the head buffer of a
+/// multi-buffer packet, the part in it: the L4 header), without a panicking index;
+/// empty if the lengths do not hold.
 #[inline(always)]
 fn payload<'a>(ip: &Ipv4Packet<&'a [u8]>) -> &'a [u8] {
     let (hl, total) = (ip.header_len(), ip.total_len());
-    ip.clone().into_inner().get(hl..total).unwrap_or_default()
+    let b = ip.clone().into_inner();
+    b.get(hl..total.min(b.len())).unwrap_or_default()
 }
 
 /// Replies of a flow that came through the host port go back to it (never back into

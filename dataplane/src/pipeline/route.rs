@@ -92,6 +92,7 @@ mod tests {
     fn local_host_and_remote_resolve_to_ports() {
         let t = tables();
         let from_a = PacketCtx {
+            tail: 0,
             ingress_kind: PortKind::Pod,
             ..PacketCtx::new(0, 0, POD_A)
         };
@@ -110,10 +111,12 @@ mod tests {
         let t = tables();
         let pod = PacketCtx::new(0, 0, POD_A);
         let host = PacketCtx {
+            tail: 0,
             ingress_kind: PortKind::Host,
             ..PacketCtx::new(0, 0, HOST)
         };
         let uplink = PacketCtx {
+            tail: 0,
             ingress_kind: PortKind::Uplink,
             ..PacketCtx::new(0, 0, UPLINK)
         };

@@ -31,6 +31,8 @@ pub struct FakeKernel {
     tx: RingCons<XdpDesc>,
     area: Arc<FrameArea>,
     _rings: Arc<FakeRings>,
+    /// A TX chain being gathered by [`FakeKernel::drain_tx`] (allocated once).
+    tx_chain: Vec<u8>,
 }
 
 /// Make a port over in-memory rings and the fake kernel that drives it.
@@ -68,6 +70,7 @@ pub fn fake_port(
         tx,
         area: Arc::clone(&area),
         _rings: Arc::clone(&rings),
+        tx_chain: Vec::with_capacity(65536 + 14),
     };
     let port = Port::with_fake_rings(id, cfg, counters, rings, area)?;
     Ok((port, kernel))
@@ -116,8 +119,69 @@ impl FakeKernel {
         done
     }
 
-    /// Take every frame the port transmitted, calling `f` with its bytes, and complete
-    /// them. Returns how many.
+    /// Deliver one packet as the kernel's copy-mode RX does on a socket bound with
+    /// `XDP_USE_SG`: split over as many fill frames as it needs (each filled behind the
+    /// XDP headroom), every descriptor but the last with `XDP_PKT_CONTD`; with
+    /// `truncate`, only the first `truncate` of them are posted (a broken producer) and
+    /// the rest go back to the fill ring. Returns the descriptors posted, 0 when the
+    /// fill or RX ring had too little room.
+    pub fn inject_chain(&mut self, pkt: &[u8], truncate: Option<usize>) -> usize {
+        let room = self.area.frame_size() as usize - RX_HEADROOM as usize;
+        let k = pkt.len().div_ceil(room).max(1);
+        let mut bases = [0u64; 64];
+        if k > bases.len() || (self.rx.free(k as u32) as usize) < k {
+            return 0;
+        }
+        // The consumer reloads the producer index only once its cache is empty.
+        let mut got = 0;
+        while got < k {
+            let n = self.fill.pop(&mut bases[got..k]);
+            if n == 0 {
+                break;
+            }
+            got += n;
+        }
+        if got < k {
+            // Not enough fill frames: the kernel would count rx_fill_ring_empty. The
+            // frames taken go back to the port through the completion ring.
+            for b in &bases[..got] {
+                let done = self.comp.push(&[*b]);
+                debug_assert_eq!(done, 1);
+            }
+            return 0;
+        }
+        let post = truncate.unwrap_or(k).min(k);
+        let mut descs = [XdpDesc::default(); 64];
+        for (i, part) in pkt.chunks(room).enumerate().take(k) {
+            let addr = bases[i] + RX_HEADROOM;
+            let (ptr, _size, off) = self.area.region(addr);
+            // SAFETY: the frame came off the fill ring, so the "kernel" owns it until
+            // it posts the RX descriptor; [off, off + part.len()) is inside the frame.
+            unsafe {
+                std::ptr::copy_nonoverlapping(part.as_ptr(), ptr.as_ptr().add(off), part.len());
+            }
+            descs[i] = XdpDesc {
+                addr,
+                len: part.len() as u32,
+                options: if i + 1 < k {
+                    super::chain::XDP_PKT_CONTD
+                } else {
+                    0
+                },
+            };
+        }
+        let pushed = self.rx.push(&descs[..post]);
+        debug_assert_eq!(pushed, post, "checked free space above");
+        // What was not posted is handed back as completed TX would be: into the pool.
+        for b in &bases[post..k] {
+            let done = self.comp.push(&[*b]);
+            debug_assert_eq!(done, 1);
+        }
+        post
+    }
+
+    /// Take every packet the port transmitted, calling `f` with its bytes (a chain's
+    /// buffers concatenated), and complete every frame. Returns how many frames.
     pub fn drain_tx(&mut self, mut f: impl FnMut(&[u8])) -> usize {
         let mut descs = [XdpDesc::default(); 64];
         let mut total = 0;
@@ -134,7 +198,16 @@ impl FakeKernel {
                 // the slice stays inside the frame's region.
                 let fr = unsafe { std::slice::from_raw_parts(ptr.as_ptr().add(off), size - off) };
                 let len = (descs[i].len as usize).min(fr.len());
-                f(&fr[..len]);
+                let more = descs[i].options & super::chain::XDP_PKT_CONTD != 0;
+                if more || !self.tx_chain.is_empty() {
+                    self.tx_chain.extend_from_slice(&fr[..len]);
+                    if !more {
+                        f(&self.tx_chain);
+                        self.tx_chain.clear();
+                    }
+                } else {
+                    f(&fr[..len]);
+                }
                 addrs[i] = descs[i].addr;
             }
             let done = self.comp.push(&addrs[..n]);
@@ -161,6 +234,7 @@ mod tests {
             frame_size: 2048,
             ring_size: 64,
             tx_budget: 0,
+            multi_buffer: false,
         };
         let c = counters();
         let (mut port, mut k) = fake_port(1, &cfg, Arc::clone(&c)).unwrap();
@@ -200,6 +274,7 @@ mod tests {
             frame_size: 2048,
             ring_size: 64,
             tx_budget: 0,
+            multi_buffer: false,
         };
         let c = counters();
         let (mut port, mut k) = fake_port(2, &cfg, Arc::clone(&c)).unwrap();

@@ -6,6 +6,8 @@
 //! the TX ring, or the completion ring. RX frames go back to the pool once the worker
 //! is done with them; TX frames come from the pool and return through the completion
 //! ring. The pool is a `Vec` with capacity for every frame, so pushes never allocate.
+//! A multi-buffer packet is several frames under one descriptor chain: the same rule
+//! holds for each of its frames ([`super::chain`] has the RX/TX side of chains).
 //! Counters of the port are bumped here (single writer: the owning worker).
 //!
 //! Frame access follows ownership: a frame the worker holds is writable only through
@@ -19,6 +21,7 @@ use std::os::fd::{BorrowedFd, RawFd};
 use std::ptr::NonNull;
 use std::sync::Arc;
 
+use super::chain::{CHAIN_STORE, XDP_PKT_CONTD, XDP_USE_SG};
 use super::ring::{RingCons, RingProd, RingRaw, XdpDesc};
 use super::umem::{FrameArea, HEADROOM};
 pub use crate::counters::PortId;
@@ -39,6 +42,9 @@ pub struct PortConfig {
     /// Frames the kernel may transmit per TX wakeup in copy mode
     /// (`XDP_MAX_TX_SKB_BUDGET`, Linux 6.17+; its default is 32). 0 = leave it.
     pub tx_budget: u32,
+    /// Bind with `XDP_USE_SG` (Linux 6.6+): packets larger than one frame arrive and
+    /// leave as descriptor chains ([`super::chain`]). Off: the kernel drops them.
+    pub multi_buffer: bool,
 }
 
 impl Default for PortConfig {
@@ -49,6 +55,7 @@ impl Default for PortConfig {
             frame_size: 2048,
             ring_size: 512,
             tx_budget: 0,
+            multi_buffer: false,
         }
     }
 }
@@ -120,19 +127,25 @@ enum Backing {
 /// registration, then the mapping.
 #[derive(Debug)]
 pub struct Port {
-    id: PortId,
+    pub(super) id: PortId,
     fill: RingProd<u64>,
     comp: RingCons<u64>,
-    rx: RingCons<XdpDesc>,
+    pub(super) rx: RingCons<XdpDesc>,
     tx: RingProd<XdpDesc>,
-    pool: Vec<u64>,
+    pub(super) pool: Vec<u64>,
     staged: [XdpDesc; TX_STAGE],
     staged_len: usize,
     staged_bytes: u64,
+    /// A chain is among the staged descriptors (set by `make_room`, which every chain
+    /// sender calls first): the flush then cuts at packet boundaries.
+    staged_chain: bool,
     ring_size: u32,
-    counters: Arc<[PortCounters]>,
+    pub(super) counters: Arc<[PortCounters]>,
+    /// Continuation buffers of the chains of the last RX burst ([`super::chain`]).
+    pub(super) chain: [XdpDesc; CHAIN_STORE],
+    pub(super) chain_used: usize,
     backing: Backing,
-    area: Arc<FrameArea>,
+    pub(super) area: Arc<FrameArea>,
 }
 
 fn ring_raw_prod<T>(r: &libxdp_sys::xsk_ring_prod) -> Option<RingRaw<T>> {
@@ -258,7 +271,8 @@ impl Port {
                 libxdp_flags: libxdp_sys::XSK_LIBXDP_FLAGS__INHIBIT_PROG_LOAD,
             },
             xdp_flags: 0,
-            bind_flags: (libxdp_sys::XDP_USE_NEED_WAKEUP | copy_flag) as u16,
+            bind_flags: (libxdp_sys::XDP_USE_NEED_WAKEUP | copy_flag) as u16
+                | if cfg.multi_buffer { XDP_USE_SG } else { 0 },
         };
         let mut xsk: *mut libxdp_sys::xsk_socket = std::ptr::null_mut();
         // SAFETY: umem is live; rx/tx are boxed and outlive the socket.
@@ -391,8 +405,11 @@ impl Port {
             staged: [XdpDesc::default(); TX_STAGE],
             staged_len: 0,
             staged_bytes: 0,
+            staged_chain: false,
             ring_size: cfg.ring_size,
             counters,
+            chain: [XdpDesc::default(); CHAIN_STORE],
+            chain_used: 0,
             backing,
             area,
         };
@@ -420,30 +437,6 @@ impl Port {
     fn counters(&self) -> &PortCounters {
         // The registry has a slot for every PortId the daemon hands out.
         &self.counters[self.id as usize]
-    }
-
-    /// Take up to `out.len()` received frames. Descriptors the kernel could not have
-    /// produced (outside the UMEM) are dropped and counted, never handed out.
-    #[inline]
-    pub fn rx_burst(&mut self, out: &mut [XdpDesc]) -> usize {
-        let n = self.rx.pop(out);
-        let mut kept = 0;
-        let mut bytes = 0u64;
-        for i in 0..n {
-            let d = out[i];
-            match self.area.room(d.addr) {
-                Some(room) if d.len as usize <= room => {
-                    bytes += d.len as u64;
-                    out[kept] = d;
-                    kept += 1;
-                }
-                _ => self.counters().count_drop(DropReason::Truncated),
-            }
-        }
-        let c = self.counters();
-        bump(&c.rx_packets, kept as u64);
-        bump(&c.rx_bytes, bytes);
-        kept
     }
 
     /// The whole chunk (frame) holding `addr`, writable, and the offset of `addr` in
@@ -518,12 +511,26 @@ impl Port {
         self.staged_bytes += d.len as u64;
     }
 
-    /// Put staged frames on the TX ring and kick the kernel if it asked. Frames that
+    /// Make room for `k` more staged descriptors (one packet's chain), flushing
+    /// first if they would not fit: a chain is never split between two flushes.
+    #[inline]
+    pub(super) fn make_room(&mut self, k: usize) {
+        if self.staged_len + k > TX_STAGE {
+            self.flush_tx();
+        }
+        self.staged_chain = true;
+    }
+
+    /// Put staged frames on the TX ring and kick the kernel if it asked. Packets that
     /// do not fit even after the kernel drained the ring are dropped (counted
-    /// `tx_ring_full`) and go back to the pool.
+    /// `tx_ring_full`, once per packet) and their frames go back to the pool. A chain
+    /// goes on the ring whole or not at all.
     pub fn flush_tx(&mut self) {
         if self.staged_len == 0 {
             return;
+        }
+        if self.staged_chain {
+            return self.flush_tx_chains();
         }
         let n = self.staged_len;
         let mut off = 0;
@@ -550,6 +557,54 @@ impl Port {
         self.staged_bytes = 0;
         let c = self.counters();
         bump(&c.tx_packets, off as u64);
+        bump(&c.tx_bytes, sent_bytes);
+    }
+
+    /// [`flush_tx`](Self::flush_tx) with chains staged: pushed whole or not at all,
+    /// counted per packet.
+    #[cold]
+    fn flush_tx_chains(&mut self) {
+        self.staged_chain = false;
+        let n = self.staged_len;
+        let mut off = 0;
+        for _ in 0..3 {
+            let mut want = n - off;
+            let free = self.tx.free(want as u32) as usize;
+            if free < want {
+                // Cut after the last complete packet that fits.
+                want = self.staged[off..off + free]
+                    .iter()
+                    .rposition(|d| d.options & XDP_PKT_CONTD == 0)
+                    .map_or(0, |p| p + 1);
+            }
+            let pushed = self.tx.push(&self.staged[off..off + want]);
+            off += pushed;
+            if self.tx.needs_wakeup() {
+                self.kick_tx(pushed as u32);
+            }
+            if off == n {
+                break;
+            }
+        }
+        let mut sent_bytes = self.staged_bytes;
+        let mut sent = 0u64;
+        for i in 0..n {
+            let d = self.staged[i];
+            let last = d.options & XDP_PKT_CONTD == 0;
+            if i < off {
+                sent += last as u64;
+                continue;
+            }
+            sent_bytes -= d.len as u64;
+            self.recycle(d.addr);
+            if last {
+                self.counters().count_drop(DropReason::TxRingFull);
+            }
+        }
+        self.staged_len = 0;
+        self.staged_bytes = 0;
+        let c = self.counters();
+        bump(&c.tx_packets, sent);
         bump(&c.tx_bytes, sent_bytes);
     }
 
