@@ -34,6 +34,8 @@ pub fn port_config(len: usize) -> PortConfig {
         ring_size: RING_SIZE,
         // The kernel's copy-mode default (32 frames per wakeup), as the datapaths get.
         tx_budget: 0,
+        // One frame per packet: larger frames go by sendmmsg (see the module contract).
+        multi_buffer: false,
     }
 }
 
