@@ -1,9 +1,10 @@
 //! Criterion's scaling results as a scaling CSV. `benches/forward.rs`'s group
 //! `forward_scaling` has one benchmark per case, named `<workers>_worker[s]_<local|cross>`;
-//! for each, criterion leaves `new/estimates.json` (mean ns per iteration) and
+//! for each, criterion leaves `new/estimates.json` (ns per iteration: the slope, else
+//! the mean) and
 //! `new/benchmark.json` (packets per iteration), and the bench itself leaves
 //! `loadavg.txt` (the 1-minute load average before → after the case). Delivered pps =
-//! packets per iteration / mean time per iteration; `pairs` = sending pods (one per
+//! packets per iteration / time per iteration; `pairs` = sending pods (one per
 //! worker in every case).
 
 use std::fmt::Write as _;
@@ -53,7 +54,7 @@ pub fn scaling_csv(criterion_dir: &Path) -> Result<String, ChartError> {
     let mut out = format!("{SCALING_HEADER}\n");
     for (name, dir) in cases {
         let (mode, workers) = case(&name).unwrap_or_default();
-        let ns = parse::criterion_mean_ns(&dir.join("new/estimates.json"))?;
+        let ns = parse::criterion_typical_ns(&dir.join("new/estimates.json"))?;
         let elements = parse::criterion_elements(&dir.join("new/benchmark.json"))?;
         let load = match std::fs::read_to_string(dir.join("loadavg.txt")) {
             Ok(s) => s

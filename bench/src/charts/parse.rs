@@ -394,8 +394,9 @@ pub fn sockperf_log(path: &Path) -> Result<Histogram<u64>, ChartError> {
     Ok(h)
 }
 
-/// Criterion's `new/estimates.json`: the mean time per iteration, in ns.
-pub fn criterion_mean_ns(path: &Path) -> Result<f64, ChartError> {
+/// Criterion's `new/estimates.json`: its typical time per iteration in ns — the slope
+/// of the linear fit where there is one (what `cargo bench` prints), else the mean.
+pub fn criterion_typical_ns(path: &Path) -> Result<f64, ChartError> {
     #[derive(Deserialize)]
     struct Est {
         point_estimate: f64,
@@ -403,15 +404,17 @@ pub fn criterion_mean_ns(path: &Path) -> Result<f64, ChartError> {
     #[derive(Deserialize)]
     struct Estimates {
         mean: Est,
+        #[serde(default)]
+        slope: Option<Est>,
     }
     let e: Estimates = serde_json::from_str(&read_capped(path)?)
         .map_err(|e| ChartError::parse(path, e.line(), format!("not criterion estimates: {e}")))?;
-    let v = e.mean.point_estimate;
+    let v = e.slope.unwrap_or(e.mean).point_estimate;
     if !(v.is_finite() && v > 0.0) {
         return Err(ChartError::parse(
             path,
             0,
-            format!("mean {v} is not positive"),
+            format!("time per iteration {v} is not positive"),
         ));
     }
     Ok(v)

@@ -244,12 +244,18 @@ fn newest_file_wins_and_criterion_results_become_a_scaling_csv() {
         ("1_worker_local", 3200.0, 64),
         ("2_workers_cross", 5120.0, 128),
     ] {
+        // The local case has a slope (used; its mean is off by 2x), the cross case none.
+        let slope = if case == "1_worker_local" {
+            format!("{{\"point_estimate\":{ns},\"standard_error\":1.0}}")
+        } else {
+            "null".to_string()
+        };
         let c = g.join(case).join("new");
         std::fs::create_dir_all(&c).unwrap();
         write(
             &c,
             "estimates.json",
-            &format!("{{\"mean\":{{\"confidence_interval\":{{}},\"point_estimate\":{ns},\"standard_error\":1.0}}}}"),
+            &format!("{{\"mean\":{{\"confidence_interval\":{{}},\"point_estimate\":{},\"standard_error\":1.0}},\"slope\":{slope}}}", if slope == "null" { ns } else { ns * 2.0 }),
         );
         write(
             &c,
