@@ -252,17 +252,17 @@ pub fn scaling_rig(workers: usize, pairs: Pairs, frame_len: usize) -> ScaleRig {
     let shared: Vec<Arc<WorkerShared>> = (0..workers)
         .map(|w| Arc::new(WorkerShared::new(w as u16, w).unwrap()))
         .collect();
-    // handoff[from][to]
+    // tx[from][to] sends from worker `from` to worker `to`; rx[to] are the rings into `to`.
     let mut tx: Vec<Vec<Option<HandoffTx>>> = (0..workers).map(|_| Vec::new()).collect();
     let mut rx: Vec<Vec<HandoffRx>> = (0..workers).map(|_| Vec::new()).collect();
-    for from in 0..workers {
-        for to in 0..workers {
+    for (from, out) in tx.iter_mut().enumerate() {
+        for (to, into) in rx.iter_mut().enumerate() {
             if from == to {
-                tx[from].push(None);
+                out.push(None);
             } else {
                 let (t, r) = handoff::channel();
-                tx[from].push(Some(t));
-                rx[to].push(r);
+                out.push(Some(t));
+                into.push(r);
             }
         }
     }

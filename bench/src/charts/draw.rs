@@ -257,7 +257,9 @@ pub fn tcp_mtu(csv: &Path, out: &Path) -> Outcome {
     let xi = |mtu: u32| mtus.iter().position(|&m| m == mtu).unwrap_or(0) as f64;
     let (lo, hi) = (0.0, (mtus.len() - 1) as f64);
     // One series per (datapath, frame size), ordered by datapath then frame.
-    let mut series: BTreeMap<(bool, String, Option<u32>), Vec<(f64, f64)>> = BTreeMap::new();
+    // (reference line, datapath, frame size) -> points
+    type Key = (bool, String, Option<u32>);
+    let mut series: BTreeMap<Key, Vec<(f64, f64)>> = BTreeMap::new();
     for r in &rows {
         let reference = r.frame_size.is_none();
         series
