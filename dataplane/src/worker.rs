@@ -110,7 +110,7 @@ pub struct IdlePolicy {
 impl Default for IdlePolicy {
     fn default() -> Self {
         IdlePolicy {
-            busy_poll: Duration::from_micros(200),
+            busy_poll: Duration::from_micros(1000),
             poll_timeout_ms: 100,
         }
     }
