@@ -443,7 +443,7 @@ pub struct IdleConfig {
 impl Default for IdleConfig {
     fn default() -> Self {
         IdleConfig {
-            busy_poll_us: 200,
+            busy_poll_us: 1000,
             poll_timeout_ms: 100,
         }
     }
@@ -1038,7 +1038,7 @@ mod tests {
         assert!(c.host_port.enabled);
         assert_eq!(c.host_port.name, "xsknet0");
         assert_eq!(c.host_port.peer_name, "xsknet0-dp");
-        assert_eq!(c.idle.busy_poll_us, 200);
+        assert_eq!(c.idle.busy_poll_us, 1000);
         assert_eq!(c.idle.poll_timeout_ms, 100);
         assert_eq!(c.log_level, "info");
         assert_eq!(c.total_frames_per_worker(), 496 * 64);

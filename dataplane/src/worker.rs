@@ -17,7 +17,9 @@
 //! ports find them.
 //!
 //! After `busy_poll` of no work the worker sleeps in poll(2) on its sockets and its eventfd (adaptive, like
-//! VPP's interrupt mode), so an idle node burns no CPU.
+//! VPP's interrupt mode), so an idle node burns no CPU. The busy window follows the last
+//! packet only: waking from a sleep to find nothing (the housekeeping timeout) goes back
+//! to sleep at once, so the window's length costs CPU only after traffic.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -108,9 +110,34 @@ pub struct IdlePolicy {
 impl Default for IdlePolicy {
     fn default() -> Self {
         IdlePolicy {
-            busy_poll: Duration::from_micros(200),
+            busy_poll: Duration::from_micros(1000),
             poll_timeout_ms: 100,
         }
+    }
+}
+
+/// The busy window after the last packet: it starts at the first empty round after
+/// work and is cleared only by work. A sleep does not clear it, so a wakeup that finds
+/// nothing (the housekeeping timeout, a spurious wake) sleeps again at once instead of
+/// opening a new window: the window follows traffic, never the timer, and an idle
+/// worker does not spin.
+#[derive(Debug, Default)]
+struct IdleClock {
+    since: Option<Instant>,
+}
+
+impl IdleClock {
+    /// A round moved packets.
+    #[inline]
+    fn worked(&mut self) {
+        self.since = None;
+    }
+
+    /// An empty round at `now`: true while inside the busy window (spin), false once
+    /// it is over (sleep).
+    fn spin(&mut self, now: Instant, busy_poll: Duration) -> bool {
+        let since = *self.since.get_or_insert(now);
+        now.duration_since(since) < busy_poll
     }
 }
 
@@ -517,18 +544,16 @@ impl Worker {
             );
         }
         tracing::info!(worker = self.shared.id, core, "worker running");
-        let mut idle_since: Option<Instant> = None;
+        let mut idle = IdleClock::default();
         loop {
             if !self.housekeeping() {
                 break;
             }
             if self.poll_once() > 0 {
-                idle_since = None;
+                idle.worked();
                 continue;
             }
-            let now = Instant::now();
-            let since = *idle_since.get_or_insert(now);
-            if now.duration_since(since) < self.idle.busy_poll {
+            if idle.spin(Instant::now(), self.idle.busy_poll) {
                 std::hint::spin_loop();
                 continue;
             }
@@ -543,7 +568,6 @@ impl Worker {
                 self.shared.waker.drain();
             }
             self.shared.sleeping.store(false, Ordering::SeqCst);
-            idle_since = None;
         }
         tracing::info!(
             worker = self.shared.id,
@@ -745,6 +769,29 @@ mod tests {
             "ICMP frag needed"
         );
         assert!(frames_sent(&mut r, UPLINK).0.is_empty());
+    }
+
+    #[test]
+    fn the_busy_window_follows_traffic_not_wakeups() {
+        let busy = Duration::from_micros(200);
+        let t0 = Instant::now();
+        let at = |us: u64| t0 + Duration::from_micros(us);
+        let mut c = IdleClock::default();
+        // After traffic: spin for the window, then sleep.
+        c.worked();
+        assert!(c.spin(at(0), busy));
+        assert!(c.spin(at(199), busy));
+        assert!(!c.spin(at(200), busy));
+        // Woken by the timeout 100 ms later with nothing to do: straight back to sleep.
+        assert!(!c.spin(at(100_200), busy));
+        assert!(!c.spin(at(200_200), busy));
+        // A packet: a new window from the next empty round.
+        c.worked();
+        assert!(c.spin(at(200_300), busy));
+        assert!(!c.spin(at(200_500), busy));
+        // A zero window never spins.
+        let mut z = IdleClock::default();
+        assert!(!z.spin(at(0), Duration::ZERO));
     }
 
     #[test]
