@@ -6,10 +6,11 @@ set -euo pipefail
 # etcd-server: the cluster datastore the tests and the testbed start themselves (their own
 # ports and data dirs; the packaged service is not used). protobuf-compiler and
 # libprotobuf-dev: etcd-client's build script compiles etcd's .proto files.
+# fonts-dejavu-core: the TTF bench's chart tool (and its tests) draws text with.
 PKGS=(clang llvm libelf-dev zlib1g-dev pkg-config m4 libbpf-dev linux-libc-dev gcc-multilib
       iproute2 ethtool iputils-ping netcat-openbsd iperf3 tcpdump procps
       containernetworking-plugins iptables nftables
-      etcd-server protobuf-compiler libprotobuf-dev)
+      etcd-server protobuf-compiler libprotobuf-dev fonts-dejavu-core)
 
 missing=()
 for p in "${PKGS[@]}"; do
