@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use super::parse::{self, E2e};
+use super::parse::{self, E2e, Udp64};
 use super::render::{self, Bars, Line};
 use super::{ChartError, Outcome};
 
@@ -49,43 +49,53 @@ pub fn si(v: f64) -> String {
 
 pub fn pps(e: &E2e, json: &Path, out: &Path) -> Outcome {
     let path = out.join("pps.png");
-    let multi = e
+    // One group per datapath; one offered and one delivered bar per generator row
+    // (row i of every peer is the same generator setup: 1 CPU, then the saturation row).
+    let peers: Vec<_> = e
         .peers
         .iter()
-        .any(|p| p.udp64.as_ref().is_some_and(|u| u.len() > 1));
-    let (mut cats, mut offered, mut delivered) = (Vec::new(), Vec::new(), Vec::new());
-    for p in &e.peers {
-        for u in p.udp64.iter().flatten() {
-            cats.push(if multi {
-                format!(
-                    "{} ({}×{})",
-                    p.name(),
-                    u.generator.as_deref().unwrap_or("?"),
-                    u.procs.unwrap_or(1)
-                )
-            } else {
-                p.name().to_string()
-            });
-            offered.push(u.offered_pps);
-            delivered.push(u.delivered_pps);
-        }
-    }
-    if cats.is_empty() {
+        .filter(|p| p.udp64.as_ref().is_some_and(|u| !u.is_empty()))
+        .collect();
+    if peers.is_empty() {
         return Outcome::Skipped {
             chart: "pps.png",
             why: format!("{}: no peer has udp64 results", json.display()),
         };
     }
-    let series = [
-        Bars {
-            name: "offered".into(),
-            values: offered,
-        },
-        Bars {
-            name: "delivered".into(),
-            values: delivered,
-        },
-    ];
+    let cats: Vec<String> = peers.iter().map(|p| p.name().to_string()).collect();
+    let rows = peers
+        .iter()
+        .map(|p| p.udp64.as_ref().map_or(0, Vec::len))
+        .max()
+        .unwrap_or(0);
+    let mut series = Vec::new();
+    for i in 0..rows {
+        let gen = peers
+            .iter()
+            .find_map(|p| p.udp64.as_ref().and_then(|u| u.get(i)))
+            .map(|u| {
+                format!(
+                    "{} ×{}",
+                    u.generator.as_deref().unwrap_or("?"),
+                    u.procs.unwrap_or(1)
+                )
+            })
+            .unwrap_or_default();
+        let row = |f: fn(&Udp64) -> Option<f64>| -> Vec<Option<f64>> {
+            peers
+                .iter()
+                .map(|p| p.udp64.as_ref().and_then(|u| u.get(i)).and_then(f))
+                .collect()
+        };
+        series.push(Bars {
+            name: format!("offered ({gen})"),
+            values: row(|u| u.offered_pps),
+        });
+        series.push(Bars {
+            name: format!("delivered ({gen})"),
+            values: row(|u| u.delivered_pps),
+        });
+    }
     outcome(
         "pps.png",
         render::grouped_bars(
@@ -352,22 +362,37 @@ pub fn scaling(files: &[PathBuf], out: &Path) -> Outcome {
         if !sources.contains(&name) {
             sources.push(name);
         }
-        let mut pts: Vec<(f64, f64)> = rows
-            .iter()
-            .map(|r| (r.workers as f64, r.delivered_pps))
-            .collect();
-        pts.sort_by(|a, b| a.0.total_cmp(&b.0));
-        let load: Vec<&str> = rows.iter().map(|r| r.loadavg.as_str()).collect();
-        let labels = pts
-            .iter()
-            .map(|&(w, pps)| format!("{} ({}/worker)", si(pps), si(pps / w.max(1.0))))
-            .collect();
-        lines.push(Line {
-            name: format!("{mode} (load {})", load.join("; ")),
-            points: pts,
-            reference: false,
-            labels,
-        });
+        // A mode measured with several pair counts per worker count (e2e: 1 and 2
+        // sending pairs) gets one line per pair count; else one line.
+        let mut workers: Vec<u32> = rows.iter().map(|r| r.workers).collect();
+        workers.sort_unstable();
+        let split = workers.windows(2).any(|w| w[0] == w[1]);
+        let mut groups: BTreeMap<Option<u32>, Vec<&parse::Scaling>> = BTreeMap::new();
+        for r in &rows {
+            groups.entry(split.then_some(r.pairs)).or_default().push(r);
+        }
+        for (pairs, rows) in groups {
+            let mut pts: Vec<(f64, f64)> = rows
+                .iter()
+                .map(|r| (r.workers as f64, r.delivered_pps))
+                .collect();
+            pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+            let load = rows.first().map_or("", |r| r.loadavg.as_str());
+            let labels = pts
+                .iter()
+                .map(|&(w, pps)| format!("{} ({}/worker)", si(pps), si(pps / w.max(1.0))))
+                .collect();
+            let what = match pairs {
+                Some(p) => format!("{mode}, {p} sending pair(s)"),
+                None => mode.clone(),
+            };
+            lines.push(Line {
+                name: format!("{what} (load {load})"),
+                points: pts,
+                reference: false,
+                labels,
+            });
+        }
     }
     outcome(
         "scaling.png",
