@@ -328,6 +328,7 @@ workers:
   - core: 1
 hostPort:
   enabled: false
+${XSKNET_YAML_EXTRA:-}
 EOF
   start_bg "$d/xsknetd.log" ip netns exec "$NS_NODE" env RUST_LOG=info "$bin/xsknetd" \
     --config "$d/node.yaml" --socket "$sock" --state-dir "$d/state"
