@@ -13,7 +13,7 @@
 # BRIDGE (1; 0 skips the bridge rows), RX (0: nothing; 1: RPS on the pods' eth0 to all
 # CPUs; other: RPS to every CPU but the worker's; gro; threaded: GRO + threaded NAPI),
 # TXBUDGET (umem.txBudget, 0 = kernel default), RING/FRAMES_PER_PORT (per frame size:
-# 2048 → 512/992, 4096 → 256/496, ~2 MiB of UMEM per pod either way).
+# 2048 → 512/992 (~2 MiB of UMEM per pod), 4096 → 512/992 (~4 MiB, the daemon's default)).
 # Output: bench/out/tcp-mtu-<UTC stamp>.csv with the header
 # `datapath,local_mtu,frame_size,gbps,retransmits,loadavg`, and a markdown table on
 # stdout; the xsknet ports' drop and kernel ring counters of each run on stderr.
@@ -61,7 +61,7 @@ echo "|---|---:|---:|---:|---:|---:|"
 run_xsknet() { # frame mtu
   local frame=$1 mtu=$2 ring frames node=${P}n$1x$2 sock=$W/s$1x$2
   if [ "$frame" = 2048 ]; then ring=${RING_2048:-512}; frames=${FRAMES_2048:-992}
-  else ring=${RING_4096:-256}; frames=${FRAMES_4096:-496}; fi
+  else ring=${RING_4096:-512}; frames=${FRAMES_4096:-992}; fi
   printf 'localMtu: %s\numem:\n  frameSize: %s\n  ringSize: %s\n  framesPerPort: %s\n  txBudget: %s\n' \
     "$mtu" "$frame" "$ring" "$frames" "$TXBUDGET" > "$W/node.yaml"
   ip netns add "$node"; NSS+=("$node"); ip -n "$node" link set lo up

@@ -386,7 +386,9 @@ pub struct UmemConfig {
     /// jumbo MTU (`localMtu`) in one frame.
     pub frame_size: u32,
     /// Frames of each port's own UMEM (fill ring + RX + TX in flight). The default,
-    /// 496 × 4 KiB plus four 256-entry rings: ~2000 KiB per pod, within 2 MiB.
+    /// 992 × 4 KiB plus four 512-entry rings: ~4 MiB per pod (bench/RESULTS.md "Node-local
+    /// TCP": at 2 MiB a two-pod TCP stream at the local MTU loses hundreds of packets
+    /// at the sender's RX ring per 5 s, at 4 MiB a handful).
     pub frames_per_port: u32,
     /// Entries in each of a port's four rings; a power of two.
     pub ring_size: u32,
@@ -401,8 +403,8 @@ impl Default for UmemConfig {
     fn default() -> Self {
         UmemConfig {
             frame_size: 4096,
-            frames_per_port: 496,
-            ring_size: 256,
+            frames_per_port: 992,
+            ring_size: 512,
             max_ports_per_worker: 64,
             tx_budget: 0,
         }
@@ -1031,8 +1033,8 @@ mod tests {
         assert_eq!(c.workers.len(), 1);
         assert_eq!(Some(&c.workers[0].core), online_cpus().last());
         assert_eq!(c.umem.frame_size, 4096);
-        assert_eq!(c.umem.frames_per_port, 496);
-        assert_eq!(c.umem.ring_size, 256);
+        assert_eq!(c.umem.frames_per_port, 992);
+        assert_eq!(c.umem.ring_size, 512);
         assert_eq!(c.local_mtu(), Some(32768));
         assert_eq!(c.umem.max_ports_per_worker, 64);
         assert!(c.host_port.enabled);
@@ -1041,7 +1043,7 @@ mod tests {
         assert_eq!(c.idle.busy_poll_us, 1000);
         assert_eq!(c.idle.poll_timeout_ms, 100);
         assert_eq!(c.log_level, "info");
-        assert_eq!(c.total_frames_per_worker(), 496 * 64);
+        assert_eq!(c.total_frames_per_worker(), 992 * 64);
         c.validate().unwrap();
     }
 
