@@ -35,10 +35,10 @@ fn two_pods_ping_tcp_check_del() {
     eprintln!("ADD a took {add_ms:.1} ms (incl. ip netns exec)");
     let (ipa, ipb) = (result_ip(&ra), result_ip(&rb));
     assert_ne!(ipa, ipb);
-    // The node-local MTU by default (localMtu unset: 32768, multi-buffer chains; on a
+    // The node-local MTU by default (localMtu unset: 65535, multi-buffer chains; on a
     // kernel before 6.6 the largest a 4 KiB frame holds).
     let multi = kernel_has_xdp_sg();
-    assert_eq!(ra["interfaces"][1]["mtu"], if multi { 32768 } else { 3506 });
+    assert_eq!(ra["interfaces"][1]["mtu"], if multi { 65535 } else { 3506 });
     // The result is only printed once the dataplane forwards: no settling time.
     assert!(a.ns.ping(ipb, 2), "a → b ping");
     assert!(b.ns.ping(ipa, 2), "b → a ping");

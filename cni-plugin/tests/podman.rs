@@ -430,8 +430,8 @@ fn podman_containers_talk_through_xsknet_and_leave_nothing_behind() {
     let (a_rx1, _) = world.port_packets(&ip_a);
     let (_, b_tx1) = world.port_packets(&ip_b);
     // At most one MSS per packet (offloads off), the MSS below the default node-local
-    // MTU (32768, multi-buffer): > BYTES / 32768 packets each way.
-    let min_frames = (BYTES / 32768) as u64;
+    // MTU (65535, multi-buffer): > BYTES / 65535 packets each way.
+    let min_frames = (BYTES / 65535) as u64;
     assert!(
         a_rx1 - a_rx0 >= min_frames && b_tx1 - b_tx0 >= min_frames,
         "the stream did not cross the dataplane: pod a rx +{}, pod b tx +{}",

@@ -224,7 +224,7 @@ fn two_xsknet_nodes_carry_ping_tcp_and_udp_between_their_pods() {
     let want = if xsknet_dataplane::config::kernel_has_xdp_sg(
         &std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default(),
     ) {
-        32768
+        65535
     } else {
         3506
     };

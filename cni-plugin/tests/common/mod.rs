@@ -270,7 +270,7 @@ pub fn tcp_ok(a: &Pod, b: &Pod, dst: Ipv4Addr, port: u16, bytes: usize) -> bool 
 }
 
 /// Whether this kernel has multi-buffer AF_XDP (`XDP_USE_SG`, Linux 6.6): the daemon's
-/// default node-local MTU (32768) needs it, an older kernel gets one frame's (3506).
+/// default node-local MTU (65535) needs it, an older kernel gets one frame's (3506).
 pub fn kernel_has_xdp_sg() -> bool {
     let r = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let mut it = r
