@@ -305,22 +305,9 @@ impl Port {
         for (f, &addr) in addrs[..frames].iter().enumerate() {
             let want = left.min(room);
             let (chunk, off) = self.chunk_mut(addr);
-            let mut used = 0;
-            while used < want {
-                if seg.is_empty() {
-                    match segments.next() {
-                        Some(s) => seg = s,
-                        None => break,
-                    }
-                    continue;
-                }
-                let take = seg.len().min(want - used);
-                if let Some(dst) = chunk.get_mut(off + used..off + used + take) {
-                    dst.copy_from_slice(&seg[..take]);
-                }
-                seg = &seg[take..];
-                used += take;
-            }
+            // `want` ≤ room, so the window is inside the chunk.
+            let dst = chunk.get_mut(off..off + want).unwrap_or_default();
+            let used = super::gather(dst, &mut seg, &mut segments);
             left -= want;
             let options = if f + 1 < frames { XDP_PKT_CONTD } else { 0 };
             self.stage_tx(XdpDesc {

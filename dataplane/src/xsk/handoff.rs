@@ -177,20 +177,7 @@ impl HandoffTx {
             // consumer is not reading it; we are the only producer.
             let slot = unsafe { &mut *cell.get() };
             let want = left.min(SLOT_BYTES);
-            let mut used = 0;
-            while used < want {
-                if seg.is_empty() {
-                    match segments.next() {
-                        Some(s) => seg = s,
-                        None => break,
-                    }
-                    continue;
-                }
-                let take = seg.len().min(want - used);
-                slot.data[used..used + take].copy_from_slice(&seg[..take]);
-                seg = &seg[take..];
-                used += take;
-            }
+            let used = super::gather(&mut slot.data[..want], &mut seg, &mut segments);
             left -= want;
             slot.egress = egress;
             slot.ingress = ingress;
