@@ -174,6 +174,30 @@ impl std::fmt::Debug for Worker {
     }
 }
 
+/// The outcome of a push onto worker `w`'s handoff ring: counted out (and `w` to be
+/// woken), or dropped on the ingress port — no route when `w` is this worker, else a
+/// full ring.
+#[inline(always)]
+fn handed_off(
+    sent: bool,
+    w: WorkerId,
+    me: WorkerId,
+    shared: &WorkerShared,
+    pushed_to: &mut [bool],
+    c_in: &PortCounters,
+) {
+    if sent {
+        bump(&shared.counters.handoff_out, 1);
+        pushed_to[w as usize] = true;
+    } else {
+        c_in.count_drop(if w == me {
+            DropReason::NoRoute
+        } else {
+            DropReason::HandoffFull
+        });
+    }
+}
+
 /// Two distinct elements of a slice, mutably.
 #[inline]
 fn pair_mut<T>(v: &mut [T], a: usize, b: usize) -> (&mut T, &mut T) {
@@ -425,16 +449,7 @@ impl Worker {
                             }
                             _ => false,
                         };
-                        if ok {
-                            bump(&shared.counters.handoff_out, 1);
-                            pushed_to[w as usize] = true;
-                        } else {
-                            c_in.count_drop(if w == me {
-                                DropReason::NoRoute
-                            } else {
-                                DropReason::HandoffFull
-                            });
-                        }
+                        handed_off(ok, w, me, shared, pushed_to, c_in);
                         ports[pi].recycle_packet(&d);
                     }
                     continue;
@@ -465,16 +480,7 @@ impl Worker {
                                 }
                                 _ => false,
                             };
-                            if sent {
-                                bump(&shared.counters.handoff_out, 1);
-                                pushed_to[w as usize] = true;
-                            } else {
-                                c_in.count_drop(if w == me {
-                                    DropReason::NoRoute
-                                } else {
-                                    DropReason::HandoffFull
-                                });
-                            }
+                            handed_off(sent, w, me, shared, pushed_to, c_in);
                         }
                         ports[pi].recycle(d.addr);
                     }
